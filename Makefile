@@ -1,0 +1,60 @@
+# podns — build, test and run everything from here. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := build
+
+GO        ?= go
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X github.com/podns/podns/internal/version.Version=$(VERSION)
+# Tools the tests need (CoreDNS as the real cluster DNS, staticcheck) are installed here, pinned,
+# and reused between runs.
+TOOLS     := $(CURDIR)/.tools/bin
+export PATH := $(TOOLS):$(PATH)
+
+COREDNS_VERSION     := v1.14.7
+STATICCHECK_VERSION := v0.8.2
+# How long each fuzz target runs in `make test` (CI budget), and in `make fuzz` by default.
+FUZZTIME  ?= 15s
+
+.PHONY: help build tools lint test test-unit fuzz bench demo clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
+
+build: ## static binaries bin/stub and bin/initc
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/stub ./stub
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/initc ./initc
+
+tools: $(TOOLS)/coredns $(TOOLS)/staticcheck ## pinned CoreDNS and staticcheck into .tools/bin
+
+$(TOOLS)/coredns:
+	GOBIN=$(TOOLS) CGO_ENABLED=0 $(GO) install github.com/coredns/coredns@$(COREDNS_VERSION)
+
+$(TOOLS)/staticcheck:
+	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+lint: $(TOOLS)/staticcheck ## go vet and staticcheck, both modules
+	$(GO) vet ./...
+	staticcheck ./...
+	cd injector-manifests && $(GO) vet ./... && staticcheck ./...
+
+test: build tools test-unit fuzz ## the README's test command: everything CI runs
+
+test-unit:
+	$(GO) test -race -count=1 ./...
+	cd injector-manifests && $(GO) test -race -count=1 ./...
+
+# Every fuzz target, each for a bounded time, seeded from its testdata corpus.
+fuzz: ## run each fuzz target for FUZZTIME
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
+	  for t in $$(grep -hoE '^func (Fuzz[A-Za-z0-9_]+)' $$dir/*_test.go 2>/dev/null | cut -d' ' -f2); do \
+	    echo "fuzz $$pkg $$t ($(FUZZTIME))"; \
+	    $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+clean: ## remove build output (keeps .tools)
+	rm -rf bin bench-results
+
+# The e2e suite owns `demo` and `bench` (see e2e/README.md).
+include e2e/e2e.mk
