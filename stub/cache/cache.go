@@ -1,0 +1,311 @@
+// Package cache keeps upstream DNS replies in wire form and serves them
+// without unpacking: a hit is a map lookup, one copy of the stored packet and
+// a few in-place patches (ID, RD/CD, the client's letter case, TTLs). Get
+// allocates nothing.
+package cache
+
+import (
+	"bytes"
+	"encoding/binary"
+	"hash/maphash"
+	"math"
+	"math/bits"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/podns/podns/stub/wire"
+)
+
+// Defaults applied by New to zero or negative Config fields (except
+// ServfailTTL, where 0 means "never cache SERVFAIL").
+const (
+	DefaultSize        = 10000
+	DefaultMaxTTL      = time.Hour
+	DefaultNegMaxTTL   = 30 * time.Second
+	DefaultServfailTTL = 5 * time.Second
+)
+
+// Config tunes a Cache. TTL knobs have one-second resolution (DNS TTLs are
+// whole seconds); sub-second remainders are dropped.
+type Config struct {
+	Size        int              // max entries; default 10000; values <= 0 mean the default
+	MinTTL      time.Duration    // raise TTLs below this; default 0 (no floor); applied before the caps, so a cap below it wins
+	MaxTTL      time.Duration    // cap positive TTLs; default 1h; values <= 0 mean the default
+	NegMaxTTL   time.Duration    // cap NXDOMAIN/NODATA TTLs; default 30s; values <= 0 mean the default
+	ServfailTTL time.Duration    // how long an upstream SERVFAIL is kept; DefaultConfig gives 5s; 0 (or negative) = never cached
+	Now         func() time.Time // clock; default time.Now
+}
+
+// DefaultConfig returns the documented defaults, ServfailTTL included.
+func DefaultConfig() Config {
+	return Config{
+		Size:        DefaultSize,
+		MaxTTL:      DefaultMaxTTL,
+		NegMaxTTL:   DefaultNegMaxTTL,
+		ServfailTTL: DefaultServfailTTL,
+		Now:         time.Now,
+	}
+}
+
+// Cache is a sharded, size-bounded cache of DNS replies in wire form. It is
+// safe for concurrent use.
+type Cache struct {
+	now       func() time.Time
+	seed      maphash.Seed
+	shards    []shard
+	shift     uint // shard index = hash >> shift
+	minTTL    uint32
+	maxTTL    uint32
+	negMaxTTL uint32
+	servfail  time.Duration
+}
+
+// shard is one lock's worth of the cache. Eviction is CLOCK (second chance):
+// ring holds the entries, a hit only sets the entry's ref flag, and the hand
+// sweeps the ring for a victim when the shard is full.
+type shard struct {
+	mu   sync.RWMutex
+	m    map[uint64]*entry
+	ring []*entry
+	cap  int
+	hand int
+	_    [40]byte // keep neighbouring shards' locks off one cache line
+}
+
+// entry is immutable once published, apart from its atomics: readers copy
+// msg without holding the shard lock.
+type entry struct {
+	hash     uint64
+	name     []byte // lowercased question name, wire form; aliases msg
+	qtype    uint16
+	qclass   uint16
+	flags    uint8    // keyDO | keyCD
+	msg      []byte   // the reply, ID 0, lowercased question, no OPT
+	ttlOffs  []uint16 // offset of every RR's TTL field in msg
+	stored   time.Time
+	lifetime time.Duration // entry is fresh while age < lifetime
+	slot     int           // index in the shard ring; guarded by the shard lock
+
+	ref  atomic.Bool   // CLOCK reference bit, set by hits
+	hits atomic.Uint64 // hits served; for prefetch decisions
+}
+
+// Expires reports when the entry stops being fresh.
+func (e *entry) expires() time.Time { return e.stored.Add(e.lifetime) }
+
+const (
+	keyDO = 1 << iota
+	keyCD
+)
+
+const maxName = 255
+
+// New returns a Cache configured by cfg; see Config for defaults.
+func New(cfg Config) *Cache {
+	if cfg.Size <= 0 {
+		cfg.Size = DefaultSize
+	}
+	if cfg.MaxTTL <= 0 {
+		cfg.MaxTTL = DefaultMaxTTL
+	}
+	if cfg.NegMaxTTL <= 0 {
+		cfg.NegMaxTTL = DefaultNegMaxTTL
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	c := &Cache{
+		now:       cfg.Now,
+		seed:      maphash.MakeSeed(),
+		minTTL:    seconds(cfg.MinTTL),
+		maxTTL:    seconds(cfg.MaxTTL),
+		negMaxTTL: seconds(cfg.NegMaxTTL),
+		servfail:  cfg.ServfailTTL,
+	}
+	// Up to 32 shards, but at least 64 entries per shard so that small
+	// caches keep a meaningful CLOCK ring and an exact size bound.
+	n := 32
+	for n > 1 && cfg.Size/n < 64 {
+		n /= 2
+	}
+	c.shards = make([]shard, n)
+	c.shift = uint(64 - bits.TrailingZeros(uint(n)))
+	for i := range c.shards {
+		sh := &c.shards[i]
+		sh.cap = cfg.Size / n
+		if i < cfg.Size%n {
+			sh.cap++
+		}
+		sh.m = make(map[uint64]*entry, sh.cap)
+		sh.ring = make([]*entry, 0, sh.cap)
+	}
+	return c
+}
+
+// seconds converts a duration to whole seconds, saturating at the TTL range.
+func seconds(d time.Duration) uint32 {
+	if d <= 0 {
+		return 0
+	}
+	return uint32(min(int64(d/time.Second), math.MaxInt32))
+}
+
+func (c *Cache) shard(h uint64) *shard {
+	return &c.shards[h>>c.shift&uint64(len(c.shards)-1)]
+}
+
+// key lowercases name into buf, appends type, class and flags, and hashes it.
+// It returns the lowercased name (a prefix of buf).
+func (c *Cache) key(buf *[maxName + 5]byte, name []byte, qtype, qclass uint16, flags uint8) ([]byte, uint64) {
+	n := copy(buf[:maxName], name)
+	for i := range n {
+		if b := buf[i]; 'A' <= b && b <= 'Z' {
+			buf[i] = b + ('a' - 'A')
+		}
+	}
+	binary.BigEndian.PutUint16(buf[n:], qtype)
+	binary.BigEndian.PutUint16(buf[n+2:], qclass)
+	buf[n+4] = flags
+	return buf[:n], maphash.Bytes(c.seed, buf[:n+5])
+}
+
+func requestFlags(r *wire.Request) uint8 {
+	var f uint8
+	if r.DO {
+		f |= keyDO
+	}
+	if r.CD {
+		f |= keyCD
+	}
+	return f
+}
+
+// Get appends to dst the cached answer to r: ID, RD and CD from r; the
+// question name bytes exactly as r has them (the entry stores lowercased
+// names; the client's case goes back in, same length so compression pointers
+// stay valid); every TTL reduced by the entry's age. No OPT record: the server
+// adds one. ok=false on a miss or an expired entry, and dst is returned
+// unchanged. Get allocates nothing.
+func (c *Cache) Get(dst []byte, r *wire.Request) (resp []byte, ok bool) {
+	if len(r.QName) == 0 || len(r.QName) > maxName || r.Opcode != 0 {
+		missesTotal.Inc()
+		return dst, false
+	}
+	var buf [maxName + 5]byte
+	name, h := c.key(&buf, r.QName, r.QType, r.QClass, requestFlags(r))
+	sh := c.shard(h)
+	sh.mu.RLock()
+	e := sh.m[h]
+	sh.mu.RUnlock()
+	if e == nil || e.qtype != r.QType || e.qclass != r.QClass || e.flags != requestFlags(r) || !bytes.Equal(e.name, name) {
+		missesTotal.Inc()
+		return dst, false
+	}
+	age := max(c.now().Sub(e.stored), 0)
+	if age >= e.lifetime {
+		missesTotal.Inc()
+		return dst, false
+	}
+	// Only write the flag when it changes: a store on every hit would bounce
+	// the entry's cache line between cores.
+	if !e.ref.Load() {
+		e.ref.Store(true)
+	}
+	e.hits.Add(1)
+
+	start := len(dst)
+	dst = append(dst, e.msg...)
+	out := dst[start:]
+	binary.BigEndian.PutUint16(out, r.ID)
+	out[2] &^= 0x01 // RD
+	if r.RD {
+		out[2] |= 0x01
+	}
+	out[3] &^= 0x10 // CD
+	if r.CD {
+		out[3] |= 0x10
+	}
+	copy(out[wire.HeaderLen:], r.QName)
+	if secs := uint32(age / time.Second); secs > 0 {
+		for _, off := range e.ttlOffs {
+			ttl := binary.BigEndian.Uint32(out[off:])
+			binary.BigEndian.PutUint32(out[off:], ttl-secs)
+		}
+	}
+	hitsTotal.Inc()
+	return dst, true
+}
+
+// Len returns the number of entries held, expired ones included.
+func (c *Cache) Len() int {
+	n := 0
+	for i := range c.shards {
+		sh := &c.shards[i]
+		sh.mu.RLock()
+		n += len(sh.m)
+		sh.mu.RUnlock()
+	}
+	return n
+}
+
+// Set stores msg, the upstream's reply to r. Never cached: TC=1, a question
+// that does not match r's (case-insensitive name, type, class), rcodes other
+// than NOERROR/NXDOMAIN/SERVFAIL, NXDOMAIN/NODATA without an SOA (RFC 2308
+// §5), or a TTL of 0 after the caps. The OPT record is stripped before
+// storing. Negative TTL = min(SOA TTL, SOA MINIMUM) capped by NegMaxTTL (RFC
+// 2308). Entry lifetime = the lowest TTL in the message after caps; a SERVFAIL
+// lives ServfailTTL. msg is not modified.
+func (c *Cache) Set(r *wire.Request, msg *dns.Msg) {
+	e := c.build(r, msg)
+	if e == nil {
+		return
+	}
+	insertsTotal.Inc()
+	sh := c.shard(e.hash)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if old := sh.m[e.hash]; old != nil {
+		e.slot = old.slot
+		sh.ring[e.slot] = e
+		sh.m[e.hash] = e
+		return
+	}
+	if len(sh.ring) < sh.cap {
+		e.slot = len(sh.ring)
+		sh.ring = append(sh.ring, e)
+		sh.m[e.hash] = e
+		entriesGauge.Inc()
+		return
+	}
+	i := sh.victim(e.stored)
+	delete(sh.m, sh.ring[i].hash)
+	e.slot = i
+	sh.ring[i] = e
+	sh.m[e.hash] = e
+	evictionsTotal.Inc()
+}
+
+// victim advances the CLOCK hand to the next entry to evict: the first one
+// that is expired or has not been hit since the hand last passed. It ends
+// within two turns of the ring because each turn clears the ref flags.
+func (sh *shard) victim(now time.Time) int {
+	for {
+		i := sh.hand
+		sh.hand++
+		if sh.hand == len(sh.ring) {
+			sh.hand = 0
+		}
+		e := sh.ring[i]
+		if now.Sub(e.stored) >= e.lifetime {
+			return i
+		}
+		if e.ref.Load() {
+			e.ref.Store(false)
+			continue
+		}
+		return i
+	}
+}

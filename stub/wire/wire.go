@@ -1,0 +1,349 @@
+// Package wire parses DNS queries in place and builds the few replies the
+// stub answers without unpacking anything: errors, truncation markers and the
+// OPT record. Everything here works on the raw packet so the cache-hit path
+// stays free of allocations.
+package wire
+
+import (
+	"encoding/binary"
+	"errors"
+)
+
+// Parse errors. Each one tells the server which reply, if any, to send.
+var (
+	// ErrShort means the header is unreadable or the packet is a response:
+	// drop it without answering (answering responses invites loops).
+	ErrShort = errors.New("wire: packet too short or not a query")
+	// ErrNotImp means the opcode is not QUERY: answer NOTIMP.
+	ErrNotImp = errors.New("wire: opcode not implemented")
+	// ErrFormat means the query is malformed: answer FORMERR.
+	ErrFormat = errors.New("wire: malformed query")
+	// ErrBadVers means the client speaks an EDNS version above 0: answer
+	// BADVERS (RFC 6891 §6.1.3).
+	ErrBadVers = errors.New("wire: unsupported EDNS version")
+)
+
+// DNS constants used by the stub; values from RFC 1035, 6891 and 2308.
+const (
+	HeaderLen = 12 // bytes in a DNS header
+
+	RcodeSuccess  = 0
+	RcodeFormErr  = 1
+	RcodeServFail = 2
+	RcodeNXDomain = 3
+	RcodeNotImp   = 4
+	RcodeRefused  = 5
+	RcodeBadVers  = 16 // extended rcode; needs an OPT record to be expressed
+
+	TypeOPT = 41
+
+	// MinUDPSize is the payload every DNS client accepts (RFC 1035 §4.2.1).
+	MinUDPSize = 512
+	// DefaultUDPSize is the payload size this stub advertises in its own OPT
+	// records: the DNS Flag Day 2020 value, which avoids IP fragmentation.
+	DefaultUDPSize = 1232
+
+	maxNameLen = 255 // wire octets of a name, root label included (RFC 1035 §3.1)
+)
+
+// Header flag bits, as they sit in the 16-bit flags word.
+const (
+	flagQR = 1 << 15
+	flagAA = 1 << 10
+	flagTC = 1 << 9
+	flagRD = 1 << 8
+	flagRA = 1 << 7
+	flagAD = 1 << 5
+	flagCD = 1 << 4
+)
+
+// Request is a DNS query parsed in place. Its slices alias the packet; Parse
+// allocates nothing. Reuse one Request per goroutine: Parse resets it.
+type Request struct {
+	Packet        []byte // the whole query as received
+	ID            uint16
+	Opcode        int
+	RD, CD        bool
+	QName         []byte // the question name in wire form, exactly as the client wrote it (original case); nil if not parsed
+	QType, QClass uint16
+	HasEDNS       bool  // the client sent an OPT record
+	DO            bool  // DNSSEC OK bit from the client's OPT
+	UDPSize       int   // the client's advertised UDP payload size, clamped to [512, 65535]; 512 without EDNS
+	EDNSVersion   uint8 // version field of the client's OPT record
+}
+
+// Parse fills r from pkt without copying or allocating. On error, the fields
+// that could be read are still set (ID, flags, the question once it parsed,
+// HasEDNS once an OPT was seen) so AppendError can build a useful reply.
+//
+// Accepted: opcode QUERY, exactly one question whose name is uncompressed (a
+// compression pointer in the first name can only point into the header),
+// empty answer and authority sections, and at most one additional record,
+// which must be a well-formed OPT with version 0.
+func (r *Request) Parse(pkt []byte) error {
+	*r = Request{Packet: pkt, UDPSize: MinUDPSize}
+	if len(pkt) < HeaderLen {
+		return ErrShort
+	}
+	flags := binary.BigEndian.Uint16(pkt[2:])
+	if flags&flagQR != 0 {
+		return ErrShort
+	}
+	r.ID = binary.BigEndian.Uint16(pkt)
+	r.Opcode = int(flags>>11) & 0xF
+	r.RD = flags&flagRD != 0
+	r.CD = flags&flagCD != 0
+	qd := binary.BigEndian.Uint16(pkt[4:])
+	an := binary.BigEndian.Uint16(pkt[6:])
+	ns := binary.BigEndian.Uint16(pkt[8:])
+	ar := binary.BigEndian.Uint16(pkt[10:])
+
+	if r.Opcode != 0 {
+		// Echo the question when there is a readable one: clients match
+		// replies by question as well as ID.
+		if qd == 1 {
+			r.parseQuestion(pkt)
+		}
+		return ErrNotImp
+	}
+	if qd != 1 {
+		return ErrFormat
+	}
+	// Parse the question before judging the other counts so a FORMERR can
+	// still echo it.
+	off, ok := r.parseQuestion(pkt)
+	if !ok || an != 0 || ns != 0 || ar > 1 {
+		return ErrFormat
+	}
+	if ar == 1 {
+		var err error
+		if off, err = r.parseOPT(pkt, off); err != nil {
+			return err
+		}
+	}
+	if off != len(pkt) {
+		return ErrFormat
+	}
+	if r.HasEDNS && r.EDNSVersion > 0 {
+		return ErrBadVers
+	}
+	return nil
+}
+
+// parseQuestion reads the question at offset 12 and returns the offset after
+// it. It sets QName, QType and QClass only when the whole question is valid.
+func (r *Request) parseQuestion(pkt []byte) (int, bool) {
+	end, ok := nameEnd(pkt, HeaderLen)
+	if !ok || end+4 > len(pkt) {
+		return 0, false
+	}
+	r.QName = pkt[HeaderLen:end:end]
+	r.QType = binary.BigEndian.Uint16(pkt[end:])
+	r.QClass = binary.BigEndian.Uint16(pkt[end+2:])
+	return end + 4, true
+}
+
+// nameEnd checks an uncompressed name starting at off and returns the offset
+// just past its root label.
+func nameEnd(pkt []byte, off int) (int, bool) {
+	start := off
+	for {
+		if off >= len(pkt) {
+			return 0, false
+		}
+		c := int(pkt[off])
+		if c&0xC0 != 0 { // pointer or reserved label type
+			return 0, false
+		}
+		off += 1 + c
+		if off-start > maxNameLen {
+			return 0, false
+		}
+		if c == 0 {
+			return off, true
+		}
+	}
+}
+
+// parseOPT reads the single additional record, which must be an OPT RR with
+// the root owner name (RFC 6891 §6.1.2). Returns the offset after it.
+func (r *Request) parseOPT(pkt []byte, off int) (int, error) {
+	// root name (1) + type (2) + class (2) + ttl (4) + rdlength (2)
+	if off+11 > len(pkt) || pkt[off] != 0 || binary.BigEndian.Uint16(pkt[off+1:]) != TypeOPT {
+		return 0, ErrFormat
+	}
+	r.HasEDNS = true
+	size := int(binary.BigEndian.Uint16(pkt[off+3:]))
+	r.UDPSize = max(size, MinUDPSize)
+	r.EDNSVersion = pkt[off+6]
+	r.DO = pkt[off+7]&0x80 != 0
+	rdlen := int(binary.BigEndian.Uint16(pkt[off+9:]))
+	off += 11
+	if off+rdlen > len(pkt) {
+		return 0, ErrFormat
+	}
+	if !validOptions(pkt[off : off+rdlen]) {
+		return 0, ErrFormat
+	}
+	return off + rdlen, nil
+}
+
+// EDNS option codes whose payload has a fixed shape; a malformed one is a
+// FORMERR (RFC 7871 §7.1.1 says so for ECS, RFC 7828 §3.2.1 for keepalive).
+const (
+	optLLQ         = 1
+	optUL          = 2
+	optSubnet      = 8
+	optExpire      = 9
+	optKeepalive   = 11
+	optEDE         = 15
+	optReporting   = 18
+	optZoneVersion = 19
+)
+
+// validOptions checks the option TLVs of an OPT RDATA and the payloads of the
+// options with a defined shape.
+func validOptions(b []byte) bool {
+	for len(b) > 0 {
+		if len(b) < 4 {
+			return false
+		}
+		code := binary.BigEndian.Uint16(b)
+		n := int(binary.BigEndian.Uint16(b[2:]))
+		if 4+n > len(b) {
+			return false
+		}
+		v := b[4 : 4+n]
+		b = b[4+n:]
+		switch code {
+		case optLLQ:
+			if n < 18 {
+				return false
+			}
+		case optUL:
+			if n != 4 && n != 8 {
+				return false
+			}
+		case optSubnet:
+			if n < 4 {
+				return false
+			}
+			family, source, scope := binary.BigEndian.Uint16(v), v[2], v[3]
+			switch family {
+			case 0:
+				if source != 0 {
+					return false
+				}
+			case 1:
+				if source > 32 || scope > 32 || n > 4+4 {
+					return false
+				}
+			case 2:
+				if source > 128 || scope > 128 || n > 4+16 {
+					return false
+				}
+			default:
+				return false
+			}
+		case optExpire:
+			if n != 0 && n != 4 {
+				return false
+			}
+		case optKeepalive:
+			if n != 0 && n != 2 {
+				return false
+			}
+		case optEDE, optZoneVersion:
+			if n < 2 {
+				return false
+			}
+		case optReporting:
+			if end, ok := nameEnd(v, 0); !ok || end != n {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// appendHeader appends a reply header for r: ID, opcode, RD and CD copied,
+// QR and RA set, and the given low rcode bits and TC flag.
+func appendHeader(dst []byte, r *Request, rcode int, tc bool, qd, ar uint16) []byte {
+	flags := uint16(flagQR|flagRA) | uint16(r.Opcode&0xF)<<11 | uint16(rcode&0xF)
+	if r.RD {
+		flags |= flagRD
+	}
+	if r.CD {
+		flags |= flagCD
+	}
+	if tc {
+		flags |= flagTC
+	}
+	dst = binary.BigEndian.AppendUint16(dst, r.ID)
+	dst = binary.BigEndian.AppendUint16(dst, flags)
+	dst = binary.BigEndian.AppendUint16(dst, qd)
+	dst = binary.BigEndian.AppendUint16(dst, 0)
+	dst = binary.BigEndian.AppendUint16(dst, 0)
+	return binary.BigEndian.AppendUint16(dst, ar)
+}
+
+// appendReply appends header, question (when r has one) and, iff the client
+// sent an OPT record, our own OPT.
+func appendReply(dst []byte, r *Request, rcode int, tc bool) []byte {
+	var qd uint16
+	if r.QName != nil {
+		qd = 1
+	}
+	start := len(dst)
+	dst = appendHeader(dst, r, rcode, tc, qd, 0)
+	if qd == 1 {
+		dst = append(dst, r.QName...)
+		dst = binary.BigEndian.AppendUint16(dst, r.QType)
+		dst = binary.BigEndian.AppendUint16(dst, r.QClass)
+	}
+	if r.HasEDNS {
+		dst = appendOPT(dst, start, DefaultUDPSize, uint8(rcode>>4), r.DO)
+	}
+	return dst
+}
+
+// AppendError appends a reply to r with rcode: header (ID, opcode, RD/CD
+// copied, QR, RA), the question if r has one (qdcount 0 when the question
+// could not be parsed), and an OPT record iff the client sent one (carrying
+// the upper rcode bits, e.g. for BADVERS). Allocates nothing when dst has
+// capacity.
+func AppendError(dst []byte, r *Request, rcode int) []byte {
+	return appendReply(dst, r, rcode, false)
+}
+
+// AppendTruncated appends header+question with TC=1 (plus OPT iff the client
+// sent one): what a UDP client gets when the full answer exceeds its size; it
+// retries over TCP.
+func AppendTruncated(dst []byte, r *Request) []byte {
+	return appendReply(dst, r, RcodeSuccess, true)
+}
+
+// AppendOPT appends an OPT RR (given payload size, DO bit) to the message msg
+// and increments its ARCOUNT. msg must start with a DNS header.
+func AppendOPT(msg []byte, size int, do bool) []byte {
+	return appendOPT(msg, 0, size, 0, do)
+}
+
+// appendOPT appends an OPT RR to the message that starts at msg[start:].
+func appendOPT(msg []byte, start, size int, extRcode uint8, do bool) []byte {
+	size = min(max(size, MinUDPSize), 65535)
+	var doFlag byte
+	if do {
+		doFlag = 0x80
+	}
+	msg = append(msg,
+		0,          // root owner name
+		0, TypeOPT, // type
+		byte(size>>8), byte(size), // class: UDP payload size
+		extRcode, 0, doFlag, 0, // ttl: extended rcode, version 0, DO + Z
+		0, 0, // rdlength
+	)
+	ar := binary.BigEndian.Uint16(msg[start+10:])
+	binary.BigEndian.PutUint16(msg[start+10:], ar+1)
+	return msg
+}
