@@ -1,0 +1,75 @@
+package upstream
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// The collectors are created here and registered by the binary in its own registry
+// (see Collectors), so tests and several Forwarders never fight over a global registry.
+// Every series carries the label upstream="host:port" as normalised by New.
+var (
+	queriesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "podns_upstream_queries_total",
+		Help: "Queries sent to an upstream server, one per attempt and protocol (re-sends after a server-closed connection are not counted again).",
+	}, []string{"upstream", "protocol"})
+
+	errorsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "podns_upstream_errors_total",
+		Help: "Upstream errors by reason: timeout, network (attempt failed), closed (query re-sent because its connection died), bad_reply (reply ignored).",
+	}, []string{"upstream", "reason"})
+
+	duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "podns_upstream_duration_seconds",
+		Help: "Time from sending a query to an upstream server to its valid reply (successful attempts only).",
+		// A pod-local stub talks to a cluster DNS a few hops away: 100µs is a hot CoreDNS cache on
+		// the same node, seconds are a recursion that is about to time out.
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+	}, []string{"upstream"})
+
+	reconnectsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "podns_upstream_reconnects_total",
+		Help: "TCP connections the upstream server closed (or broke) while queries were in flight on them; those queries were re-sent on a new connection.",
+	}, []string{"upstream"})
+
+	openConnections = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "podns_upstream_open_connections",
+		Help: "TCP connections to an upstream server currently open.",
+	}, []string{"upstream"})
+)
+
+// Error reasons, the values of the label "reason" of podns_upstream_errors_total.
+const (
+	reasonTimeout  = "timeout"
+	reasonNetwork  = "network"
+	reasonClosed   = "closed"
+	reasonBadReply = "bad_reply"
+)
+
+// Collectors returns the package's Prometheus collectors, unregistered, for the binary to
+// register in its registry.
+func Collectors() []prometheus.Collector {
+	return []prometheus.Collector{queriesTotal, errorsTotal, duration, reconnectsTotal, openConnections}
+}
+
+// serverMetrics holds one server's series, resolved once in New so the hot path does not
+// hash label values per query.
+type serverMetrics struct {
+	queriesTCP, queriesUDP prometheus.Counter
+	errTimeout, errNetwork prometheus.Counter
+	errClosed, errBadReply prometheus.Counter
+	duration               prometheus.Observer
+	reconnects             prometheus.Counter
+	open                   prometheus.Gauge
+}
+
+func newServerMetrics(addr string) serverMetrics {
+	return serverMetrics{
+		queriesTCP:  queriesTotal.WithLabelValues(addr, "tcp"),
+		queriesUDP:  queriesTotal.WithLabelValues(addr, "udp"),
+		errTimeout:  errorsTotal.WithLabelValues(addr, reasonTimeout),
+		errNetwork:  errorsTotal.WithLabelValues(addr, reasonNetwork),
+		errClosed:   errorsTotal.WithLabelValues(addr, reasonClosed),
+		errBadReply: errorsTotal.WithLabelValues(addr, reasonBadReply),
+		duration:    duration.WithLabelValues(addr),
+		reconnects:  reconnectsTotal.WithLabelValues(addr),
+		open:        openConnections.WithLabelValues(addr),
+	}
+}

@@ -1,0 +1,375 @@
+package upstream
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// errConnLost is delivered to the queries in flight on a connection that died under them (the
+// server closed or reset it, a write failed, or the stub gave up on an unresponsive one). Such
+// queries are re-sent on a new connection: a server closing its end is routine, not a failure.
+var errConnLost = errors.New("connection lost")
+
+// killHow says who ended a connection, which decides what it counts as.
+type killHow int
+
+const (
+	killLocal killHow = iota // the stub: Close, idle expiry, unresponsive
+	killWrite                // a write failed: the server closed or reset the connection
+	killRead                 // the reader saw EOF or an error: the server closed or reset it
+)
+
+// call is one query registered on one connection.
+type call struct {
+	id   uint16
+	q    *dns.Question
+	sent time.Time   // when it was written; a connection silent since then is unresponsive
+	done chan result // capacity 1; exactly one send per registration that was not cancelled
+}
+
+type result struct {
+	msg *dns.Msg
+	err error
+}
+
+// conn is one pipelined TCP connection. Its goroutine dials, then reads and demultiplexes
+// replies by ID and question; the Exchanges write their own queries.
+type conn struct {
+	s     *server
+	ready chan struct{} // closed when the dial ended; nc or dialErr is set by then
+	nc    net.Conn
+	wmu   sync.Mutex // one frame at a time
+
+	mu         sync.Mutex
+	pending    map[uint16]*call
+	assigned   int       // queries ever registered, against the server's budget
+	answered   int       // replies delivered
+	dead       bool      // killed: no registrations, pending already failed
+	retired    bool      // takes no new queries; closed by the server or by idle expiry
+	overBudget bool      // retired because it carried the server's learned budget
+	lastActive time.Time // s.f.now(): last registration or reply
+	lastRead   time.Time // wall clock of the last reply
+	idle       *time.Timer
+}
+
+// acquire registers cl on a connection with room, opening one when none has any.
+func (s *server) acquire(cl *call) (*conn, error) {
+	now := s.f.now()
+	var expired []*conn
+	defer func() {
+		for _, c := range expired {
+			c.kill(errConnLost, killLocal)
+		}
+	}()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.f.closed.Load() {
+		return nil, ErrClosed
+	}
+	for _, c := range s.conns {
+		ok, exp := c.register(cl, now, s.budget)
+		if ok {
+			return c, nil
+		}
+		if exp {
+			expired = append(expired, c)
+		}
+	}
+	c := &conn{s: s, ready: make(chan struct{}), pending: make(map[uint16]*call)}
+	c.register(cl, now, s.budget)
+	s.conns = append(s.conns, c)
+	s.f.wg.Add(1)
+	go c.run()
+	return c, nil
+}
+
+// register adds cl to c if c has room. expired reports that c sat idle past IdleTimeout: it
+// is retired here, under its lock, so that nothing registers before the caller closes it —
+// the stub must never send on a connection the server may be closing for idleness.
+func (c *conn) register(cl *call, now time.Time, budget int) (ok, expired bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dead || c.retired || len(c.pending) >= maxInflight {
+		return false, false
+	}
+	if len(c.pending) == 0 && c.nc != nil && now.Sub(c.lastActive) >= c.s.f.cfg.IdleTimeout {
+		c.retired = true
+		return false, true
+	}
+	if budget > 0 && c.assigned >= budget {
+		c.retired, c.overBudget = true, true
+		return false, false
+	}
+	id := randID()
+	for c.pending[id] != nil { // at most maxInflight of 65536 taken: ends at once
+		id = randID()
+	}
+	cl.id = id
+	c.pending[id] = cl
+	c.assigned++
+	c.lastActive = now
+	if budget > 0 && c.assigned >= budget {
+		c.retired, c.overBudget = true, true
+	}
+	return true, false
+}
+
+// cancel withdraws cl from c. false means a result was already delivered or is on its way.
+func (c *conn) cancel(cl *call) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pending[cl.id] != cl {
+		return false
+	}
+	delete(c.pending, cl.id)
+	c.lastActive = c.s.f.now()
+	return true
+}
+
+// run dials, then reads replies until the connection dies.
+func (c *conn) run() {
+	s := c.s
+	defer s.f.wg.Done()
+	defer s.remove(c)
+	d := net.Dialer{Deadline: time.Now().Add(s.f.cfg.Timeout)}
+	nc, err := d.DialContext(s.f.ctx, "tcp", s.addr)
+	c.mu.Lock()
+	if err == nil && c.dead {
+		nc.Close() // killed (Close) while dialing
+		err = ErrClosed
+	}
+	if err == nil {
+		c.nc = nc
+		c.lastActive = s.f.now()
+		c.idle = time.AfterFunc(s.f.cfg.IdleTimeout, c.idleCheck)
+	}
+	c.mu.Unlock()
+	close(c.ready)
+	if err != nil {
+		if !errors.Is(err, ErrClosed) && s.f.ctx.Err() != nil {
+			err = ErrClosed
+		}
+		c.kill(err, killLocal)
+		return
+	}
+	s.m.open.Inc()
+	defer s.m.open.Dec()
+
+	br := bufio.NewReader(nc)
+	var lb [2]byte
+	for {
+		if _, err = io.ReadFull(br, lb[:]); err != nil {
+			break
+		}
+		buf := make([]byte, int(lb[0])<<8|int(lb[1]))
+		if _, err = io.ReadFull(br, buf); err != nil {
+			break
+		}
+		c.deliver(buf)
+	}
+	c.kill(fmt.Errorf("%w: %v", errConnLost, err), killRead)
+}
+
+// deliver hands a reply to the query it answers; anything else is dropped and counted.
+func (c *conn) deliver(buf []byte) {
+	m := new(dns.Msg)
+	if err := m.Unpack(buf); err != nil {
+		c.s.m.errBadReply.Inc()
+		return
+	}
+	c.mu.Lock()
+	cl := c.pending[m.Id]
+	if cl == nil || !matches(m, cl.q) {
+		c.mu.Unlock()
+		c.s.m.errBadReply.Inc()
+		return
+	}
+	delete(c.pending, m.Id)
+	c.answered++
+	c.lastActive = c.s.f.now()
+	c.lastRead = time.Now()
+	c.mu.Unlock()
+	cl.done <- result{msg: m}
+}
+
+// kill closes c and fails its queries with err. It reports whether this call did it.
+func (c *conn) kill(err error, how killHow) bool {
+	c.mu.Lock()
+	if c.dead {
+		c.mu.Unlock()
+		return false
+	}
+	c.dead = true
+	pending := c.pending
+	c.pending = nil
+	answered := c.answered
+	if c.idle != nil {
+		c.idle.Stop()
+	}
+	nc := c.nc
+	c.mu.Unlock()
+	if nc != nil {
+		nc.Close()
+	}
+	s := c.s
+	if how != killLocal && len(pending) > 0 {
+		s.m.reconnects.Inc()
+		s.m.errClosed.Add(float64(len(pending)))
+		// Learn the server's per-connection query limit before the queries are re-sent, so
+		// they spread over connections the server will serve to the end. Only the reader
+		// knows how many replies really arrived before the close.
+		if how == killRead && answered > 0 {
+			s.setBudget(answered)
+		}
+	}
+	for _, cl := range pending {
+		cl.done <- result{err: err}
+	}
+	return true
+}
+
+// idleCheck closes c once it has had nothing in flight for IdleTimeout, and otherwise re-arms
+// for the remaining time: one timer per connection, never reset per query.
+func (c *conn) idleCheck() {
+	idleTimeout := c.s.f.cfg.IdleTimeout
+	c.mu.Lock()
+	if c.dead {
+		c.mu.Unlock()
+		return
+	}
+	idleFor := c.s.f.now().Sub(c.lastActive)
+	if len(c.pending) == 0 && idleFor >= idleTimeout {
+		c.retired = true
+		overBudget := c.overBudget
+		c.mu.Unlock()
+		if c.kill(errConnLost, killLocal) && overBudget {
+			// The server did not close a connection that carried the learned budget: the
+			// limit was a guess from a restart or a cut, not a real per-connection limit.
+			c.s.setBudget(0)
+		}
+		return
+	}
+	wait := idleTimeout - idleFor
+	if len(c.pending) > 0 || wait <= 0 {
+		wait = idleTimeout
+	}
+	c.idle.Reset(wait)
+	c.mu.Unlock()
+}
+
+func (s *server) setBudget(n int) {
+	s.mu.Lock()
+	old := s.budget
+	s.budget = n
+	s.mu.Unlock()
+	if old != n {
+		s.f.cfg.Logger.Debug().Str("upstream", s.addr).Int("queries_per_connection", n).
+			Msg("upstream per-connection query limit changed (0 = none)")
+	}
+}
+
+func (s *server) remove(c *conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, x := range s.conns {
+		if x == c {
+			s.conns = append(s.conns[:i], s.conns[i+1:]...)
+			s.conns[len(s.conns):cap(s.conns)][0] = nil
+			return
+		}
+	}
+}
+
+// write sends one framed query.
+func (c *conn) write(b []byte, deadline time.Time) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if err := c.nc.SetWriteDeadline(deadline); err != nil {
+		return err
+	}
+	_, err := c.nc.Write(b)
+	return err
+}
+
+// exchangeTCP sends the query over a pooled connection and waits for its reply, re-sending it
+// on a new connection (at most maxResends times) when the connection dies under it.
+func (s *server) exchangeTCP(ex *exchange, deadline time.Time) (*dns.Msg, error) {
+	cl := &ex.call
+	timeout := ex.armTimer(deadline)
+	done := s.f.ctx.Done()
+	for resends := 0; ; resends++ {
+		cl.sent = time.Time{}
+		c, err := s.acquire(cl)
+		if err != nil {
+			return nil, err
+		}
+		var res result
+		got := false
+		select {
+		case <-c.ready:
+		case res = <-cl.done: // the dial failed, or Close
+			got = true
+		case <-timeout:
+			return s.giveUp(c, cl, errTimeout)
+		case <-ex.ctx.Done():
+			return s.giveUp(c, cl, ex.ctx.Err())
+		case <-done:
+			return s.giveUp(c, cl, ErrClosed)
+		}
+		if !got {
+			ex.setID(cl.id)
+			cl.sent = time.Now()
+			if err := c.write(ex.wire, deadline); err != nil {
+				c.kill(fmt.Errorf("%w: %v", errConnLost, err), killWrite)
+			}
+			select {
+			case res = <-cl.done:
+			case <-timeout:
+				return s.giveUp(c, cl, errTimeout)
+			case <-ex.ctx.Done():
+				return s.giveUp(c, cl, ex.ctx.Err())
+			case <-done:
+				return s.giveUp(c, cl, ErrClosed)
+			}
+		}
+		if res.err == nil {
+			return res.msg, nil
+		}
+		if !errors.Is(res.err, errConnLost) || resends >= maxResends {
+			return nil, fmt.Errorf("%s: %w", s.addr, res.err)
+		}
+	}
+}
+
+// giveUp withdraws cl after a timeout or cancellation. A reply that raced in is still taken.
+// A connection that stayed silent since the query was written is closed: a server that
+// answers nothing must not keep swallowing the next queries.
+func (s *server) giveUp(c *conn, cl *call, why error) (*dns.Msg, error) {
+	if !c.cancel(cl) {
+		if res := <-cl.done; res.err == nil {
+			return res.msg, nil
+		}
+	} else if why == errTimeout {
+		c.mu.Lock()
+		silent := c.nc != nil && !cl.sent.IsZero() && c.lastRead.Before(cl.sent)
+		c.mu.Unlock()
+		if silent {
+			c.kill(errConnLost, killLocal)
+		}
+	}
+	if errors.Is(why, ErrClosed) {
+		return nil, ErrClosed
+	}
+	if errors.Is(why, context.Canceled) || errors.Is(why, context.DeadlineExceeded) {
+		return nil, why
+	}
+	return nil, fmt.Errorf("%s: %w after %v", s.addr, why, s.f.cfg.Timeout)
+}

@@ -1,0 +1,369 @@
+// Package upstream forwards the stub's cache misses to the cluster DNS.
+//
+// The default transport is TCP on kept-alive, pipelined connections (RFC 7766): a pod's UDP
+// queries to the kube-dns VIP are lost to a conntrack DNAT race, TCP queries are not, and a
+// kept-alive connection makes a miss cost one round trip instead of a handshake. Servers close
+// TCP connections whenever they like (idle timeouts, per-connection query limits, restarts);
+// a query in flight on such a connection is re-sent on a new one and never surfaces as a failure.
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/rs/zerolog"
+)
+
+const (
+	defaultTimeout     = 2 * time.Second
+	defaultIdleTimeout = 5 * time.Second
+	defaultPort        = 53
+
+	// maxInflight bounds the queries outstanding on one TCP connection; beyond it another
+	// connection is opened. 100 keeps one slow server-side recursion from holding up a long
+	// queue while still making one connection enough for a pod's normal load.
+	maxInflight = 100
+	// maxResends bounds how often one query is re-sent within one attempt because the
+	// connection it was on died (server close, reset, write error, unresponsive).
+	maxResends = 2
+	// logInterval is the shortest gap between two failure lines for one server.
+	logInterval = 10 * time.Second
+)
+
+// ErrClosed is returned by Exchange once Close has been called.
+var ErrClosed = errors.New("upstream: forwarder closed")
+
+// errTimeout marks an attempt that got no valid reply within Config.Timeout.
+var errTimeout = errors.New("timeout")
+
+// Config configures a Forwarder. Zero values take the documented defaults.
+type Config struct {
+	// Servers are the upstream servers in order of preference, each "ip:port" (IPv6 as
+	// "[addr]:port"), or a bare IP meaning port 53. Host names are refused: resolving them would
+	// ask the stub itself. Duplicates are dropped. Required.
+	Servers []string
+	// Protocol is "tcp" (default) or "udp". In udp mode a truncated reply is retried over TCP.
+	Protocol string
+	// Timeout bounds one attempt at one server, including connection set-up and re-sends;
+	// then the next server is tried. Default 2s; must be positive.
+	Timeout time.Duration
+	// IdleTimeout closes a pooled TCP connection that has had no query outstanding for this
+	// long. Keep it below the servers' own idle timeout (CoreDNS: 10s) so that the stub, not
+	// the server, closes idle connections. Default 5s; must be positive.
+	IdleTimeout time.Duration
+	// Logger receives rate-limited failure lines. The zero Logger writes nothing.
+	Logger zerolog.Logger
+	// Now is the clock for idle expiry and log rate limiting. Default time.Now.
+	Now func() time.Time
+}
+
+// Forwarder sends queries to the upstream servers. It is safe for concurrent use.
+type Forwarder struct {
+	cfg     Config
+	udp     bool
+	servers []*server
+	now     func() time.Time
+
+	// ctx is cancelled by Close: it aborts dials and UDP reads, and its Done channel
+	// releases every Exchange waiting for a reply.
+	ctx    context.Context
+	cancel context.CancelFunc
+	closed atomic.Bool
+	wg     sync.WaitGroup // connection goroutines
+}
+
+// New validates cfg and returns a Forwarder. It does no network I/O: connections are opened
+// by the first Exchange that needs them.
+func New(cfg Config) (*Forwarder, error) {
+	if len(cfg.Servers) == 0 {
+		return nil, errors.New("upstream: no servers configured")
+	}
+	f := &Forwarder{cfg: cfg}
+	switch strings.ToLower(cfg.Protocol) {
+	case "", "tcp":
+		f.cfg.Protocol = "tcp"
+	case "udp":
+		f.cfg.Protocol = "udp"
+		f.udp = true
+	default:
+		return nil, fmt.Errorf("upstream: protocol %q: want tcp or udp", cfg.Protocol)
+	}
+	if cfg.Timeout < 0 {
+		return nil, fmt.Errorf("upstream: timeout %v: must be positive", cfg.Timeout)
+	}
+	if cfg.Timeout == 0 {
+		f.cfg.Timeout = defaultTimeout
+	}
+	if cfg.IdleTimeout < 0 {
+		return nil, fmt.Errorf("upstream: idle timeout %v: must be positive", cfg.IdleTimeout)
+	}
+	if cfg.IdleTimeout == 0 {
+		f.cfg.IdleTimeout = defaultIdleTimeout
+	}
+	f.now = cfg.Now
+	if f.now == nil {
+		f.now = time.Now
+	}
+	seen := make(map[netip.AddrPort]bool)
+	var bad []error
+	for _, s := range cfg.Servers {
+		ap, err := parseServer(s)
+		if err != nil {
+			bad = append(bad, err)
+			continue
+		}
+		if seen[ap] {
+			continue
+		}
+		seen[ap] = true
+		f.servers = append(f.servers, newServer(f, ap))
+	}
+	if len(bad) > 0 {
+		return nil, fmt.Errorf("upstream: bad servers: %w", errors.Join(bad...))
+	}
+	f.cfg.Servers = make([]string, len(f.servers))
+	for i, s := range f.servers {
+		f.cfg.Servers[i] = s.addr
+	}
+	f.ctx, f.cancel = context.WithCancel(context.Background())
+	return f, nil
+}
+
+// parseServer accepts "ip:port", "[ipv6]:port" and a bare IP (port 53).
+func parseServer(s string) (netip.AddrPort, error) {
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		a, aerr := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(s, "["), "]"))
+		if aerr != nil {
+			return netip.AddrPort{}, fmt.Errorf("server %q: want ip:port or [ipv6]:port (host names are not resolved)", s)
+		}
+		ap = netip.AddrPortFrom(a, defaultPort)
+	}
+	if ap.Port() == 0 {
+		return netip.AddrPort{}, fmt.Errorf("server %q: port must be 1-65535", s)
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+}
+
+// Servers returns the normalised server addresses, in order; they are the values of the
+// metrics' upstream label.
+func (f *Forwarder) Servers() []string { return append([]string(nil), f.cfg.Servers...) }
+
+// Exchange forwards q (exactly one question) and returns the first valid reply, with q.Id
+// restored. Upstream query IDs are random, never the client's. A reply counts only if it is a
+// response whose ID and question (name case-insensitively, type, class) match. Each server is
+// tried in order with Config.Timeout per attempt; the error names every failure when all
+// failed. ctx cancels the whole exchange. q is not modified.
+func (f *Forwarder) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
+	if q == nil || len(q.Question) != 1 {
+		return nil, errors.New("upstream: query must have exactly one question")
+	}
+	if f.closed.Load() {
+		return nil, ErrClosed
+	}
+	packed, err := q.Pack()
+	if err != nil {
+		return nil, fmt.Errorf("upstream: packing query: %w", err)
+	}
+	if len(packed) > dns.MaxMsgSize {
+		return nil, fmt.Errorf("upstream: query of %d bytes is too large", len(packed))
+	}
+	// One buffer carries the TCP length prefix and the message; the ID bytes [2:4] are
+	// rewritten for every send, UDP sends wire[2:].
+	wire := make([]byte, 2+len(packed))
+	wire[0], wire[1] = byte(len(packed)>>8), byte(len(packed))
+	copy(wire[2:], packed)
+
+	ex := &exchange{f: f, ctx: ctx, wire: wire}
+	ex.call.q = &q.Question[0]
+	ex.call.done = make(chan result, 1)
+	defer ex.stopTimer()
+
+	var errs []error
+	for _, s := range f.servers {
+		r, err := s.attempt(ex)
+		if err == nil {
+			r.Id = q.Id
+			return r, nil
+		}
+		if errors.Is(err, ErrClosed) || ctx.Err() != nil {
+			if ctx.Err() != nil && !errors.Is(err, ErrClosed) {
+				return nil, fmt.Errorf("upstream: %w", ctx.Err())
+			}
+			return nil, err
+		}
+		errs = append(errs, err)
+	}
+	return nil, fmt.Errorf("upstream: all servers failed: %w", errors.Join(errs...))
+}
+
+// Close closes every pooled connection. Exchanges in flight return ErrClosed promptly, later
+// ones at once. Close waits for the connection goroutines to end.
+func (f *Forwarder) Close() error {
+	if !f.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	f.cancel()
+	for _, s := range f.servers {
+		s.mu.Lock()
+		conns := append([]*conn(nil), s.conns...)
+		s.mu.Unlock()
+		for _, c := range conns {
+			c.kill(ErrClosed, killLocal)
+		}
+	}
+	f.wg.Wait()
+	return nil
+}
+
+// exchange is the state of one Exchange call, shared by its attempts.
+type exchange struct {
+	f     *Forwarder
+	ctx   context.Context
+	wire  []byte
+	call  call // reused by every send: registered with at most one connection at a time
+	timer *time.Timer
+}
+
+// armTimer makes ex.timer fire at deadline; the timer is created on first use because UDP
+// attempts rely on socket deadlines instead.
+func (ex *exchange) armTimer(deadline time.Time) <-chan time.Time {
+	d := time.Until(deadline)
+	if ex.timer == nil {
+		ex.timer = time.NewTimer(d)
+	} else {
+		ex.timer.Reset(d) // Go ≥1.23 timers: no stale value survives Reset
+	}
+	return ex.timer.C
+}
+
+func (ex *exchange) stopTimer() {
+	if ex.timer != nil {
+		ex.timer.Stop()
+	}
+}
+
+// setID writes a fresh random upstream ID into the query. math/rand/v2's top-level functions
+// use the runtime's ChaCha8 generator, seeded from the OS's cryptographic randomness: IDs are
+// unpredictable to an off-path spoofer and cost no lock.
+func (ex *exchange) setID(id uint16) {
+	ex.wire[2], ex.wire[3] = byte(id>>8), byte(id)
+}
+
+func randID() uint16 { return uint16(rand.Uint32()) }
+
+// server is one upstream server: its TCP pool, metrics and log limiter. Health tracking of a
+// dead server belongs here when it comes.
+type server struct {
+	f       *Forwarder
+	addr    string // normalised "ip:port", the metrics label
+	ap      netip.AddrPort
+	udpAddr *net.UDPAddr
+	m       serverMetrics
+
+	mu    sync.Mutex
+	conns []*conn // open or dialing; retired and dead ones stay until their goroutine ends
+	// budget is the number of queries one connection may carry, learned from a server that
+	// closed a connection with queries in flight after answering that many (a miekg/dns
+	// server's MaxTCPQueries, 128 by default). 0 means no limit is known.
+	budget int
+
+	logMu         sync.Mutex
+	logLast       time.Time
+	logSuppressed int
+}
+
+func newServer(f *Forwarder, ap netip.AddrPort) *server {
+	addr := ap.String()
+	return &server{f: f, addr: addr, ap: ap, udpAddr: net.UDPAddrFromAddrPort(ap), m: newServerMetrics(addr)}
+}
+
+// attempt tries one server once, within Config.Timeout.
+func (s *server) attempt(ex *exchange) (*dns.Msg, error) {
+	start := time.Now()
+	deadline := start.Add(s.f.cfg.Timeout)
+	var r *dns.Msg
+	var err error
+	if s.f.udp {
+		s.m.queriesUDP.Inc()
+		r, err = s.exchangeUDP(ex, deadline)
+		if err == nil && r.Truncated {
+			s.m.queriesTCP.Inc()
+			r, err = s.exchangeTCP(ex, deadline)
+		}
+	} else {
+		s.m.queriesTCP.Inc()
+		r, err = s.exchangeTCP(ex, deadline)
+	}
+	if err == nil {
+		s.m.duration.Observe(time.Since(start).Seconds())
+		return r, nil
+	}
+	switch {
+	case errors.Is(err, ErrClosed), ex.ctx.Err() != nil:
+		// Not the server's fault.
+	case errors.Is(err, errTimeout):
+		s.m.errTimeout.Inc()
+		s.logFailure(reasonTimeout, err)
+	default:
+		s.m.errNetwork.Inc()
+		s.logFailure(reasonNetwork, err)
+	}
+	return nil, err
+}
+
+// logFailure logs at most one line per server per logInterval, carrying the number of
+// failures it stood for, so that a dead server does not turn every query into a log line.
+func (s *server) logFailure(reason string, err error) {
+	now := s.f.now()
+	s.logMu.Lock()
+	if !s.logLast.IsZero() && now.Sub(s.logLast) < logInterval {
+		s.logSuppressed++
+		s.logMu.Unlock()
+		return
+	}
+	suppressed := s.logSuppressed
+	s.logSuppressed = 0
+	s.logLast = now
+	s.logMu.Unlock()
+	s.f.cfg.Logger.Warn().Str("upstream", s.addr).Str("reason", reason).Err(err).
+		Int("suppressed", suppressed).Msg("upstream query failed")
+}
+
+// matches reports whether m is a response to question q. Names compare case-insensitively in
+// ASCII only, as DNS does (RFC 4343).
+func matches(m *dns.Msg, q *dns.Question) bool {
+	if !m.Response || len(m.Question) != 1 {
+		return false
+	}
+	a := &m.Question[0]
+	return a.Qtype == q.Qtype && a.Qclass == q.Qclass && asciiEqualFold(a.Name, q.Name)
+}
+
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
