@@ -1,0 +1,193 @@
+// Package server answers DNS on the pod's loopback: UDP and TCP listeners, the cache-hit fast path
+// (no message unpacking, no allocation) and the miss path through the upstream forwarder.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/rs/zerolog"
+
+	"github.com/podns/podns/stub/cache"
+)
+
+// Forwarder sends a query upstream; *upstream.Forwarder implements it.
+type Forwarder interface {
+	Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error)
+}
+
+// Config configures a Server.
+type Config struct {
+	// Listen is every address served, UDP and TCP on each.
+	Listen []netip.AddrPort
+	// Cache answers repeated questions; nil disables caching.
+	Cache *cache.Cache
+	// Forwarder answers misses; required.
+	Forwarder Forwarder
+	// TCPIdleTimeout closes a client TCP connection that sends nothing, or only part of a
+	// message, for this long. Default 10s.
+	TCPIdleTimeout time.Duration
+	// TCPMaxConns bounds concurrent client TCP connections. Default 256.
+	TCPMaxConns int
+	// MaxInflight bounds cache misses waiting on the upstreams at once; more are answered SERVFAIL
+	// at once rather than queued without bound. Default 1024.
+	MaxInflight int
+	// ForwardTimeout bounds one miss end to end (every upstream attempt). Default 5s.
+	ForwardTimeout time.Duration
+	Logger         zerolog.Logger
+}
+
+// maxMsg is the largest DNS message (TCP length prefix is 16 bits).
+const maxMsg = 65535
+
+// Server serves DNS. Create with New, then Start; Shutdown drains it.
+type Server struct {
+	cfg      Config
+	log      zerolog.Logger
+	udp      []*net.UDPConn
+	tcp      []*net.TCPListener
+	tcpSlots chan struct{} // one token per open client TCP connection
+	inflight chan struct{} // one token per miss waiting on the upstreams
+	wg       sync.WaitGroup // every goroutine the server started
+	misses   sync.WaitGroup // misses in progress: Shutdown waits for them before closing sockets
+	closing  atomic.Bool
+	ready    atomic.Bool
+	connsMu  sync.Mutex
+	conns    map[net.Conn]struct{}
+}
+
+// New checks cfg and fills its defaults. It binds nothing.
+func New(cfg Config) (*Server, error) {
+	if cfg.Forwarder == nil {
+		return nil, errors.New("server: no forwarder")
+	}
+	if len(cfg.Listen) == 0 {
+		return nil, errors.New("server: no listen address")
+	}
+	if cfg.TCPIdleTimeout <= 0 {
+		cfg.TCPIdleTimeout = 10 * time.Second
+	}
+	if cfg.TCPMaxConns <= 0 {
+		cfg.TCPMaxConns = 256
+	}
+	if cfg.MaxInflight <= 0 {
+		cfg.MaxInflight = 1024
+	}
+	if cfg.ForwardTimeout <= 0 {
+		cfg.ForwardTimeout = 5 * time.Second
+	}
+	return &Server{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		tcpSlots: make(chan struct{}, cfg.TCPMaxConns),
+		inflight: make(chan struct{}, cfg.MaxInflight),
+		conns:    map[net.Conn]struct{}{},
+	}, nil
+}
+
+// Start binds every listener (all or none) and starts serving.
+func (s *Server) Start() error {
+	for _, ap := range s.cfg.Listen {
+		u, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap))
+		if err != nil {
+			s.closeListeners()
+			return fmt.Errorf("listen udp %s: %w", ap, err)
+		}
+		s.udp = append(s.udp, u)
+		t, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(ap))
+		if err != nil {
+			s.closeListeners()
+			return fmt.Errorf("listen tcp %s: %w", ap, err)
+		}
+		s.tcp = append(s.tcp, t)
+	}
+	// Several readers per UDP socket so that one core's worth of hits is not serialised behind
+	// one goroutine; GOMAXPROCS follows the container's CPU limit.
+	readers := max(2, runtime.GOMAXPROCS(0))
+	for _, u := range s.udp {
+		for range readers {
+			s.wg.Add(1)
+			go s.serveUDP(u)
+		}
+	}
+	for _, t := range s.tcp {
+		s.wg.Add(1)
+		go s.acceptTCP(t)
+	}
+	s.ready.Store(true)
+	return nil
+}
+
+// Addrs returns the bound UDP addresses (the TCP ones have the same ports), for tests that
+// listen on port 0.
+func (s *Server) Addrs() []netip.AddrPort {
+	out := make([]netip.AddrPort, 0, len(s.udp))
+	for _, u := range s.udp {
+		out = append(out, u.LocalAddr().(*net.UDPAddr).AddrPort())
+	}
+	return out
+}
+
+// TCPAddrs returns the bound TCP addresses.
+func (s *Server) TCPAddrs() []netip.AddrPort {
+	out := make([]netip.AddrPort, 0, len(s.tcp))
+	for _, t := range s.tcp {
+		out = append(out, t.Addr().(*net.TCPAddr).AddrPort())
+	}
+	return out
+}
+
+// Ready reports whether every listener is bound and serving.
+func (s *Server) Ready() bool { return s.ready.Load() && !s.closing.Load() }
+
+// Shutdown stops reading new queries, lets the misses in flight finish (or ctx end), then
+// closes every socket. Replies to in-flight queries still go out: UDP sockets stay open for
+// writing until the misses are done.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.closing.Store(true)
+	now := time.Now()
+	for _, u := range s.udp {
+		_ = u.SetReadDeadline(now) // wakes the readers; the socket stays writable
+	}
+	for _, t := range s.tcp {
+		_ = t.Close()
+	}
+	s.connsMu.Lock()
+	for c := range s.conns {
+		_ = c.SetReadDeadline(now) // the connection finishes its in-flight queries, then closes
+	}
+	s.connsMu.Unlock()
+
+	done := make(chan struct{})
+	go func() { s.misses.Wait(); s.wg.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = fmt.Errorf("shutdown: %w with queries still in flight", ctx.Err())
+	}
+	s.closeListeners()
+	s.connsMu.Lock()
+	for c := range s.conns {
+		_ = c.Close()
+	}
+	s.connsMu.Unlock()
+	return err
+}
+
+func (s *Server) closeListeners() {
+	for _, u := range s.udp {
+		_ = u.Close()
+	}
+	for _, t := range s.tcp {
+		_ = t.Close()
+	}
+}

@@ -1,0 +1,115 @@
+package server
+
+import (
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/podns/podns/stub/wire"
+)
+
+// perConnInflight bounds the misses one TCP client may have pipelined at once, so that a single
+// connection cannot take every upstream slot.
+const perConnInflight = 32
+
+func (s *Server) acceptTCP(l *net.TCPListener) {
+	defer s.wg.Done()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if s.closing.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and similar: back off briefly instead of spinning.
+			s.log.Warn().Err(err).Msg("tcp accept")
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		select {
+		case s.tcpSlots <- struct{}{}:
+		default:
+			droppedTCPLimit.Inc()
+			_ = c.Close()
+			continue
+		}
+		s.connsMu.Lock()
+		if s.closing.Load() {
+			s.connsMu.Unlock()
+			<-s.tcpSlots
+			_ = c.Close()
+			return
+		}
+		s.conns[c] = struct{}{}
+		s.connsMu.Unlock()
+		tcpConnections.Inc()
+		s.wg.Add(1)
+		go s.serveTCP(c)
+	}
+}
+
+// serveTCP reads length-prefixed queries from one client (RFC 1035 §4.2.2) and answers them as
+// they complete, pipelined misses possibly out of order (RFC 7766 §6.2.1.1). The read deadline
+// is set once per message, so a client that sends nothing, or dribbles one message, is cut off
+// after TCPIdleTimeout.
+func (s *Server) serveTCP(c net.Conn) {
+	var (
+		wmu   sync.Mutex // one writer at a time: replies from misses race with inline hits
+		conns sync.WaitGroup
+		slots = make(chan struct{}, perConnInflight)
+		r     wire.Request
+		hdr   [2]byte
+		in    = make([]byte, maxMsg)
+		out   = make([]byte, 0, maxMsg+2)
+	)
+	defer func() {
+		conns.Wait()
+		s.connsMu.Lock()
+		delete(s.conns, c)
+		s.connsMu.Unlock()
+		_ = c.Close()
+		tcpConnections.Dec()
+		<-s.tcpSlots
+		s.wg.Done()
+	}()
+	write := func(resp []byte) {
+		wmu.Lock()
+		defer wmu.Unlock()
+		countResponse(resp)
+		_ = c.SetWriteDeadline(time.Now().Add(s.cfg.TCPIdleTimeout))
+		var l [2]byte
+		binary.BigEndian.PutUint16(l[:], uint16(len(resp)))
+		// One write of prefix and message (net.Buffers uses writev): two writes would cost two
+		// segments with Nagle off and stall the client's read of the length.
+		bufs := net.Buffers{l[:], resp}
+		if _, err := bufs.WriteTo(c); err != nil {
+			_ = c.SetReadDeadline(time.Now()) // stop reading from a client we cannot answer
+		}
+	}
+	for !s.closing.Load() {
+		_ = c.SetReadDeadline(time.Now().Add(s.cfg.TCPIdleTimeout))
+		if _, err := io.ReadFull(c, hdr[:]); err != nil {
+			return
+		}
+		n := int(binary.BigEndian.Uint16(hdr[:]))
+		if _, err := io.ReadFull(c, in[:n]); err != nil {
+			return
+		}
+		resp, v := s.answer(&r, out[:0], in[:n], protoTCP)
+		switch v {
+		case reply:
+			write(resp)
+		case drop:
+			return // not DNS: a client sending responses or junk gets no more of our time
+		case forward:
+			slots <- struct{}{} // back-pressure: stop reading while this client has too many misses
+			conns.Add(1)
+			s.forwardAsync(in[:n], protoTCP, func(resp []byte) {
+				defer func() { <-slots; conns.Done() }()
+				write(resp)
+			})
+		}
+	}
+}
