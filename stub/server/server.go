@@ -54,8 +54,8 @@ type Server struct {
 	log      zerolog.Logger
 	udp      []*net.UDPConn
 	tcp      []*net.TCPListener
-	tcpSlots chan struct{} // one token per open client TCP connection
-	inflight chan struct{} // one token per miss waiting on the upstreams
+	tcpSlots chan struct{}  // one token per open client TCP connection
+	inflight chan struct{}  // one token per miss waiting on the upstreams
 	wg       sync.WaitGroup // every goroutine the server started
 	misses   sync.WaitGroup // misses in progress: Shutdown waits for them before closing sockets
 	closing  atomic.Bool
