@@ -1,0 +1,157 @@
+package config
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadDefaults(t *testing.T) {
+	c, err := Load(map[string]string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.ListenAddrs(); len(got) != 1 || got[0] != netip.MustParseAddrPort("127.0.0.1:53") {
+		t.Errorf("listen %v", got)
+	}
+	if c.StateDir != "/run/podns" || c.HTTPListen != ":9253" || c.UpstreamProtocol != "tcp" ||
+		c.UpstreamTimeout != 2*time.Second || c.CacheSize != 10000 || c.ShutdownGrace != 0 {
+		t.Errorf("defaults: %+v", c)
+	}
+}
+
+func TestLoadReportsEveryProblem(t *testing.T) {
+	_, err := Load(map[string]string{
+		"PODNS_LISTEN":            "127.0.0.1:53,localhost:53",
+		"PODNS_UPSTREAMS":         "10.96.0.10,kube-dns",
+		"PODNS_HTTP_LISTEN":       "9253",
+		"PODNS_UPSTREAM_PROTOCOL": "quic",
+		"PODNS_UPSTREAM_TIMEOUT":  "1h",
+		"PODNS_CACHE_SIZE":        "-1",
+		"PODNS_LOG_LEVEL":         "loud",
+		"PODNS_CACHE_MIN_TTL":     "10m",
+		"PODNS_CACHE_MAX_TTL":     "1m",
+	})
+	if err == nil {
+		t.Fatal("want an error")
+	}
+	want := []string{
+		`PODNS_LOG_LEVEL="loud": out of range (allowed: one of trace, debug, info, warn, error)`,
+		`PODNS_UPSTREAM_PROTOCOL="quic": out of range (allowed: one of tcp, udp)`,
+		`PODNS_UPSTREAM_TIMEOUT="1h": out of range (allowed: 100ms to 30s)`,
+		`PODNS_CACHE_SIZE="-1": out of range (allowed: 0 to 10000000)`,
+		`PODNS_LISTEN="127.0.0.1:53,localhost:53": "localhost:53" is not ip:port`,
+		`PODNS_UPSTREAMS="10.96.0.10,kube-dns": "kube-dns" is not an IP address`,
+		`PODNS_HTTP_LISTEN="9253": not [ip]:port (allowed: [ip]:port or off)`,
+		`PODNS_CACHE_MIN_TTL=10m0s is above PODNS_CACHE_MAX_TTL=1m0s`,
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != len(want) {
+		t.Fatalf("got %d lines, want %d:\n%v", len(lines), len(want), err)
+	}
+	for i, w := range want {
+		if !strings.Contains(lines[i], w) {
+			t.Errorf("line %d = %q, want it to contain %q", i, lines[i], w)
+		}
+	}
+}
+
+func TestParseUpstream(t *testing.T) {
+	for in, want := range map[string]string{
+		"10.96.0.10":      "10.96.0.10:53",
+		"10.96.0.10:5353": "10.96.0.10:5353",
+		"fd00::10":        "[fd00::10]:53",
+		"[fd00::10]:5353": "[fd00::10]:5353",
+		" 10.0.0.1 ":      "10.0.0.1:53",
+	} {
+		got, err := ParseUpstream(in)
+		if err != nil || got.String() != want {
+			t.Errorf("ParseUpstream(%q) = %v, %v; want %s", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "dns.example", "10.0.0.1:0", "10.0.0.1:99999", "fd00::10:53:x"} {
+		if _, err := ParseUpstream(bad); err == nil {
+			t.Errorf("ParseUpstream(%q) accepted", bad)
+		}
+	}
+}
+
+func TestResolveUpstreams(t *testing.T) {
+	tests := []struct {
+		name     string
+		env      map[string]string
+		conf     string // upstream.conf content; "" = no file
+		want     string
+		wantErr  string
+		fromFile bool
+	}{
+		{name: "from the saved resolv.conf", conf: "# kubelet\nnameserver 10.96.0.10\nsearch ns.svc.cluster.local\noptions ndots:5\n",
+			want: "10.96.0.10:53", fromFile: true},
+		{name: "several, IPv6", conf: "nameserver 10.96.0.10\nnameserver fd00::a\n", want: "10.96.0.10:53 [fd00::a]:53", fromFile: true},
+		{name: "env wins over the file", env: map[string]string{"PODNS_UPSTREAMS": "10.0.0.2:5300"}, conf: "nameserver 10.96.0.10\n", want: "10.0.0.2:5300"},
+		{name: "no file", wantErr: "PODNS_UPSTREAMS is unset and"},
+		{name: "no nameserver", conf: "search x\n", wantErr: "has no nameserver"},
+		{name: "loop via the file", conf: "nameserver 127.0.0.1\n", wantErr: "refusing to start: upstream 127.0.0.1:53"},
+		{name: "loop via env", env: map[string]string{"PODNS_LISTEN": "127.0.0.1:5353", "PODNS_UPSTREAMS": "127.0.0.1:5353"}, wantErr: "would loop"},
+		{name: "wildcard listener loops to loopback", env: map[string]string{"PODNS_LISTEN": "0.0.0.0:53", "PODNS_UPSTREAMS": "127.0.0.53"}, wantErr: "would loop"},
+		{name: "other port is fine", env: map[string]string{"PODNS_LISTEN": "127.0.0.1:53", "PODNS_UPSTREAMS": "127.0.0.1:5353"}, want: "127.0.0.1:5353"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			env := map[string]string{"PODNS_STATE_DIR": dir}
+			for k, v := range tt.env {
+				env[k] = v
+			}
+			if tt.conf != "" {
+				if err := os.WriteFile(filepath.Join(dir, UpstreamConfName), []byte(tt.conf), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c, err := Load(env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ups, source, err := c.ResolveUpstreams()
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, u := range ups {
+				got = append(got, u.String())
+			}
+			if strings.Join(got, " ") != tt.want {
+				t.Errorf("upstreams %v, want %s", got, tt.want)
+			}
+			if tt.fromFile != (source == filepath.Join(dir, UpstreamConfName)) {
+				t.Errorf("source %q", source)
+			}
+		})
+	}
+}
+
+func TestDisabledMarker(t *testing.T) {
+	dir := t.TempDir()
+	c, err := Load(map[string]string{"PODNS_STATE_DIR": dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, off := c.Disabled(); off {
+		t.Fatal("disabled without a marker")
+	}
+	if err := os.WriteFile(filepath.Join(dir, DisabledMarkerName), []byte("hostNetwork pod\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if why, off := c.Disabled(); !off || why != "hostNetwork pod" {
+		t.Fatalf("Disabled() = %q, %v", why, off)
+	}
+}

@@ -1,0 +1,259 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// syncBuffer is a goroutine-safe log sink.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuffer) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+func TestHelpListsEveryVariable(t *testing.T) {
+	var out bytes.Buffer
+	if code := run(context.Background(), []string{"-help"}, map[string]string{}, &out, io.Discard); code != exitOK {
+		t.Fatalf("exit %d", code)
+	}
+	for _, v := range []string{"PODNS_LISTEN", "127.0.0.1:53", "PODNS_UPSTREAMS", "PODNS_STATE_DIR", "/run/podns", "PODNS_HTTP_LISTEN",
+		"PODNS_LOG_LEVEL", "PODNS_LOG_FORMAT", "PODNS_UPSTREAM_PROTOCOL", "PODNS_UPSTREAM_TIMEOUT", "PODNS_CACHE_SIZE",
+		"PODNS_CACHE_MAX_TTL", "PODNS_CACHE_NEG_MAX_TTL", "PODNS_CACHE_MIN_TTL", "PODNS_SHUTDOWN_GRACE"} {
+		if !strings.Contains(out.String(), v) {
+			t.Errorf("-help lacks %s", v)
+		}
+	}
+}
+
+func TestBadConfigExits2NamingEveryVariable(t *testing.T) {
+	var errOut bytes.Buffer
+	code := run(context.Background(), nil, map[string]string{"PODNS_CACHE_SIZE": "lots", "PODNS_UPSTREAM_TIMEOUT": "0s"}, io.Discard, &errOut)
+	if code != exitConfig {
+		t.Fatalf("exit %d, want %d", code, exitConfig)
+	}
+	for _, want := range []string{`PODNS_CACHE_SIZE="lots"`, "0 to 10000000", `PODNS_UPSTREAM_TIMEOUT="0s"`, "100ms to 30s"} {
+		if !strings.Contains(errOut.String(), want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errOut.String())
+		}
+	}
+}
+
+func TestLoopRefused(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "upstream.conf"), []byte("nameserver 127.0.0.1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var errOut syncBuffer
+	code := run(context.Background(), nil, map[string]string{"PODNS_STATE_DIR": dir, "PODNS_HTTP_LISTEN": "off"}, io.Discard, &errOut)
+	if code != exitConfig || !strings.Contains(errOut.String(), "would loop") {
+		t.Fatalf("exit %d, log:\n%s", code, errOut.String())
+	}
+}
+
+// freePort returns a loopback port free for both UDP and TCP at the time of the call.
+func freePort(t *testing.T) string {
+	t.Helper()
+	for range 20 {
+		u, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := u.LocalAddr().String()
+		l, err := net.Listen("tcp", addr)
+		u.Close()
+		if err == nil {
+			l.Close()
+			return addr
+		}
+	}
+	t.Fatal("no free port")
+	return ""
+}
+
+// upstreamServer is a loopback DNS server answering every A query with 10.1.2.3.
+func upstreamServer(t *testing.T) string {
+	t.Helper()
+	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		if r.Question[0].Qtype == dns.TypeA {
+			rr, _ := dns.NewRR(r.Question[0].Name + " 60 IN A 10.1.2.3")
+			m.Answer = []dns.RR{rr}
+		}
+		_ = w.WriteMsg(m)
+	})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &dns.Server{Listener: l, Handler: h}
+	go func() { _ = srv.ActivateAndServe() }()
+	t.Cleanup(func() { _ = srv.Shutdown() })
+	return l.Addr().String()
+}
+
+func httpGet(url string) (int, string, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), nil
+}
+
+func waitReady(t *testing.T, url string, exited <-chan int) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case code := <-exited:
+			t.Fatalf("stub exited %d before ready", code)
+		default:
+		}
+		if code, body, err := httpGet(url); err == nil && code == http.StatusOK {
+			return body
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatal("not ready within 10s")
+	return ""
+}
+
+func TestServesThenDrainsOnSIGTERM(t *testing.T) {
+	up := upstreamServer(t)
+	dnsAddr, httpAddr := freePort(t), freePort(t)
+	ctx, sigterm := context.WithCancel(context.Background())
+	defer sigterm()
+	var logs syncBuffer
+	exited := make(chan int, 1)
+	go func() {
+		exited <- run(ctx, nil, map[string]string{
+			"PODNS_LISTEN": dnsAddr, "PODNS_UPSTREAMS": up, "PODNS_HTTP_LISTEN": httpAddr,
+			"PODNS_SHUTDOWN_GRACE": "300ms",
+		}, io.Discard, &logs)
+	}()
+	waitReady(t, "http://"+httpAddr+"/readyz", exited)
+	if !strings.Contains(logs.String(), `"upstreams":["`+up+`"]`) {
+		t.Errorf("start line lacks the upstreams:\n%s", logs.String())
+	}
+	c := &dns.Client{Timeout: 2 * time.Second}
+	m := new(dns.Msg)
+	m.SetQuestion("svc.example.", dns.TypeA)
+	for i := range 2 {
+		r, _, err := c.Exchange(m, dnsAddr)
+		if err != nil || len(r.Answer) != 1 {
+			t.Fatalf("query %d: %v %v", i, r, err)
+		}
+	}
+	_, metrics, err := httpGet("http://" + httpAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"podns_cache_hits_total 1", `podns_requests_total{proto="udp",type="A"} 2`, `podns_responses_total{rcode="NOERROR"} 2`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+
+	sigterm()
+	// During the grace period: not ready, but still answering.
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		code, _, _ := httpGet("http://" + httpAddr + "/readyz")
+		if code == http.StatusServiceUnavailable {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz still %d after SIGTERM", code)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if r, _, err := c.Exchange(m, dnsAddr); err != nil || len(r.Answer) != 1 {
+		t.Fatalf("not answering during the grace period: %v %v", r, err)
+	}
+	select {
+	case code := <-exited:
+		if code != exitOK {
+			t.Fatalf("exit %d", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("did not exit after SIGTERM")
+	}
+	if _, _, err := c.Exchange(m, dnsAddr); err == nil {
+		t.Error("still answering after exit")
+	}
+}
+
+func TestDisabledMarkerServesProbesOnly(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "disabled"), []byte("hostNetwork pod: PODNS_POD_IP equals PODNS_HOST_IP\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dnsAddr, httpAddr := freePort(t), freePort(t)
+	ctx, sigterm := context.WithCancel(context.Background())
+	exited := make(chan int, 1)
+	go func() {
+		exited <- run(ctx, nil, map[string]string{"PODNS_STATE_DIR": dir, "PODNS_LISTEN": dnsAddr, "PODNS_HTTP_LISTEN": httpAddr}, io.Discard, io.Discard)
+	}()
+	body := waitReady(t, "http://"+httpAddr+"/readyz", exited)
+	if !strings.Contains(body, "disabled: hostNetwork pod") {
+		t.Errorf("/readyz body %q", body)
+	}
+	if code, _, _ := httpGet("http://" + httpAddr + "/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz %d", code)
+	}
+	// The DNS port must be free: binding it ourselves proves the stub did not.
+	for _, proto := range []string{"udp", "tcp"} {
+		var err error
+		if proto == "udp" {
+			var c net.PacketConn
+			c, err = net.ListenPacket("udp", dnsAddr)
+			if err == nil {
+				c.Close()
+			}
+		} else {
+			var l net.Listener
+			l, err = net.Listen("tcp", dnsAddr)
+			if err == nil {
+				l.Close()
+			}
+		}
+		if err != nil {
+			t.Errorf("%s %s taken while disabled: %v", proto, dnsAddr, err)
+		}
+	}
+	sigterm()
+	if code := <-exited; code != exitOK {
+		t.Fatalf("exit %d", code)
+	}
+}
+
+func TestPortInUseExits1(t *testing.T) {
+	l, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var logs syncBuffer
+	code := run(context.Background(), nil, map[string]string{
+		"PODNS_LISTEN": l.LocalAddr().String(), "PODNS_UPSTREAMS": "127.0.0.1:1", "PODNS_HTTP_LISTEN": "off",
+	}, io.Discard, &logs)
+	if code != exitFail || !strings.Contains(logs.String(), "address already in use") {
+		t.Fatalf("exit %d, log %s", code, logs.String())
+	}
+}
