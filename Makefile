@@ -56,5 +56,8 @@ fuzz: ## run each fuzz target for FUZZTIME
 clean: ## remove build output (keeps .tools)
 	rm -rf bin bench-results
 
-# The e2e suite owns `demo` and `bench` (see e2e/README.md).
+# The e2e suite owns `demo` (see e2e/README.md); the peer benchmark and the real-Kubernetes
+# suite bring their own targets (`bench`, `e2e-kube`).
 include e2e/e2e.mk
+-include e2e/bench/bench.mk
+-include e2e/kube/kube.mk
