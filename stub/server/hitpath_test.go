@@ -1,0 +1,69 @@
+package server
+
+import (
+	"testing"
+
+	"github.com/miekg/dns"
+
+	"github.com/podns/podns/stub/cache"
+	"github.com/podns/podns/stub/wire"
+)
+
+// hitServer returns a server without sockets whose cache already holds the answer to query.
+func hitServer(tb testing.TB, query []byte) *Server {
+	tb.Helper()
+	c := cache.New(cache.Config{Size: 100})
+	s := &Server{cfg: Config{Cache: c, Forwarder: &fakeForwarder{answer: records(2)}, ForwardTimeout: 1e9}, inflight: make(chan struct{}, 1)}
+	s.resolve(append([]byte(nil), query...), protoUDP, func([]byte) {})
+	var r wire.Request
+	if _, v := s.answer(&r, make([]byte, 0, maxMsg), query, protoUDP); v != reply {
+		tb.Fatal("the cache did not answer after the miss was resolved")
+	}
+	return s
+}
+
+func packQuery(tb testing.TB, name string, edns bool) []byte {
+	m := new(dns.Msg)
+	m.SetQuestion(name, dns.TypeA)
+	if edns {
+		m.SetEdns0(1232, true)
+	}
+	b, err := m.Pack()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
+// The hit path runs for every cached lookup of every app in the pod: it must not allocate, so
+// that its cost is a copy and a few patches and the GC has nothing to do under load.
+func TestHitPathAllocatesNothing(t *testing.T) {
+	for _, edns := range []bool{false, true} {
+		q := packQuery(t, "Hot.Example.", edns)
+		s := hitServer(t, q)
+		var r wire.Request
+		buf := make([]byte, 0, maxMsg)
+		allocs := testing.AllocsPerRun(1000, func() {
+			resp, v := s.answer(&r, buf, q, protoUDP)
+			if v != reply || len(resp) == 0 {
+				t.Fatal("not a hit")
+			}
+			countResponse(resp)
+		})
+		if allocs != 0 {
+			t.Errorf("edns=%v: %.1f allocations per cache hit, want 0", edns, allocs)
+		}
+	}
+}
+
+func BenchmarkHitPath(b *testing.B) {
+	q := packQuery(b, "Hot.Example.", true)
+	s := hitServer(b, q)
+	var r wire.Request
+	buf := make([]byte, 0, maxMsg)
+	b.ReportAllocs()
+	for b.Loop() {
+		resp, _ := s.answer(&r, buf, q, protoUDP)
+		countResponse(resp)
+	}
+}
