@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -57,10 +59,18 @@ type conn struct {
 	overBudget bool      // retired because it carried the server's learned budget
 	lastActive time.Time // s.f.now(): last registration or reply
 	lastRead   time.Time // wall clock of the last reply
-	idle       *time.Timer
+	// lastProgress (s.f.now()) is the last reply, or when the first of the outstanding
+	// queries was registered: how long the connection has kept its queries waiting.
+	lastProgress time.Time
+	idle         *time.Timer
 }
 
 // acquire registers cl on a connection with room, opening one when none has any.
+//
+// Servers built on miekg/dns (CoreDNS among them) answer the queries of one TCP connection one
+// after the other, so one slow query (a forward to an external resolver) holds up every query
+// queued behind it. A connection that has had queries outstanding and no reply for stallAfter
+// is therefore passed over while fewer than maxConns connections are open.
 func (s *server) acquire(cl *call) (*conn, error) {
 	now := s.f.now()
 	var expired []*conn
@@ -74,52 +84,82 @@ func (s *server) acquire(cl *call) (*conn, error) {
 	if s.f.closed.Load() {
 		return nil, ErrClosed
 	}
-	for _, c := range s.conns {
-		ok, exp := c.register(cl, now, s.budget)
-		if ok {
-			return c, nil
+	usable := 0
+	for pass := 0; pass < 2; pass++ {
+		stalledOK := pass == 1
+		for _, c := range s.conns {
+			switch c.register(cl, now, s.budget, stalledOK) {
+			case regOK:
+				return c, nil
+			case regExpired:
+				expired = append(expired, c)
+			case regStalled, regFull:
+				if !stalledOK {
+					usable++
+				}
+			}
 		}
-		if exp {
-			expired = append(expired, c)
+		if usable < maxConns {
+			break
 		}
 	}
 	c := &conn{s: s, ready: make(chan struct{}), pending: make(map[uint16]*call)}
-	c.register(cl, now, s.budget)
+	c.register(cl, now, s.budget, true)
 	s.conns = append(s.conns, c)
 	s.f.wg.Add(1)
 	go c.run()
 	return c, nil
 }
 
-// register adds cl to c if c has room. expired reports that c sat idle past IdleTimeout: it
-// is retired here, under its lock, so that nothing registers before the caller closes it —
-// the stub must never send on a connection the server may be closing for idleness.
-func (c *conn) register(cl *call, now time.Time, budget int) (ok, expired bool) {
+// regResult says why register did or did not take a query.
+type regResult int
+
+const (
+	regOK       regResult = iota
+	regUnusable           // dead or retired
+	regExpired            // idle past IdleTimeout; retired now, the caller closes it
+	regFull               // maxInflight queries outstanding
+	regStalled            // queries outstanding, no reply for stallAfter
+)
+
+// register adds cl to c if c has room. An idle-expired connection is retired here, under its
+// lock, so that nothing registers before the caller closes it: the stub must never send on a
+// connection the server may be closing for idleness.
+func (c *conn) register(cl *call, now time.Time, budget int, stalledOK bool) regResult {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.dead || c.retired || len(c.pending) >= maxInflight {
-		return false, false
+	if c.dead || c.retired {
+		return regUnusable
 	}
-	if len(c.pending) == 0 && c.nc != nil && now.Sub(c.lastActive) >= c.s.f.cfg.IdleTimeout {
+	if len(c.pending) >= maxInflight {
+		return regFull
+	}
+	if c.nc != nil && len(c.pending) == 0 && now.Sub(c.lastActive) >= c.s.f.cfg.IdleTimeout {
 		c.retired = true
-		return false, true
+		return regExpired
+	}
+	if !stalledOK && c.nc != nil && len(c.pending) > 0 && now.Sub(c.lastProgress) >= stallAfter {
+		return regStalled
 	}
 	if budget > 0 && c.assigned >= budget {
 		c.retired, c.overBudget = true, true
-		return false, false
+		return regUnusable
 	}
 	id := randID()
 	for c.pending[id] != nil { // at most maxInflight of 65536 taken: ends at once
 		id = randID()
 	}
 	cl.id = id
+	if len(c.pending) == 0 {
+		c.lastProgress = now
+	}
 	c.pending[id] = cl
 	c.assigned++
 	c.lastActive = now
 	if budget > 0 && c.assigned >= budget {
 		c.retired, c.overBudget = true, true
 	}
-	return true, false
+	return regOK
 }
 
 // cancel withdraws cl from c. false means a result was already delivered or is on its way.
@@ -149,6 +189,7 @@ func (c *conn) run() {
 	if err == nil {
 		c.nc = nc
 		c.lastActive = s.f.now()
+		c.lastProgress = c.lastActive // the wait so far was the dial, not the server
 		c.idle = time.AfterFunc(s.f.cfg.IdleTimeout, c.idleCheck)
 	}
 	c.mu.Unlock()
@@ -195,6 +236,7 @@ func (c *conn) deliver(buf []byte) {
 	delete(c.pending, m.Id)
 	c.answered++
 	c.lastActive = c.s.f.now()
+	c.lastProgress = c.lastActive
 	c.lastRead = time.Now()
 	c.mu.Unlock()
 	cl.done <- result{msg: m}
@@ -281,8 +323,7 @@ func (s *server) remove(c *conn) {
 	defer s.mu.Unlock()
 	for i, x := range s.conns {
 		if x == c {
-			s.conns = append(s.conns[:i], s.conns[i+1:]...)
-			s.conns[len(s.conns):cap(s.conns)][0] = nil
+			s.conns = slices.Delete(s.conns, i, i+1) // zeroes the freed slot for the GC
 			return
 		}
 	}
@@ -297,6 +338,23 @@ func (c *conn) write(b []byte, deadline time.Time) error {
 	}
 	_, err := c.nc.Write(b)
 	return err
+}
+
+// writeFailed handles a failed write. A reset or closed connection is left to the reader:
+// replies the server sent before closing are still in the socket's receive buffer, and only
+// the reader can count them (the server's per-connection limit) and hand them over. A write
+// that timed out leaves a partial frame behind, so the connection is closed at once.
+func (c *conn) writeFailed(err error) {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		c.kill(fmt.Errorf("%w: %v", errConnLost, err), killWrite)
+		return
+	}
+	c.mu.Lock()
+	c.retired = true
+	c.mu.Unlock()
+	// The reader wakes with the reset; the deadline only guards against a socket that
+	// somehow keeps its read side open.
+	c.nc.SetReadDeadline(time.Now().Add(c.s.f.cfg.Timeout))
 }
 
 // exchangeTCP sends the query over a pooled connection and waits for its reply, re-sending it
@@ -325,10 +383,13 @@ func (s *server) exchangeTCP(ex *exchange, deadline time.Time) (*dns.Msg, error)
 			return s.giveUp(c, cl, ErrClosed)
 		}
 		if !got {
-			ex.setID(cl.id)
-			cl.sent = time.Now()
-			if err := c.write(ex.wire, deadline); err != nil {
-				c.kill(fmt.Errorf("%w: %v", errConnLost, err), killWrite)
+			// c.nc is nil when the dial failed: the failure is on its way to cl.done.
+			if c.nc != nil {
+				ex.setID(cl.id)
+				cl.sent = time.Now()
+				if err := c.write(ex.wire, deadline); err != nil {
+					c.writeFailed(err)
+				}
 			}
 			select {
 			case res = <-cl.done:

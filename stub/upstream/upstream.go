@@ -32,6 +32,15 @@ const (
 	// connection is opened. 100 keeps one slow server-side recursion from holding up a long
 	// queue while still making one connection enough for a pod's normal load.
 	maxInflight = 100
+	// stallAfter is how long a connection may keep queries outstanding without any reply
+	// before new queries go to another connection. A cluster DNS answers from its cache in
+	// well under a millisecond; a reply that takes longer is a forward to an external
+	// resolver, and a serial server (CoreDNS) holds every later query on that connection.
+	stallAfter = 10 * time.Millisecond
+	// maxConns is how many connections per server may be opened to avoid stalled ones; at
+	// the cap, stalled connections take queries again. Full connections (maxInflight) always
+	// get a new one.
+	maxConns = 8
 	// maxResends bounds how often one query is re-sent within one attempt because the
 	// connection it was on died (server close, reset, write error, unresponsive).
 	maxResends = 2
