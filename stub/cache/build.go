@@ -9,8 +9,8 @@ import (
 	"github.com/podns/podns/stub/wire"
 )
 
-// rr is what build needs to know about one packed resource record.
-type rr struct {
+// record is what build needs to know about one packed resource record.
+type record struct {
 	section int // 0 answer, 1 authority, 2 additional
 	typ     uint16
 	ttlOff  int
@@ -120,7 +120,7 @@ func (c *Cache) build(r *wire.Request, msg *dns.Msg) *entry {
 		flags:    requestFlags(r),
 		msg:      b,
 		ttlOffs:  make([]uint16, len(rrs)),
-		stored:   c.now(),
+		stored:   c.clock(),
 		lifetime: lifetime,
 	}
 	for i, x := range rrs {
@@ -133,7 +133,7 @@ func (c *Cache) build(r *wire.Request, msg *dns.Msg) *entry {
 
 // answers reports whether the answer section holds data for qtype, which
 // tells a positive reply from NODATA (possibly after a CNAME chain).
-func answers(rrs []rr, qtype uint16) bool {
+func answers(rrs []record, qtype uint16) bool {
 	for _, x := range rrs {
 		if x.section == 0 && (x.typ == qtype || qtype == dns.TypeANY) {
 			return true
@@ -150,18 +150,18 @@ func sane(ttl uint32) uint32 {
 	return ttl
 }
 
-func getTTL(b []byte, x rr) uint32      { return sane(binary.BigEndian.Uint32(b[x.ttlOff:])) }
-func setTTL(b []byte, x rr, ttl uint32) { binary.BigEndian.PutUint32(b[x.ttlOff:], ttl) }
+func getTTL(b []byte, x record) uint32      { return sane(binary.BigEndian.Uint32(b[x.ttlOff:])) }
+func setTTL(b []byte, x record, ttl uint32) { binary.BigEndian.PutUint32(b[x.ttlOff:], ttl) }
 
 // walk lists the resource records of the packed message b whose question
 // ends at off. OPT records are skipped (their TTL field is not a TTL).
-func walk(b []byte, off int) ([]rr, bool) {
+func walk(b []byte, off int) ([]record, bool) {
 	counts := [3]int{
 		int(binary.BigEndian.Uint16(b[6:])),
 		int(binary.BigEndian.Uint16(b[8:])),
 		int(binary.BigEndian.Uint16(b[10:])),
 	}
-	rrs := make([]rr, 0, counts[0]+counts[1]+counts[2])
+	rrs := make([]record, 0, counts[0]+counts[1]+counts[2])
 	for section, count := range counts {
 		for range count {
 			end, ok := skipName(b, off)
@@ -175,7 +175,7 @@ func walk(b []byte, off int) ([]rr, bool) {
 				return nil, false
 			}
 			if typ != dns.TypeOPT {
-				rrs = append(rrs, rr{section: section, typ: typ, ttlOff: end + 4, rdata: b[rd : rd+rdlen]})
+				rrs = append(rrs, record{section: section, typ: typ, ttlOff: end + 4, rdata: b[rd : rd+rdlen]})
 			}
 			off = rd + rdlen
 		}

@@ -36,7 +36,7 @@ type Config struct {
 	MaxTTL      time.Duration    // cap positive TTLs; default 1h; values <= 0 mean the default
 	NegMaxTTL   time.Duration    // cap NXDOMAIN/NODATA TTLs; default 30s; values <= 0 mean the default
 	ServfailTTL time.Duration    // how long an upstream SERVFAIL is kept; DefaultConfig gives 5s; 0 (or negative) = never cached
-	Now         func() time.Time // clock; default time.Now
+	Now         func() time.Time // clock for tests; nil (the default) = the system's monotonic clock
 }
 
 // DefaultConfig returns the documented defaults, ServfailTTL included.
@@ -46,14 +46,14 @@ func DefaultConfig() Config {
 		MaxTTL:      DefaultMaxTTL,
 		NegMaxTTL:   DefaultNegMaxTTL,
 		ServfailTTL: DefaultServfailTTL,
-		Now:         time.Now,
 	}
 }
 
 // Cache is a sharded, size-bounded cache of DNS replies in wire form. It is
 // safe for concurrent use.
 type Cache struct {
-	now       func() time.Time
+	now       func() time.Time // nil: read the monotonic clock directly
+	epoch     time.Time        // entry times are durations since epoch
 	seed      maphash.Seed
 	shards    []shard
 	shift     uint // shard index = hash >> shift
@@ -82,10 +82,10 @@ type entry struct {
 	name     []byte // lowercased question name, wire form; aliases msg
 	qtype    uint16
 	qclass   uint16
-	flags    uint8    // keyDO | keyCD
-	msg      []byte   // the reply, ID 0, lowercased question, no OPT
-	ttlOffs  []uint16 // offset of every RR's TTL field in msg
-	stored   time.Time
+	flags    uint8         // keyDO | keyCD
+	msg      []byte        // the reply, ID 0, lowercased question, no OPT
+	ttlOffs  []uint16      // offset of every RR's TTL field in msg
+	stored   time.Duration // when Set stored it, as Cache.clock time
 	lifetime time.Duration // entry is fresh while age < lifetime
 	slot     int           // index in the shard ring; guarded by the shard lock
 
@@ -93,8 +93,8 @@ type entry struct {
 	hits atomic.Uint64 // hits served; for prefetch decisions
 }
 
-// Expires reports when the entry stops being fresh.
-func (e *entry) expires() time.Time { return e.stored.Add(e.lifetime) }
+// expires is the Cache.clock time at which the entry stops being fresh.
+func (e *entry) expires() time.Duration { return e.stored + e.lifetime }
 
 const (
 	keyDO = 1 << iota
@@ -114,11 +114,9 @@ func New(cfg Config) *Cache {
 	if cfg.NegMaxTTL <= 0 {
 		cfg.NegMaxTTL = DefaultNegMaxTTL
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
 	c := &Cache{
 		now:       cfg.Now,
+		epoch:     time.Now(),
 		seed:      maphash.MakeSeed(),
 		minTTL:    seconds(cfg.MinTTL),
 		maxTTL:    seconds(cfg.MaxTTL),
@@ -130,6 +128,9 @@ func New(cfg Config) *Cache {
 	n := 32
 	for n > 1 && cfg.Size/n < 64 {
 		n /= 2
+	}
+	if c.now != nil {
+		c.epoch = c.now()
 	}
 	c.shards = make([]shard, n)
 	c.shift = uint(64 - bits.TrailingZeros(uint(n)))
@@ -151,6 +152,16 @@ func seconds(d time.Duration) uint32 {
 		return 0
 	}
 	return uint32(min(int64(d/time.Second), math.MaxInt32))
+}
+
+// clock returns the time since the cache's epoch. Without an injected clock
+// it reads only the monotonic clock, which costs half of a time.Now (wall
+// and monotonic) on the hit path.
+func (c *Cache) clock() time.Duration {
+	if c.now == nil {
+		return time.Since(c.epoch)
+	}
+	return c.now().Sub(c.epoch)
 }
 
 func (c *Cache) shard(h uint64) *shard {
@@ -204,7 +215,7 @@ func (c *Cache) Get(dst []byte, r *wire.Request) (resp []byte, ok bool) {
 		missesTotal.Inc()
 		return dst, false
 	}
-	age := max(c.now().Sub(e.stored), 0)
+	age := max(c.clock()-e.stored, 0)
 	if age >= e.lifetime {
 		missesTotal.Inc()
 		return dst, false
@@ -291,7 +302,7 @@ func (c *Cache) Set(r *wire.Request, msg *dns.Msg) {
 // victim advances the CLOCK hand to the next entry to evict: the first one
 // that is expired or has not been hit since the hand last passed. It ends
 // within two turns of the ring because each turn clears the ref flags.
-func (sh *shard) victim(now time.Time) int {
+func (sh *shard) victim(now time.Duration) int {
 	for {
 		i := sh.hand
 		sh.hand++
@@ -299,7 +310,7 @@ func (sh *shard) victim(now time.Time) int {
 			sh.hand = 0
 		}
 		e := sh.ring[i]
-		if now.Sub(e.stored) >= e.lifetime {
+		if now-e.stored >= e.lifetime {
 			return i
 		}
 		if e.ref.Load() {
