@@ -1,0 +1,277 @@
+// Package apply does initc's work on the pod's files: save the kubelet's resolv.conf to the
+// state dir once, rewrite resolv.conf in place, or disable podns for a hostNetwork pod.
+//
+// The order of operations is what makes a failure harmless: everything is read, decided,
+// rendered and validated first; then the original is saved (atomically, inside the state
+// dir); only then is resolv.conf itself written, with one open-truncate-write-fsync (it is a
+// bind mount: rename onto it fails with EBUSY). Any error before that last step leaves
+// resolv.conf byte-identical.
+package apply
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+
+	"github.com/podns/podns/initc/rewrite"
+	"github.com/podns/podns/internal/resolvconf"
+)
+
+const (
+	// UpstreamConfName is the saved original in the state dir; the stub forwards to its
+	// nameservers.
+	UpstreamConfName = "upstream.conf"
+	// DisabledMarkerName is written to the state dir when podns must stay out of the way; its
+	// content is a one-line reason. The stub then serves its probes but binds no DNS port.
+	DisabledMarkerName = "disabled"
+)
+
+// Params is one run's input.
+type Params struct {
+	ResolvConf string              // the file to rewrite in place
+	StateDir   string              // where upstream.conf and the marker go; created if missing
+	Nameserver netip.Addr          // the stub's address
+	Options    []resolvconf.Option // merged over the original's options
+	// HostNetwork is true when the downward API says pod IP == host IP.
+	HostNetwork bool
+	// HostNetworkReason is the marker's text when HostNetwork is true.
+	HostNetworkReason string
+}
+
+// Action says what a run did to resolv.conf.
+type Action string
+
+// The actions of a successful run.
+const (
+	Rewritten Action = "rewritten" // resolv.conf now points at podns
+	InPlace   Action = "unchanged" // it already did, byte for byte: a rerun
+	Disabled  Action = "disabled"  // hostNetwork: resolv.conf untouched, marker written
+)
+
+// Saved says what happened to upstream.conf.
+type Saved string
+
+// The states of upstream.conf after a run.
+const (
+	SavedNew      Saved = "saved"    // the original was saved now
+	SavedKept     Saved = "kept"     // an earlier run's copy was used and left alone
+	SavedReplaced Saved = "replaced" // the kubelet wrote a new original (new sandbox); saved over the old copy
+	SavedNone     Saved = "none"     // disabled: nothing saved
+)
+
+// Report is what a run did, for the log line.
+type Report struct {
+	Action   Action
+	Saved    Saved
+	Original *resolvconf.File // the kubelet's file podns forwards to (nil when disabled)
+	Written  []byte           // the resolv.conf content now in place (nil when disabled)
+	Options  []resolvconf.Option
+	Changes  []string // option changes, see rewrite.Merge
+	// StaleMarkerRemoved is true when a disabled marker from an earlier run was removed
+	// because this pod is not hostNetwork: left in place it would keep the stub from serving
+	// DNS while resolv.conf points at it.
+	StaleMarkerRemoved bool
+}
+
+// Error is a refusal or failure: the file it concerns and the problem. resolv.conf is
+// unchanged unless Touched is true.
+type Error struct {
+	File    string
+	Problem string
+	Err     error
+	Touched bool // resolv.conf was truncated and could not be restored: only after a write error
+}
+
+func (e *Error) Error() string {
+	msg := e.File + ": " + e.Problem
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+func fail(file, problem string, err error) error {
+	return &Error{File: file, Problem: problem, Err: err}
+}
+
+// Run does one initc run. See the package doc for the order of operations and README for the
+// behaviour in each case.
+func Run(p Params) (Report, error) {
+	if err := os.MkdirAll(p.StateDir, 0o755); err != nil {
+		return Report{}, fail(p.StateDir, "cannot create the state dir", err)
+	}
+	savedPath := filepath.Join(p.StateDir, UpstreamConfName)
+	markerPath := filepath.Join(p.StateDir, DisabledMarkerName)
+
+	if p.HostNetwork {
+		if err := writeAtomic(markerPath, []byte(p.HostNetworkReason+"\n")); err != nil {
+			return Report{}, fail(markerPath, "cannot write the disabled marker", err)
+		}
+		return Report{Action: Disabled, Saved: SavedNone}, nil
+	}
+
+	curData, cur, err := readConf(p.ResolvConf)
+	if err != nil {
+		return Report{}, err
+	}
+
+	// Which file is the kubelet's original? The current one, unless it is podns's own rewrite
+	// or has no nameserver (a rerun, or a write cut short); then the saved copy.
+	var (
+		origData []byte
+		orig     *resolvconf.File
+		saved    Saved
+	)
+	if len(cur.Nameservers) > 0 && !rewrite.PointsAt(cur, p.Nameserver) {
+		origData, orig, saved = curData, cur, SavedNew
+		old, err := os.ReadFile(savedPath)
+		switch {
+		case err == nil && bytes.Equal(old, curData):
+			saved = SavedKept
+		case err == nil:
+			saved = SavedReplaced
+		case !errors.Is(err, fs.ErrNotExist):
+			return Report{}, fail(savedPath, "cannot read the saved original", err)
+		}
+	} else {
+		var err error
+		origData, orig, err = readConf(savedPath)
+		if errors.Is(err, fs.ErrNotExist) {
+			if len(cur.Nameservers) == 0 {
+				return Report{}, fail(p.ResolvConf, "has no nameserver line: nothing to forward to", nil)
+			}
+			return Report{}, fail(p.ResolvConf, fmt.Sprintf("nameserver is already %s (PODNS_NAMESERVER) but no saved original exists in %s: nothing to forward to", p.Nameserver, savedPath), nil)
+		}
+		if err != nil {
+			return Report{}, err
+		}
+		if len(orig.Nameservers) == 0 || rewrite.PointsAt(orig, p.Nameserver) {
+			return Report{}, fail(savedPath, fmt.Sprintf("saved original is unusable (nameservers %v) and %s does not hold a new one", orig.Nameservers, p.ResolvConf), nil)
+		}
+		saved = SavedKept
+	}
+
+	res, err := rewrite.Render(origData, orig, p.Nameserver, p.Options, savedPath)
+	if err != nil {
+		return Report{}, fail(p.ResolvConf, "cannot rewrite", err)
+	}
+	rep := Report{Action: Rewritten, Saved: saved, Original: orig, Written: res.Content, Options: res.Options, Changes: res.Changes}
+
+	if saved != SavedKept {
+		if err := writeAtomic(savedPath, origData); err != nil {
+			return Report{}, fail(savedPath, "cannot save the original", err)
+		}
+	}
+	switch err := os.Remove(markerPath); {
+	case err == nil:
+		rep.StaleMarkerRemoved = true
+	case !errors.Is(err, fs.ErrNotExist):
+		return Report{}, fail(markerPath, "cannot remove a stale disabled marker", err)
+	}
+	if bytes.Equal(curData, res.Content) {
+		rep.Action = InPlace
+		return rep, nil
+	}
+	if err := writeInPlace(p.ResolvConf, res.Content, curData); err != nil {
+		return Report{}, err
+	}
+	return rep, nil
+}
+
+// readConf reads and parses a resolv.conf, refusing what is not one. A file larger than
+// resolvconf.MaxSize is not read beyond that.
+func readConf(path string) ([]byte, *resolvconf.File, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil, &Error{File: path, Problem: "does not exist", Err: fs.ErrNotExist}
+		}
+		return nil, nil, fail(path, "cannot read", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, resolvconf.MaxSize+1))
+	if err != nil {
+		return nil, nil, fail(path, "cannot read", err)
+	}
+	parsed, err := resolvconf.Parse(data)
+	if err != nil {
+		return nil, nil, fail(path, "refusing to rewrite", err)
+	}
+	return data, parsed, nil
+}
+
+// writeInPlace replaces the content of path without replacing the file: open, truncate, one
+// write, fsync. A rename would fail on a bind mount (EBUSY) and a new inode would not be seen
+// through it. If the write fails after the truncate, the previous content is put back.
+func writeInPlace(path string, data, previous []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		return fail(path, "cannot open for writing", err)
+	}
+	n, err := f.Write(data)
+	if err == nil && n < len(data) {
+		err = io.ErrShortWrite
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if err != nil {
+		e := &Error{File: path, Problem: "write failed", Err: err}
+		if _, rerr := f.WriteAt(previous, 0); rerr != nil || f.Truncate(int64(len(previous))) != nil {
+			e.Touched = true
+			e.Problem = "write failed and the previous content could not be restored"
+		} else {
+			_ = f.Sync()
+			e.Problem = "write failed, previous content restored"
+		}
+		f.Close()
+		return e
+	}
+	if err := f.Close(); err != nil {
+		return fail(path, "close after write", err)
+	}
+	return nil
+}
+
+// writeAtomic writes a file in the state dir through a temporary file and a rename, so a
+// reader (the stub) sees the old file or the new one, never half of one.
+func writeAtomic(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // no-op after the rename
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	// 0644: the stub runs as 65532 and must read it.
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
