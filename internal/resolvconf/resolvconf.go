@@ -165,6 +165,17 @@ func Parse(data []byte) (*File, error) {
 	return f, nil
 }
 
+// Keyword returns the keyword a resolver reads on one line (without its newline), or "" when
+// resolvers ignore the line: blank, comment, leading blank, over MaxLineLength, or a keyword
+// not followed by a blank. Unknown keywords are returned as written; callers compare.
+func Keyword(line string) string {
+	if len(line) > MaxLineLength {
+		return ""
+	}
+	k, _, _ := splitLine(line)
+	return k
+}
+
 // splitLine cuts comments and returns the keyword and its arguments. ok is false for lines a
 // resolver ignores: blank, comment, leading blank, or a keyword not followed by a blank.
 func splitLine(line string) (keyword string, args []string, ok bool) {

@@ -239,6 +239,26 @@ func TestParseMaxSizeAccepted(t *testing.T) {
 	}
 }
 
+func TestKeyword(t *testing.T) {
+	for line, want := range map[string]string{
+		"search a.example":       "search",
+		"domain a.example # x":   "domain",
+		"nameserver\t10.0.0.1\r": "nameserver",
+		"options":                "options",
+		"  search a.example":     "",
+		"# search a.example":     "",
+		";search":                "",
+		"searcha.example":        "searcha.example", // an unknown keyword: callers ignore it
+		"":                       "",
+		"sortlist 10.0.0.0/8":    "sortlist",
+		"search " + strings.Repeat("a", MaxLineLength): "",
+	} {
+		if got := Keyword(line); got != want {
+			t.Errorf("Keyword(%.30q) = %q, want %q", line, got, want)
+		}
+	}
+}
+
 func TestOptionLookup(t *testing.T) {
 	f, err := Parse([]byte("options timeout:2 rotate\noptions timeout:4\n"))
 	if err != nil {
