@@ -46,7 +46,7 @@ type result struct {
 // replies by ID and question; the Exchanges write their own queries.
 type conn struct {
 	s     *server
-	ready chan struct{} // closed when the dial ended; nc or dialErr is set by then
+	ready chan struct{} // closed when the dial ended; nc is set unless it failed
 	nc    net.Conn
 	wmu   sync.Mutex // one frame at a time
 
@@ -138,7 +138,7 @@ func (c *conn) register(cl *call, now time.Time, budget int, stalledOK bool) reg
 		c.retired = true
 		return regExpired
 	}
-	if !stalledOK && c.nc != nil && len(c.pending) > 0 && now.Sub(c.lastProgress) >= stallAfter {
+	if !stalledOK && c.nc != nil && len(c.pending) > 0 && now.Sub(c.lastProgress) >= c.s.f.stallAfter {
 		return regStalled
 	}
 	if budget > 0 && c.assigned >= budget {

@@ -81,6 +81,8 @@ type Forwarder struct {
 	udp     bool
 	servers []*server
 	now     func() time.Time
+	// stallAfter is the constant of that name; tests turn stall avoidance off with it.
+	stallAfter time.Duration
 
 	// ctx is cancelled by Close: it aborts dials and UDP reads, and its Done channel
 	// releases every Exchange waiting for a reply.
@@ -118,6 +120,7 @@ func New(cfg Config) (*Forwarder, error) {
 	if cfg.IdleTimeout == 0 {
 		f.cfg.IdleTimeout = defaultIdleTimeout
 	}
+	f.stallAfter = stallAfter
 	f.now = cfg.Now
 	if f.now == nil {
 		f.now = time.Now

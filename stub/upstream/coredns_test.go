@@ -1,0 +1,153 @@
+package upstream
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// startCoreDNS runs the pinned CoreDNS (`make tools` puts it on PATH) on a loopback port with
+// the given Corefile body (PORT is replaced) and returns "127.0.0.1:port". It serves only test
+// zones: nothing is forwarded anywhere.
+func startCoreDNS(t *testing.T, corefile string) string {
+	t.Helper()
+	bin, err := exec.LookPath("coredns")
+	if err != nil {
+		t.Skip("coredns not on PATH (make tools installs it into .tools/bin):", err)
+	}
+	addr := freeAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	conf := filepath.Join(t.TempDir(), "Corefile")
+	body := []byte(fmt.Sprintf(corefile, port, port))
+	if err := os.WriteFile(conf, body, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-conf", conf)
+	cmd.Dir = t.TempDir()
+	if testing.Verbose() {
+		cmd.Stderr = os.Stderr
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	c := &dns.Client{Net: "tcp", Timeout: 200 * time.Millisecond}
+	waitFor(t, "CoreDNS to answer", func() bool {
+		_, _, err := c.Exchange(query(qname(1)), addr)
+		return err == nil
+	})
+	return addr
+}
+
+// coreFile serves qN.example. from a template and delays every query under slow.example. by
+// 100ms (erratic), standing in for forwards to an external resolver.
+const coreFile = `example.:%[1]s {
+	bind 127.0.0.1
+	template IN A example {
+		match "^q([0-9]+)\.example\.$"
+		answer "{{ .Name }} 60 IN A 192.0.2.1"
+	}
+}
+slow.example.:%[2]s {
+	bind 127.0.0.1
+	erratic {
+		drop 0
+		delay 1 100ms
+	}
+}
+`
+
+func percentile(d []time.Duration, p float64) time.Duration {
+	slices.Sort(d)
+	return d[int(float64(len(d)-1)*p)]
+}
+
+// Against a real CoreDNS: many concurrent misses over the pool, none lost.
+func TestCoreDNSConcurrent(t *testing.T) {
+	addr := startCoreDNS(t, coreFile)
+	f := newForwarder(t, Config{Servers: []string{addr}})
+	const workers, per = 50, 40
+	var mu sync.Mutex
+	var lat []time.Duration
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range per {
+				name := qname(w*per + i)
+				start := time.Now()
+				r, err := f.Exchange(context.Background(), query(name))
+				d := time.Since(start)
+				if err != nil || len(r.Answer) != 1 || r.Answer[0].Header().Name != name || r.Id != clientID {
+					t.Errorf("%s: %v %v", name, r, err)
+					return
+				}
+				mu.Lock()
+				lat = append(lat, d)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	m := f.servers[0].m
+	t.Logf("%d queries, %d workers: p50 %v p99 %v; %v connections open, %v reconnects",
+		len(lat), workers, percentile(lat, .5), percentile(lat, .99), metric(m.open), metric(m.reconnects))
+}
+
+// CoreDNS answers one TCP connection's queries one after the other. With a 100ms "forward"
+// started every 100ms beside a steady stream of fast queries, the fast queries must not queue
+// behind the slow ones: once a connection has been silent for stallAfter, new queries go to
+// another. (Queries already sent behind a slow one still wait for it.)
+func TestCoreDNSSlowQueriesDoNotBlock(t *testing.T) {
+	addr := startCoreDNS(t, coreFile)
+	run := func(stall time.Duration) (p50, p99 time.Duration, conns float64) {
+		f := newForwarder(t, Config{Servers: []string{addr}, Timeout: 5 * time.Second})
+		f.stallAfter = stall
+		var mu sync.Mutex
+		var fast []time.Duration
+		var wg sync.WaitGroup
+		send := func(name string) {
+			defer wg.Done()
+			start := time.Now()
+			if _, err := f.Exchange(context.Background(), query(name)); err != nil {
+				t.Error(err)
+				return
+			}
+			if name[0] == 'q' {
+				mu.Lock()
+				fast = append(fast, time.Since(start))
+				mu.Unlock()
+			}
+		}
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for i := range 300 { // open loop: arrivals do not wait for replies, like a pod's threads
+			wg.Add(1)
+			if i%20 == 0 {
+				go send(fmt.Sprintf("s%d.slow.example.", i))
+			} else {
+				go send(qname(i))
+			}
+			<-tick.C
+		}
+		wg.Wait()
+		return percentile(fast, .5), percentile(fast, .99), metric(f.servers[0].m.open)
+	}
+	off50, off99, offConns := run(time.Hour)
+	on50, on99, onConns := run(stallAfter)
+	t.Logf("fast queries beside 100ms ones: stall avoidance off: p50 %v p99 %v (%v conns); on: p50 %v p99 %v (%v conns)",
+		off50, off99, offConns, on50, on99, onConns)
+	if on50 >= off50/2 {
+		t.Errorf("stall avoidance did not help: p50 %v with, %v without", on50, off50)
+	}
+}
