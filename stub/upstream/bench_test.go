@@ -52,3 +52,31 @@ func BenchmarkFreshTCPConnPerQuery(b *testing.B) {
 		}
 	})
 }
+
+// One miss at a time: the latency a lone lookup pays, kept-alive versus a fresh connection.
+func BenchmarkLatencyTCPKeptAlive(b *testing.B) {
+	f, err := New(Config{Servers: []string{startDNSBoth(b, false)}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	q := query(qname(1))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := f.Exchange(context.Background(), q); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkLatencyTCPFreshConn(b *testing.B) {
+	addr := startDNSBoth(b, false)
+	c := &dns.Client{Net: "tcp"}
+	q := query(qname(1))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := c.Exchange(q, addr); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -29,8 +29,8 @@ const (
 	defaultPort        = 53
 
 	// maxInflight bounds the queries outstanding on one TCP connection; beyond it another
-	// connection is opened. 100 keeps one slow server-side recursion from holding up a long
-	// queue while still making one connection enough for a pod's normal load.
+	// connection is opened. It keeps the pending map and the ID search small; keeping fast
+	// queries from queueing behind a slow one is stallAfter's job.
 	maxInflight = 100
 	// stallAfter is how long a connection may keep queries outstanding without any reply
 	// before new queries go to another connection. A cluster DNS answers from its cache in

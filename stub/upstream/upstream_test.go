@@ -381,7 +381,7 @@ func startDNSBoth(t testing.TB, truncate bool) string {
 			continue
 		}
 		startDNS(t, &dns.Server{PacketConn: pc, Handler: h})
-		startDNS(t, &dns.Server{Listener: l, Handler: h})
+		startDNS(t, &dns.Server{Listener: l, Handler: h, MaxTCPQueries: -1}) // like CoreDNS
 		return l.Addr().String()
 	}
 	t.Fatal("no port free for both UDP and TCP")
@@ -629,23 +629,46 @@ func TestCloseWithQueriesInFlight(t *testing.T) {
 }
 
 func TestContextCancels(t *testing.T) {
-	received := make(chan struct{}, 1)
-	addr := startTCP(t, func(_ int, c net.Conn) {
-		for {
-			if _, err := readMsg(c); err != nil {
-				return
+	for _, proto := range []string{"tcp", "udp"} {
+		t.Run(proto, func(t *testing.T) {
+			received := make(chan struct{}, 1)
+			var addr string
+			if proto == "tcp" {
+				addr = startTCP(t, func(_ int, c net.Conn) {
+					for {
+						if _, err := readMsg(c); err != nil {
+							return
+						}
+						received <- struct{}{}
+					}
+				}).addr
+			} else {
+				addr = startUDP(t, func(pc net.PacketConn) {
+					buf := make([]byte, 512)
+					for {
+						if _, _, err := pc.ReadFrom(buf); err != nil {
+							return
+						}
+						received <- struct{}{}
+					}
+				})
 			}
-			received <- struct{}{}
-		}
-	}).addr
-	f := newForwarder(t, Config{Servers: []string{addr, freeAddr(t)}, Timeout: time.Minute})
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { _, err := f.Exchange(ctx, query(qname(1))); errc <- err }()
-	wait(t, "the query to reach the server", received)
-	cancel()
-	if err := wait(t, "Exchange to return", errc); !errors.Is(err, context.Canceled) {
-		t.Errorf("err %v, want context.Canceled", err)
+			// The second server must not be tried once the caller gave up.
+			f := newForwarder(t, Config{Servers: []string{addr, freeAddr(t)}, Protocol: proto, Timeout: time.Minute})
+			next := f.servers[1].m
+			tried := metric(next.queriesTCP) + metric(next.queriesUDP)
+			ctx, cancel := context.WithCancel(context.Background())
+			errc := make(chan error, 1)
+			go func() { _, err := f.Exchange(ctx, query(qname(1))); errc <- err }()
+			wait(t, "the query to reach the server", received)
+			cancel()
+			if err := wait(t, "Exchange to return", errc); !errors.Is(err, context.Canceled) {
+				t.Errorf("err %v, want context.Canceled", err)
+			}
+			if metric(next.queriesTCP)+metric(next.queriesUDP) != tried {
+				t.Errorf("the next server was tried after cancellation")
+			}
+		})
 	}
 }
 
