@@ -179,8 +179,9 @@ func (c *conn) run() {
 	s := c.s
 	defer s.f.wg.Done()
 	defer s.remove(c)
-	d := net.Dialer{Deadline: time.Now().Add(s.f.cfg.Timeout)}
-	nc, err := d.DialContext(s.f.ctx, "tcp", s.addr)
+	ctx, cancel := context.WithTimeout(s.f.ctx, s.f.cfg.Timeout)
+	nc, err := s.f.dialTCP(ctx, s.addr)
+	cancel()
 	c.mu.Lock()
 	if err == nil && c.dead {
 		nc.Close() // killed (Close) while dialing
@@ -352,9 +353,10 @@ func (c *conn) writeFailed(err error) {
 	c.mu.Lock()
 	c.retired = true
 	c.mu.Unlock()
-	// The reader wakes with the reset; the deadline only guards against a socket that
-	// somehow keeps its read side open.
-	c.nc.SetReadDeadline(time.Now().Add(c.s.f.cfg.Timeout))
+	// The reader wakes with the reset. The deadline covers a socket whose read side stays
+	// open: replies sent before the failure are already in the receive buffer, so a short
+	// grace loses none, and the queries get their re-send well within the attempt.
+	c.nc.SetReadDeadline(time.Now().Add(min(writeFailGrace, c.s.f.cfg.Timeout/4)))
 }
 
 // exchangeTCP sends the query over a pooled connection and waits for its reply, re-sending it

@@ -44,6 +44,9 @@ const (
 	// maxResends bounds how often one query is re-sent within one attempt because the
 	// connection it was on died (server close, reset, write error, unresponsive).
 	maxResends = 2
+	// writeFailGrace is how long the reader of a connection whose write failed may still
+	// drain replies before the connection is given up.
+	writeFailGrace = 100 * time.Millisecond
 	// logInterval is the shortest gap between two failure lines for one server.
 	logInterval = 10 * time.Second
 )
@@ -83,6 +86,8 @@ type Forwarder struct {
 	now     func() time.Time
 	// stallAfter is the constant of that name; tests turn stall avoidance off with it.
 	stallAfter time.Duration
+	// dialTCP opens upstream connections; tests inject faults with it.
+	dialTCP func(ctx context.Context, addr string) (net.Conn, error)
 
 	// ctx is cancelled by Close: it aborts dials and UDP reads, and its Done channel
 	// releases every Exchange waiting for a reply.
@@ -121,6 +126,8 @@ func New(cfg Config) (*Forwarder, error) {
 		f.cfg.IdleTimeout = defaultIdleTimeout
 	}
 	f.stallAfter = stallAfter
+	var d net.Dialer
+	f.dialTCP = func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
 	f.now = cfg.Now
 	if f.now == nil {
 		f.now = time.Now

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -892,5 +893,53 @@ func TestStalledConnectionsCapped(t *testing.T) {
 	}
 	if got := srv.accepted.Load(); got != maxConns {
 		t.Errorf("server accepted %d connections, want %d", got, maxConns)
+	}
+}
+
+// failingConn fails its first write the way a reset connection does, while its read side
+// stays open: the stub must not wait for a reply that cannot come.
+type failingConn struct {
+	net.Conn
+	failed atomic.Bool
+}
+
+func (c *failingConn) Write(p []byte) (int, error) {
+	if c.failed.CompareAndSwap(false, true) {
+		return 0, syscall.EPIPE
+	}
+	return c.Conn.Write(p)
+}
+
+func TestWriteFailureResends(t *testing.T) {
+	srv := startTCP(t, func(_ int, c net.Conn) { serveAll(c) })
+	f := newForwarder(t, Config{Servers: []string{srv.addr}, Timeout: 2 * time.Second})
+	var dials atomic.Int32
+	dial := f.dialTCP
+	f.dialTCP = func(ctx context.Context, addr string) (net.Conn, error) {
+		nc, err := dial(ctx, addr)
+		if err != nil || dials.Add(1) > 1 {
+			return nc, err
+		}
+		return &failingConn{Conn: nc}, nil
+	}
+	m := f.servers[0].m
+	netErrs, reconnects := metric(m.errNetwork), metric(m.reconnects)
+	start := time.Now()
+	r, err := f.Exchange(context.Background(), query(qname(4)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkAnswer(t, r, 4)
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("took %v: the broken connection was waited on", d)
+	}
+	if got := srv.accepted.Load(); got != 2 {
+		t.Errorf("%d connections, want 2", got)
+	}
+	if metric(m.errNetwork) != netErrs {
+		t.Error("a failed write counted as a failed attempt")
+	}
+	if d := metric(m.reconnects) - reconnects; d != 1 {
+		t.Errorf("reconnects +%v, want +1", d)
 	}
 }
