@@ -147,7 +147,7 @@ func New(cfg Config) (*Forwarder, error) {
 		f.servers = append(f.servers, newServer(f, ap))
 	}
 	if len(bad) > 0 {
-		return nil, fmt.Errorf("upstream: bad servers: %w", errors.Join(bad...))
+		return nil, fmt.Errorf("upstream: bad servers: %w", joinErrors(bad))
 	}
 	f.cfg.Servers = make([]string, len(f.servers))
 	for i, s := range f.servers {
@@ -189,6 +189,9 @@ func (f *Forwarder) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) 
 	if f.closed.Load() {
 		return nil, ErrClosed
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("upstream: %w", err)
+	}
 	packed, err := q.Pack()
 	if err != nil {
 		return nil, fmt.Errorf("upstream: packing query: %w", err)
@@ -222,8 +225,24 @@ func (f *Forwarder) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) 
 		}
 		errs = append(errs, err)
 	}
-	return nil, fmt.Errorf("upstream: all servers failed: %w", errors.Join(errs...))
+	return nil, fmt.Errorf("upstream: all servers failed: %w", joinErrors(errs))
 }
+
+// joinErrors is errors.Join on one line: the message ends up in a single log field.
+type joinErrors []error
+
+func (e joinErrors) Error() string {
+	var b strings.Builder
+	for i, err := range e {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(err.Error())
+	}
+	return b.String()
+}
+
+func (e joinErrors) Unwrap() []error { return e }
 
 // Close closes every pooled connection. Exchanges in flight return ErrClosed promptly, later
 // ones at once. Close waits for the connection goroutines to end.

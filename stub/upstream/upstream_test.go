@@ -333,6 +333,9 @@ func TestFailover(t *testing.T) {
 			if !isTimeout(err) {
 				t.Errorf("err %v, want a timeout", err)
 			}
+			if msg := err.Error(); strings.Contains(msg, "\n") || !strings.Contains(msg, dead) {
+				t.Errorf("error %q: want one line naming each server", msg)
+			}
 			if elapsed < 2*timeout || elapsed > 2*timeout+700*time.Millisecond {
 				t.Errorf("failing took %v, want about %v", elapsed, 2*timeout)
 			}
