@@ -58,6 +58,13 @@ func (c *Cache) build(r *wire.Request, msg *dns.Msg) *entry {
 	if err != nil || len(b) > 65535 {
 		return nil
 	}
+	// miekg/dns unpacks some malformed records leniently (an SOA cut short)
+	// and then packs them into something it cannot read back. Such a reply
+	// would be served broken for its whole lifetime: check it once here, on
+	// the miss path.
+	if new(dns.Msg).Unpack(b) != nil {
+		return nil
+	}
 	// The question name is the first name in the packet, so it is never
 	// compressed and sits at offset 12 with the same length as r.QName.
 	n := len(r.QName)
