@@ -27,8 +27,8 @@ const (
 type mode int
 
 const (
-	native mode = iota // components/podns: the stub is a native sidecar, the 2nd init container
-	legacy             // components/podns-legacy: the stub is the last regular container
+	native mode = iota // components/podns: podns-init, then the stub as a native sidecar, first
+	legacy             // components/podns-legacy: podns-init last, the stub the last container
 )
 
 // injected lists every workload the components must change: where it is, the init containers
@@ -124,12 +124,12 @@ func TestInjected(t *testing.T) {
 			cm := r.configMap(t).Name
 			spec := tmpl.Spec
 
-			// Order: podns first, then the workload's own init containers as they were.
-			wantInit := []string{initName, stubName}
+			// Order: podns first, then the workload's own init containers as they were. Legacy:
+			// podns-init last, since no stub serves until the regular containers start.
+			wantInit := append([]string{initName, stubName}, w.ownInit...)
 			if w.mode == legacy {
-				wantInit = []string{initName}
+				wantInit = append(slices.Clone(w.ownInit), initName)
 			}
-			wantInit = append(wantInit, w.ownInit...)
 			if got := names(spec.InitContainers); !slices.Equal(got, wantInit) {
 				t.Errorf("init containers %v, want %v", got, wantInit)
 			}
