@@ -28,8 +28,8 @@ const (
 	DefaultServfailTTL = 5 * time.Second
 )
 
-// Config tunes a Cache. TTL knobs have one-second resolution (DNS TTLs are
-// whole seconds); sub-second remainders are dropped.
+// Config tunes a Cache. MinTTL, MaxTTL and NegMaxTTL have one-second
+// resolution (DNS TTLs are whole seconds); sub-second remainders are dropped.
 type Config struct {
 	Size        int              // max entries; default 10000; values <= 0 mean the default
 	MinTTL      time.Duration    // raise TTLs below this; default 0 (no floor); applied before the caps, so a cap below it wins
@@ -72,7 +72,7 @@ type shard struct {
 	ring []*entry
 	cap  int
 	hand int
-	_    [40]byte // keep neighbouring shards' locks off one cache line
+	_    [56]byte // pad to 128 bytes: neighbouring shards' locks on separate cache lines
 }
 
 // entry is immutable once published, apart from its atomics: readers copy
@@ -92,9 +92,6 @@ type entry struct {
 	ref  atomic.Bool   // CLOCK reference bit, set by hits
 	hits atomic.Uint64 // hits served; for prefetch decisions
 }
-
-// expires is the Cache.clock time at which the entry stops being fresh.
-func (e *entry) expires() time.Duration { return e.stored + e.lifetime }
 
 const (
 	keyDO = 1 << iota

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
@@ -564,6 +565,12 @@ func TestEvictionPrefersExpired(t *testing.T) {
 		if string(e.name) == "\x03n10\x07example\x00" {
 			t.Error("expired n10 kept while live n11 was the alternative")
 		}
+	}
+}
+
+func TestShardPadding(t *testing.T) {
+	if n := unsafe.Sizeof(shard{}); n%64 != 0 {
+		t.Errorf("shard is %d bytes; keep it a multiple of the 64-byte cache line", n)
 	}
 }
 

@@ -18,6 +18,10 @@ func FuzzParse(f *testing.F) {
 	f.Add(raw(1, 0x0100, 1, 0, 0, 0, []byte("\x03www\xc0\x0c\x00\x01\x00\x01"))) // compression in a query
 	f.Add(raw(1, 0x0100, 1, 0, 0, 1, qExample, opt(0, option(8, 0, 1, 24, 0, 10, 0, 0))))
 	f.Add(raw(1, 0x0100, 1, 0, 0, 1, qExample, opt(1, nil)))
+	f.Add(raw(1, 0x0100, 1, 0, 0, 1, qExample, opt(0, option(8, 0, 2, 56, 0, 0x20, 1, 0xd, 0xb8, 0, 0, 0))))
+	f.Add(raw(1, 0x0100, 1, 0, 0, 1, qExample, opt(0, append(option(10, 1, 2, 3, 4, 5, 6, 7, 8), option(11)...))))
+	f.Add(raw(1, 0x0100, 1, 0, 0, 1, qExample, opt(0, option(18, []byte("\x05agent\x07example\x00")...))))
+	f.Add(raw(1, 0x0100, 1, 0, 0, 1, qExample, opt(0, option(15, 0, 3, 'h', 'i'))))
 	f.Add(raw(1, 4<<11, 1, 0, 0, 0, qExample))
 	full := query(f, "truncated.example.", dns.TypeA, 1232, true)
 	for _, n := range []int{0, 5, 12, 20, len(full) - 3} {

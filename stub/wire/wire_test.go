@@ -199,6 +199,58 @@ func TestParseErrors(t *testing.T) {
 	}
 }
 
+// Options with a defined shape are accepted when well formed; others pass
+// through whatever they hold.
+func TestParseOptions(t *testing.T) {
+	tests := []struct {
+		name string
+		opts []byte
+		ok   bool
+	}{
+		{"cookie", option(10, 1, 2, 3, 4, 5, 6, 7, 8), true},
+		{"padding", option(12, make([]byte, 40)...), true},
+		{"keepalive empty", option(11), true},
+		{"keepalive 2", option(11, 0, 100), true},
+		{"keepalive 3", option(11, 0, 100, 1), false},
+		{"ECS v4 /24", option(8, 0, 1, 24, 0, 10, 1, 2), true},
+		{"ECS v4 address too long", option(8, 0, 1, 24, 0, 10, 1, 2, 3, 4), false},
+		{"ECS v6 /56", option(8, 0, 2, 56, 0, 0x20, 1, 0xd, 0xb8, 0, 0, 0), true},
+		{"ECS v6 prefix 129", option(8, 0, 2, 129, 0), false},
+		{"ECS family 0 prefix 0", option(8, 0, 0, 0, 0), true},
+		{"ECS family 0 prefix 8", option(8, 0, 0, 8, 0), false},
+		{"ECS short", option(8, 0, 1, 24), false},
+		{"expire empty", option(9), true},
+		{"expire 3 bytes", option(9, 1, 2, 3), false},
+		{"EDE", option(15, 0, 3), true},
+		{"EDE short", option(15, 0), false},
+		{"LLQ short", option(1, 1, 2), false},
+		{"UL 4", option(2, 0, 0, 0, 60), true},
+		{"UL 5", option(2, 0, 0, 0, 60, 1), false},
+		{"reporting name", option(18, []byte("\x05agent\x07example\x00")...), true},
+		{"reporting cut name", option(18, 5, 'a', 'g'), false},
+		{"zone version", option(19, 2, 0, 0, 0, 0, 1), true},
+		{"unknown code", option(65001, 1, 2, 3), true},
+		{"two options", append(option(10, 1, 2, 3, 4, 5, 6, 7, 8), option(12, 0, 0)...), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pkt := raw(1, 0x0100, 1, 0, 0, 1, qExample, opt(0, tt.opts))
+			var r Request
+			err := r.Parse(pkt)
+			if (err == nil) != tt.ok {
+				t.Fatalf("Parse = %v, want ok=%v", err, tt.ok)
+			}
+			if err == nil {
+				if uerr := new(dns.Msg).Unpack(pkt); uerr != nil {
+					t.Errorf("accepted, but miekg/dns cannot read it: %v", uerr)
+				}
+			} else if !errors.Is(err, ErrFormat) {
+				t.Errorf("Parse = %v, want ErrFormat", err)
+			}
+		})
+	}
+}
+
 // A name of exactly 255 octets is the longest allowed.
 func TestParseLongestName(t *testing.T) {
 	name := bytes.Repeat([]byte("\x3f"+string(bytes.Repeat([]byte("a"), 63))), 3)
