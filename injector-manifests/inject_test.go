@@ -58,6 +58,7 @@ var injectedWorkloads = []injected{
 	{dir: "testdata/every-kind", kind: "ReplicaSet", name: "rs"},
 	{dir: "testdata/every-kind", kind: "Job", name: "job", ownInit: []string{"a", "b"}},
 	{dir: "testdata/every-kind", kind: "CronJob", name: "cron"},
+	{dir: "testdata/name-prefix", kind: "Deployment", name: "team-web"},
 	{dir: "testdata/every-kind-legacy", kind: "Deployment", name: "deploy", mode: legacy},
 	{dir: "testdata/every-kind-legacy", kind: "StatefulSet", name: "sts", ownInit: []string{"first"}, mode: legacy},
 	{dir: "testdata/every-kind-legacy", kind: "DaemonSet", name: "ds", mode: legacy},
@@ -78,6 +79,7 @@ var untouched = []struct{ dir, kind, name string }{
 var dirs = []string{
 	"examples/basic", "examples/tuned", "examples/batch", "examples/with-init",
 	"examples/opt-out", "examples/legacy", "testdata/every-kind", "testdata/every-kind-legacy",
+	"testdata/name-prefix",
 }
 
 // TestEveryWorkloadIsListed keeps the two tables above complete: a workload added to an example

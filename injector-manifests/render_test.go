@@ -160,12 +160,12 @@ func (r rendering) get(t *testing.T, kind, name string) object {
 	return object{}
 }
 
-// configMap returns the one generated podns-config ConfigMap.
+// configMap returns the one generated podns-config ConfigMap ([prefix]podns-config-<hash>).
 func (r rendering) configMap(t *testing.T) *corev1.ConfigMap {
 	t.Helper()
 	var found []*corev1.ConfigMap
 	for _, o := range r {
-		if o.Kind == "ConfigMap" && strings.HasPrefix(o.Name, "podns-config-") {
+		if o.Kind == "ConfigMap" && strings.Contains(o.Name, "podns-config-") {
 			found = append(found, o.Obj.(*corev1.ConfigMap))
 		}
 	}
