@@ -728,6 +728,8 @@ func BenchmarkGetHit(b *testing.B) {
 func BenchmarkGetHitParallel(b *testing.B) {
 	c, r := benchCache(b)
 	b.ReportAllocs()
+	start := cpuTime(b)
+	defer reportCPU(b, start)
 	b.RunParallel(func(pb *testing.PB) {
 		dst := make([]byte, 0, 1232)
 		for pb.Next() {
