@@ -58,7 +58,7 @@ func TestConfigMap(t *testing.T) {
 // TestTuningInTheSameKustomizationFails pins down why the README's tuning recipe uses a component
 // (or an overlay): a configMapGenerator merge in the kustomization that includes podns runs
 // before the component has generated podns-config. If kustomize ever changes this, the README
-// can offer the simpler form.
+// can offer the simpler form. It also checks the two forms the README offers.
 func TestTuningInTheSameKustomizationFails(t *testing.T) {
 	job := `apiVersion: batch/v1
 kind: Job
@@ -92,6 +92,13 @@ spec:
 	write("/m/app/kustomization.yaml", "resources: [job.yaml]\ncomponents: [../components/podns, tuning]\n")
 	if got := build(t, fSys, "/m/app").configMap(t).Data["PODNS_LOG_LEVEL"]; got != "debug" {
 		t.Errorf("PODNS_LOG_LEVEL = %q, want debug", got)
+	}
+
+	// So does the plain merge in an overlay above the kustomization that includes podns.
+	write("/m/app/kustomization.yaml", "resources: [job.yaml]\ncomponents: [../components/podns]\n")
+	write("/m/overlay/kustomization.yaml", "resources: [../app]\n"+tuning)
+	if got := build(t, fSys, "/m/overlay").configMap(t).Data["PODNS_LOG_LEVEL"]; got != "debug" {
+		t.Errorf("overlay: PODNS_LOG_LEVEL = %q, want debug", got)
 	}
 }
 
