@@ -124,6 +124,9 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 		TCPIdleTimeout: cfg.TCPIdleTimeout,
 		TCPMaxConns:    cfg.TCPMaxConns,
 		ForwardTimeout: forwardTimeout,
+		Coalesce:       cfg.Coalesce == "on",
+		OrderSameID:    cfg.OrderSameID == "on",
+		FilterAAAA:     cfg.AAAA == "filter",
 		Logger:         log.With().Str("part", "server").Logger(),
 	})
 	if err != nil {
@@ -161,6 +164,9 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 		Dur("cache_max_ttl", cfg.CacheMaxTTL).
 		Dur("cache_neg_max_ttl", cfg.CacheNegMaxTTL).
 		Dur("cache_servfail_ttl", cfg.CacheServfailTTL).
+		Str("aaaa", cfg.AAAA).
+		Str("coalesce", cfg.Coalesce).
+		Str("order_same_id", cfg.OrderSameID).
 		Str("http_listen", cfg.HTTPListen).
 		Dur("shutdown_grace", cfg.ShutdownGrace).
 		Msg("podns stub serving")

@@ -53,6 +53,14 @@ type Config struct {
 	CacheNegMaxTTL   time.Duration `env:"PODNS_CACHE_NEG_MAX_TTL" envDefault:"30s" min:"1s" max:"3h" help:"cap NXDOMAIN/NODATA TTLs (taken from the SOA, RFC 2308)"`
 	CacheServfailTTL time.Duration `env:"PODNS_CACHE_SERVFAIL_TTL" envDefault:"5s" min:"0s" max:"5m" help:"how long an upstream SERVFAIL is cached; 0 never"`
 
+	// AAAA=filter is for IPv4-only pods: apps that get AAAA answers try addresses they cannot reach.
+	AAAA string `env:"PODNS_AAAA" envDefault:"pass" oneof:"pass filter" help:"filter: answer every AAAA question NODATA (NOERROR, no answer, SOA) without asking upstream"`
+	// Coalesce makes identical concurrent misses share one upstream query.
+	Coalesce string `env:"PODNS_COALESCE" envDefault:"on" oneof:"on off" help:"identical concurrent cache misses share one upstream query"`
+	// OrderSameID protects musl clients, which may send A and AAAA with the same ID and match
+	// replies by ID only.
+	OrderSameID string `env:"PODNS_ORDER_SAME_ID" envDefault:"on" oneof:"on off" help:"replies to one client socket and query ID leave in the order the queries arrived"`
+
 	// TCPIdleTimeout cuts off client TCP connections that send nothing, so idle or slow clients
 	// cannot hold connection slots.
 	TCPIdleTimeout time.Duration `env:"PODNS_TCP_IDLE_TIMEOUT" envDefault:"10s" min:"100ms" max:"10m" help:"close client TCP connections idle (or mid-message) this long"`

@@ -10,6 +10,11 @@ import (
 	"github.com/podns/podns/stub/wire"
 )
 
+const (
+	typeAAAA  = 28
+	classINET = 1
+)
+
 // verdict says what to do with a query after the fast path looked at it.
 type verdict int
 
@@ -36,6 +41,10 @@ func (s *Server) answer(r *wire.Request, buf, pkt []byte, proto int) ([]byte, ve
 		return wire.AppendError(buf[:0], r, wire.RcodeFormErr), reply
 	}
 	countRequest(proto, r.QType)
+	if s.cfg.FilterAAAA && r.QType == typeAAAA && r.QClass == classINET {
+		filteredTotal.Inc()
+		return finish(appendNoData(buf[:0], r), buf, r, proto), reply
+	}
 	if s.cfg.Cache == nil {
 		return nil, forward
 	}
@@ -72,16 +81,18 @@ func (s *Server) resolve(pkt []byte, proto int, send func([]byte)) {
 		send(wire.AppendError(buf, &r, wire.RcodeFormErr))
 		return
 	}
-	clientQuestion := q.Question
+	clientQuestion := append([]dns.Question(nil), q.Question...)
 	// Ask upstream with EDNS whatever the client did: over TCP the whole answer comes back and is
-	// cached once, and each client is then served what fits its own size.
+	// cached once, and each client is then served what fits its own size. RD always: the stub
+	// is a stub, its upstream is the recursive resolver.
 	q.Extra = nil
 	q.SetEdns0(wire.DefaultUDPSize, r.DO)
 	q.CheckingDisabled = r.CD
+	q.RecursionDesired = true
 
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ForwardTimeout)
-	resp, err := s.cfg.Forwarder.Exchange(ctx, &q)
+	resp, leader, err := s.exchange(ctx, flightKey(q.Question[0], &r), &q)
 	cancel()
 	forwardDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
@@ -89,7 +100,7 @@ func (s *Server) resolve(pkt []byte, proto int, send func([]byte)) {
 		send(wire.AppendError(buf, &r, wire.RcodeServFail))
 		return
 	}
-	if s.cfg.Cache != nil {
+	if s.cfg.Cache != nil && leader {
 		s.cfg.Cache.Set(&r, resp)
 	}
 	out, err := pack(resp, clientQuestion, &r, buf)

@@ -25,6 +25,18 @@ var (
 		Namespace: "podns", Name: "overload_total",
 		Help: "Cache misses answered SERVFAIL because too many were already waiting on the upstreams.",
 	})
+	coalescedTotal = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "podns", Name: "coalesced_total",
+		Help: "Cache misses that waited for an identical query already upstream instead of sending their own.",
+	})
+	sameIDHeldTotal = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "podns", Name: "same_id_held_total",
+		Help: "Replies held back behind an earlier reply to the same client socket and query ID (musl ID reuse).",
+	})
+	filteredTotal = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "podns", Name: "aaaa_filtered_total",
+		Help: "AAAA questions answered NODATA by PODNS_AAAA=filter.",
+	})
 	tcpConnections = prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: "podns", Name: "tcp_connections",
 		Help: "Open client TCP connections.",
@@ -38,7 +50,8 @@ var (
 
 // Collectors returns the server's metrics for registration.
 func Collectors() []prometheus.Collector {
-	return []prometheus.Collector{requestsTotal, responsesTotal, droppedTotal, overloadTotal, tcpConnections, forwardDuration}
+	return []prometheus.Collector{requestsTotal, responsesTotal, droppedTotal, overloadTotal, tcpConnections, forwardDuration,
+		coalescedTotal, sameIDHeldTotal, filteredTotal}
 }
 
 const (

@@ -42,7 +42,15 @@ type Config struct {
 	MaxInflight int
 	// ForwardTimeout bounds one miss end to end (every upstream attempt). Default 5s.
 	ForwardTimeout time.Duration
-	Logger         zerolog.Logger
+	// Coalesce makes identical concurrent misses share one upstream query.
+	Coalesce bool
+	// OrderSameID sends replies to one client socket and query ID in the order the queries
+	// arrived (musl can reuse an ID for a lookup's A and AAAA queries).
+	OrderSameID bool
+	// FilterAAAA answers every AAAA question with NODATA, without asking upstream: for IPv4-only
+	// pods whose apps would otherwise try IPv6 addresses they cannot reach.
+	FilterAAAA bool
+	Logger     zerolog.Logger
 }
 
 // maxMsg is the largest DNS message (TCP length prefix is 16 bits).
@@ -62,6 +70,8 @@ type Server struct {
 	ready    atomic.Bool
 	connsMu  sync.Mutex
 	conns    map[net.Conn]struct{}
+	flights  flights
+	order    replyOrder
 }
 
 // New checks cfg and fills its defaults. It binds nothing.

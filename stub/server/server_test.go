@@ -27,13 +27,30 @@ type fakeForwarder struct {
 	calls  atomic.Int64
 	gate   chan struct{}
 	answer func(q *dns.Msg) (*dns.Msg, error)
+	mu     sync.Mutex // guards gate once the server runs
+}
+
+// hold makes every later exchange wait until release.
+func (f *fakeForwarder) hold() {
+	f.mu.Lock()
+	f.gate = make(chan struct{})
+	f.mu.Unlock()
+}
+
+func (f *fakeForwarder) release() {
+	f.mu.Lock()
+	close(f.gate)
+	f.mu.Unlock()
 }
 
 func (f *fakeForwarder) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
 	f.calls.Add(1)
-	if f.gate != nil {
+	f.mu.Lock()
+	gate := f.gate
+	f.mu.Unlock()
+	if gate != nil {
 		select {
-		case <-f.gate:
+		case <-gate:
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}

@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"net"
+	"net/netip"
 
 	"github.com/podns/podns/stub/wire"
 )
@@ -26,15 +27,27 @@ func (s *Server) serveUDP(conn *net.UDPConn) {
 		resp, v := s.answer(&r, out, in[:n], protoUDP)
 		switch v {
 		case reply:
-			countResponse(resp)
-			_, _ = conn.WriteToUDPAddrPort(resp, addr)
+			// The closure is built only while some miss is pending, keeping the hit path free of
+			// allocations.
+			if s.cfg.OrderSameID && s.order.active.Load() > 0 {
+				s.order.sendNow(addr, r.ID, resp, func(b []byte) { sendUDP(conn, addr, b) })
+			} else {
+				sendUDP(conn, addr, resp)
+			}
 		case forward:
-			s.forwardAsync(in[:n], protoUDP, func(resp []byte) {
-				countResponse(resp)
-				_, _ = conn.WriteToUDPAddrPort(resp, addr)
-			})
+			send := func(b []byte) { sendUDP(conn, addr, b) }
+			if s.cfg.OrderSameID {
+				slot := s.order.reserve(addr, r.ID)
+				send = func(b []byte) { s.order.complete(slot, b, func(b []byte) { sendUDP(conn, addr, b) }) }
+			}
+			s.forwardAsync(in[:n], protoUDP, send)
 		}
 	}
+}
+
+func sendUDP(conn *net.UDPConn, addr netip.AddrPort, resp []byte) {
+	countResponse(resp)
+	_, _ = conn.WriteToUDPAddrPort(resp, addr)
 }
 
 // forwardAsync hands a miss to its own goroutine, bounded by MaxInflight: past it the client gets

@@ -1,0 +1,71 @@
+package server
+
+import (
+	"context"
+	"strings"
+	"sync"
+
+	"github.com/miekg/dns"
+
+	"github.com/podns/podns/stub/wire"
+)
+
+// flight is one upstream exchange that identical concurrent misses wait on instead of sending
+// their own: an app that starts 1,000 goroutines resolving the same name costs one upstream query.
+type flight struct {
+	done chan struct{}
+	msg  *dns.Msg // read-only once done is closed: pack copies what it changes
+	err  error
+}
+
+// flights deduplicates concurrent misses by the cache's notion of "the same question".
+type flights struct {
+	mu sync.Mutex
+	m  map[string]*flight
+}
+
+// flightKey is the lowercased name, type, class and the DO and CD bits: the parts of a question
+// that change the upstream's answer.
+func flightKey(q dns.Question, r *wire.Request) string {
+	var flags byte
+	if r.DO {
+		flags |= 1
+	}
+	if r.CD {
+		flags |= 2
+	}
+	return strings.ToLower(q.Name) + string([]byte{byte(q.Qtype >> 8), byte(q.Qtype), byte(q.Qclass >> 8), byte(q.Qclass), flags})
+}
+
+// exchange forwards q, or waits for an identical exchange already in flight. leader reports
+// whether this call sent the query (only the leader stores the reply in the cache).
+func (s *Server) exchange(ctx context.Context, key string, q *dns.Msg) (msg *dns.Msg, leader bool, err error) {
+	if !s.cfg.Coalesce {
+		msg, err = s.cfg.Forwarder.Exchange(ctx, q)
+		return msg, true, err
+	}
+	s.flights.mu.Lock()
+	if f, ok := s.flights.m[key]; ok {
+		s.flights.mu.Unlock()
+		coalescedTotal.Inc()
+		select {
+		case <-f.done:
+			return f.msg, false, f.err
+		case <-ctx.Done():
+			return nil, false, ctx.Err()
+		}
+	}
+	f := &flight{done: make(chan struct{})}
+	if s.flights.m == nil {
+		s.flights.m = map[string]*flight{}
+	}
+	s.flights.m[key] = f
+	s.flights.mu.Unlock()
+
+	f.msg, f.err = s.cfg.Forwarder.Exchange(ctx, q)
+	s.flights.mu.Lock()
+	delete(s.flights.m, key)
+	s.flights.mu.Unlock()
+	close(f.done)
+	return f.msg, true, f.err
+}
