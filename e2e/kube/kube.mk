@@ -1,0 +1,14 @@
+# e2e on a real single-node Kubernetes (see e2e/kube/README.md). Included by the root Makefile.
+# Needs root and: etcd-server containerd runc iptables iproute2 conntrack musl-tools openssl kubectl.
+KUBE_VERSION ?= v1.33.13
+KUBE_CNI_VERSION ?= v1.9.1
+# Built Kubernetes binaries, reused by every later run on this machine (outside the repo).
+KUBE_CACHE ?= /var/cache/podns-e2e-kube/$(KUBE_VERSION)
+# The cluster's state while it runs; removed by the teardown.
+KUBE_WORK ?= /var/lib/podns-e2e-kube/run
+
+.PHONY: e2e-kube
+e2e-kube: build tools ## e2e on a real single-node Kubernetes (root; the first run builds Kubernetes)
+	KUBE_VERSION=$(KUBE_VERSION) CNI_VERSION=$(KUBE_CNI_VERSION) KUBE_CACHE=$(KUBE_CACHE) \
+	KUBE_WORK=$(KUBE_WORK) COREDNS_BIN=$(TOOLS)/coredns PODNS_BIN=$(CURDIR)/bin \
+	  e2e/kube/hack/run.sh
