@@ -36,7 +36,13 @@ type Config struct {
 	MaxTTL      time.Duration    // cap positive TTLs; default 1h; values <= 0 mean the default
 	NegMaxTTL   time.Duration    // cap NXDOMAIN/NODATA TTLs; default 30s; values <= 0 mean the default
 	ServfailTTL time.Duration    // how long an upstream SERVFAIL is kept; DefaultConfig gives 5s; 0 (or negative) = never cached
-	Now         func() time.Time // clock for tests; nil (the default) = the system's monotonic clock
+	// StaleWindow is how long past its expiry an entry may still be served by Stale (RFC 8767);
+	// 0 = never. Expired entries inside the window are evicted like live ones, not first.
+	StaleWindow time.Duration
+	// PrefetchHits is how many hits an entry needs before Lookup asks for it to be refreshed ahead
+	// of its expiry (once, in the last tenth of its lifetime, at least its last second); 0 = never.
+	PrefetchHits int
+	Now          func() time.Time // clock for tests; nil (the default) = the system's monotonic clock
 }
 
 // DefaultConfig returns the documented defaults, ServfailTTL included.
@@ -61,6 +67,8 @@ type Cache struct {
 	maxTTL    uint32
 	negMaxTTL uint32
 	servfail  time.Duration
+	stale     time.Duration
+	prefetch  uint64
 }
 
 // shard is one lock's worth of the cache. Eviction is CLOCK (second chance):
@@ -89,9 +97,14 @@ type entry struct {
 	lifetime time.Duration // entry is fresh while age < lifetime
 	slot     int           // index in the shard ring; guarded by the shard lock
 
-	ref  atomic.Bool   // CLOCK reference bit, set by hits
-	hits atomic.Uint64 // hits served; for prefetch decisions
+	ref        atomic.Bool   // CLOCK reference bit, set by hits
+	hits       atomic.Uint64 // hits served; for prefetch decisions
+	prefetched atomic.Bool   // a refresh was requested: ask only once per entry
 }
+
+// servfail reports whether the entry holds an upstream SERVFAIL (never served stale, and never
+// allowed to displace an entry that could be).
+func (e *entry) servfail() bool { return e.msg[3]&0x0f == dns.RcodeServerFailure }
 
 const (
 	keyDO = 1 << iota
@@ -119,6 +132,8 @@ func New(cfg Config) *Cache {
 		maxTTL:    seconds(cfg.MaxTTL),
 		negMaxTTL: seconds(cfg.NegMaxTTL),
 		servfail:  cfg.ServfailTTL,
+		stale:     max(cfg.StaleWindow, 0),
+		prefetch:  uint64(max(cfg.PrefetchHits, 0)),
 	}
 	// Up to 32 shards, but at least 64 entries per shard so that small
 	// caches keep a meaningful CLOCK ring and an exact size bound.
@@ -191,6 +206,20 @@ func requestFlags(r *wire.Request) uint8 {
 	return f
 }
 
+// Status says how Lookup answered.
+type Status uint8
+
+const (
+	// Miss: no entry, or an expired one; dst is returned unchanged.
+	Miss Status = iota
+	// Hit: a fresh entry was served.
+	Hit
+	// Prefetch: a fresh entry was served, and it is hot and close to expiry: the caller should
+	// refresh it from upstream now, so that its next lookup after expiry is not a miss. Returned
+	// once per stored entry.
+	Prefetch
+)
+
 // Get appends to dst the cached answer to r: ID, RD and CD from r; the
 // question name bytes exactly as r has them (the entry stores lowercased
 // names; the client's case goes back in, same length so compression pointers
@@ -198,9 +227,51 @@ func requestFlags(r *wire.Request) uint8 {
 // adds one. ok=false on a miss or an expired entry, and dst is returned
 // unchanged. Get allocates nothing.
 func (c *Cache) Get(dst []byte, r *wire.Request) (resp []byte, ok bool) {
-	if len(r.QName) == 0 || len(r.QName) > maxName || r.Opcode != 0 {
+	resp, st := c.Lookup(dst, r)
+	return resp, st != Miss
+}
+
+// Lookup is Get that also says when the entry should be prefetched. It allocates nothing.
+func (c *Cache) Lookup(dst []byte, r *wire.Request) ([]byte, Status) {
+	e, age := c.find(r)
+	if e == nil || age >= e.lifetime {
 		missesTotal.Inc()
+		return dst, Miss
+	}
+	// Only write the flag when it changes: a store on every hit would bounce
+	// the entry's cache line between cores.
+	if !e.ref.Load() {
+		e.ref.Store(true)
+	}
+	hits := e.hits.Add(1)
+	hitsTotal.Inc()
+	dst = serve(dst, e, r, uint32(age/time.Second), 0)
+	if c.prefetch > 0 && hits >= c.prefetch && e.lifetime >= 2*time.Second &&
+		e.lifetime-age <= max(e.lifetime/10, time.Second) && e.prefetched.CompareAndSwap(false, true) {
+		return dst, Prefetch
+	}
+	return dst, Hit
+}
+
+// Stale appends an answer from an entry that expired no longer than StaleWindow ago, every TTL
+// set to ttl (RFC 8767 suggests 30 s), for when the upstreams cannot answer. A stored SERVFAIL is
+// never served stale. ok=false leaves dst unchanged.
+func (c *Cache) Stale(dst []byte, r *wire.Request, ttl uint32) (resp []byte, ok bool) {
+	if c.stale <= 0 {
 		return dst, false
+	}
+	e, age := c.find(r)
+	if e == nil || e.servfail() || age < e.lifetime || age-e.lifetime > c.stale {
+		return dst, false
+	}
+	staleTotal.Inc()
+	return serve(dst, e, r, 0, ttl), true
+}
+
+// find returns r's entry and its age, or nil.
+func (c *Cache) find(r *wire.Request) (*entry, time.Duration) {
+	if len(r.QName) == 0 || len(r.QName) > maxName || r.Opcode != 0 {
+		return nil, 0
 	}
 	var buf [maxName + 5]byte
 	name, h := c.key(&buf, r.QName, r.QType, r.QClass, requestFlags(r))
@@ -209,21 +280,14 @@ func (c *Cache) Get(dst []byte, r *wire.Request) (resp []byte, ok bool) {
 	e := sh.m[h]
 	sh.mu.RUnlock()
 	if e == nil || e.qtype != r.QType || e.qclass != r.QClass || e.flags != requestFlags(r) || !bytes.Equal(e.name, name) {
-		missesTotal.Inc()
-		return dst, false
+		return nil, 0
 	}
-	age := max(c.clock()-e.stored, 0)
-	if age >= e.lifetime {
-		missesTotal.Inc()
-		return dst, false
-	}
-	// Only write the flag when it changes: a store on every hit would bounce
-	// the entry's cache line between cores.
-	if !e.ref.Load() {
-		e.ref.Store(true)
-	}
-	e.hits.Add(1)
+	return e, max(c.clock()-e.stored, 0)
+}
 
+// serve appends e's message patched for r: r's ID, RD, CD and question letter case, and every TTL
+// either reduced by elapsed seconds or, when setTTL is non-zero, set to it.
+func serve(dst []byte, e *entry, r *wire.Request, elapsed, setTTL uint32) []byte {
 	start := len(dst)
 	dst = append(dst, e.msg...)
 	out := dst[start:]
@@ -237,14 +301,18 @@ func (c *Cache) Get(dst []byte, r *wire.Request) (resp []byte, ok bool) {
 		out[3] |= 0x10
 	}
 	copy(out[wire.HeaderLen:], r.QName)
-	if secs := uint32(age / time.Second); secs > 0 {
+	switch {
+	case setTTL > 0:
+		for _, off := range e.ttlOffs {
+			binary.BigEndian.PutUint32(out[off:], setTTL)
+		}
+	case elapsed > 0:
 		for _, off := range e.ttlOffs {
 			ttl := binary.BigEndian.Uint32(out[off:])
-			binary.BigEndian.PutUint32(out[off:], ttl-secs)
+			binary.BigEndian.PutUint32(out[off:], ttl-elapsed)
 		}
 	}
-	hitsTotal.Inc()
-	return dst, true
+	return dst
 }
 
 // Len returns the number of entries held, expired ones included.
@@ -276,6 +344,11 @@ func (c *Cache) Set(r *wire.Request, msg *dns.Msg) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if old := sh.m[e.hash]; old != nil {
+		// An upstream SERVFAIL must not replace an answer that can still be served stale: that
+		// answer is what the clients get while the upstream is failing.
+		if e.servfail() && !old.servfail() && c.stale > 0 && e.stored-old.stored < old.lifetime+c.stale {
+			return
+		}
 		e.slot = old.slot
 		sh.ring[e.slot] = e
 		sh.m[e.hash] = e
@@ -288,7 +361,7 @@ func (c *Cache) Set(r *wire.Request, msg *dns.Msg) {
 		entriesGauge.Inc()
 		return
 	}
-	i := sh.victim(e.stored)
+	i := sh.victim(e.stored, c.stale)
 	delete(sh.m, sh.ring[i].hash)
 	e.slot = i
 	sh.ring[i] = e
@@ -297,9 +370,10 @@ func (c *Cache) Set(r *wire.Request, msg *dns.Msg) {
 }
 
 // victim advances the CLOCK hand to the next entry to evict: the first one
-// that is expired or has not been hit since the hand last passed. It ends
-// within two turns of the ring because each turn clears the ref flags.
-func (sh *shard) victim(now time.Duration) int {
+// that is past use (expired, and past the stale window) or has not been hit
+// since the hand last passed. It ends within two turns of the ring because
+// each turn clears the ref flags.
+func (sh *shard) victim(now, stale time.Duration) int {
 	for {
 		i := sh.hand
 		sh.hand++
@@ -307,7 +381,7 @@ func (sh *shard) victim(now time.Duration) int {
 			sh.hand = 0
 		}
 		e := sh.ring[i]
-		if now-e.stored >= e.lifetime {
+		if now-e.stored >= e.lifetime+stale {
 			return i
 		}
 		if e.ref.Load() {

@@ -25,10 +25,14 @@ var (
 		Name: "podns_cache_inserts_total",
 		Help: "Upstream replies stored in the cache (new entries and replacements).",
 	})
+	staleTotal = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "podns_cache_stale_served_total",
+		Help: "Answers served from expired entries because the upstreams could not answer in time (RFC 8767).",
+	})
 )
 
 // Collectors returns the cache's metrics, unregistered, for the binary to
 // register in its own registry.
 func Collectors() []prometheus.Collector {
-	return []prometheus.Collector{hitsTotal, missesTotal, entriesGauge, evictionsTotal, insertsTotal}
+	return []prometheus.Collector{hitsTotal, missesTotal, entriesGauge, evictionsTotal, insertsTotal, staleTotal}
 }
