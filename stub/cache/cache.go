@@ -31,11 +31,11 @@ const (
 // Config tunes a Cache. MinTTL, MaxTTL and NegMaxTTL have one-second
 // resolution (DNS TTLs are whole seconds); sub-second remainders are dropped.
 type Config struct {
-	Size        int              // max entries; default 10000; values <= 0 mean the default
-	MinTTL      time.Duration    // raise TTLs below this; default 0 (no floor); applied before the caps, so a cap below it wins
-	MaxTTL      time.Duration    // cap positive TTLs; default 1h; values <= 0 mean the default
-	NegMaxTTL   time.Duration    // cap NXDOMAIN/NODATA TTLs; default 30s; values <= 0 mean the default
-	ServfailTTL time.Duration    // how long an upstream SERVFAIL is kept; DefaultConfig gives 5s; 0 (or negative) = never cached
+	Size        int           // max entries; default 10000; values <= 0 mean the default
+	MinTTL      time.Duration // raise TTLs below this; default 0 (no floor); applied before the caps, so a cap below it wins
+	MaxTTL      time.Duration // cap positive TTLs; default 1h; values <= 0 mean the default
+	NegMaxTTL   time.Duration // cap NXDOMAIN/NODATA TTLs; default 30s; values <= 0 mean the default
+	ServfailTTL time.Duration // how long an upstream SERVFAIL is kept; DefaultConfig gives 5s; 0 (or negative) = never cached
 	// StaleWindow is how long past its expiry an entry may still be served by Stale (RFC 8767);
 	// 0 = never. Expired entries inside the window are evicted like live ones, not first.
 	StaleWindow time.Duration
