@@ -153,7 +153,7 @@ func TestPodView(t *testing.T) {
 // podns none of glibc's or musl's takes over a second and none fails.
 func TestUDPLoss(t *testing.T) {
 	env, ctx := setup(t)
-	cmp, err := env.Compare(ctx, scenario.CompareConfig{Loss: 0.02, Lookups: 1000, Threads: 32})
+	cmp, err := env.Compare(ctx, scenario.CompareConfig{Loss: 0.02, Lookups: 1000, Rate: 100, Threads: 64})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,10 +7,13 @@
  * Built twice by the suite: with gcc against glibc, and with `musl-gcc -static` against musl,
  * because the two resolvers retry, time out and parse resolv.conf differently.
  *
- * usage: lookup [-t threads] [-n lookups] [-d duration_ms] name...
+ * usage: lookup [-t threads] [-n lookups] [-d duration_ms] [-r rate] name...
  *   -t  worker threads doing lookups concurrently (default 8, 1..512)
  *   -n  total lookups, names taken round-robin (default: one per name)
  *   -d  instead of -n: keep looking up until this many milliseconds have passed
+ *   -r  start lookup i no earlier than i/rate seconds after the start (lookups per second,
+ *       1..1000000; default 0 = as fast as the threads go). Pacing gives two resolvers the
+ *       same offered load, so their latencies compare; a slow lookup holds only its thread.
  *
  * Output, one line per lookup, tab-separated, written when the lookup returns:
  *   seq  name  start_unix_ns  end_unix_ns  status  addresses
@@ -38,6 +41,8 @@ static char **names;
 static int nnames;
 static long total = -1;       /* -n; -1 = duration mode or default */
 static long duration_ms = -1; /* -d */
+static long rate;             /* -r, lookups per second; 0 = unpaced */
+static int64_t start_ns;      /* CLOCK_MONOTONIC at start */
 static int64_t deadline_ns;
 static long next_seq;
 static pthread_mutex_t seq_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -90,6 +95,12 @@ static void *worker(void *arg) {
 	long seq;
 	while ((seq = claim()) >= 0) {
 		const char *name = names[seq % nnames];
+		if (rate > 0) {
+			int64_t due = start_ns + (int64_t)((double)seq * 1e9 / (double)rate);
+			struct timespec ts = {.tv_sec = due / 1000000000LL, .tv_nsec = due % 1000000000LL};
+			while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
+			}
+		}
 		/* No AI_ADDRCONFIG: both families are always asked for, as in most programs.
 		 * SOCK_STREAM only, so each address is listed once. */
 		struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
@@ -139,13 +150,14 @@ static long parse_num(const char *flag, const char *s, long lo, long hi) {
 
 int main(int argc, char **argv) {
 	int threads = 8, opt;
-	while ((opt = getopt(argc, argv, "t:n:d:")) != -1) {
+	while ((opt = getopt(argc, argv, "t:n:d:r:")) != -1) {
 		switch (opt) {
 		case 't': threads = (int)parse_num("-t", optarg, 1, 512); break;
 		case 'n': total = parse_num("-n", optarg, 1, 100000000); break;
 		case 'd': duration_ms = parse_num("-d", optarg, 1, 86400000); break;
+		case 'r': rate = parse_num("-r", optarg, 1, 1000000); break;
 		default:
-			fprintf(stderr, "usage: lookup [-t threads] [-n lookups] [-d duration_ms] name...\n");
+			fprintf(stderr, "usage: lookup [-t threads] [-n lookups] [-d duration_ms] [-r rate] name...\n");
 			return 2;
 		}
 	}
@@ -156,7 +168,8 @@ int main(int argc, char **argv) {
 		return 2;
 	}
 	if (total < 0) total = nnames;
-	if (duration_ms >= 0) deadline_ns = now_ns(CLOCK_MONOTONIC) + duration_ms * 1000000LL;
+	start_ns = now_ns(CLOCK_MONOTONIC);
+	if (duration_ms >= 0) deadline_ns = start_ns + duration_ms * 1000000LL;
 	/* Lines are assembled whole and written under a lock; a big buffer keeps output from
 	 * competing with the lookups being timed. */
 	setvbuf(stdout, NULL, _IOFBF, 1 << 20);

@@ -180,6 +180,8 @@ type Options struct {
 	Lookups int
 	// Duration, when non-zero, keeps every thread looking up until it has passed.
 	Duration time.Duration
+	// Rate paces the client: lookup i starts no earlier than i/Rate seconds in. 0 = unpaced.
+	Rate int
 	// Names to look up.
 	Names []string
 	// Timeout kills the client if it runs longer. Default 2 minutes.
@@ -197,6 +199,9 @@ func (o Options) Args() []string {
 		args = append(args, "-d", strconv.FormatInt(o.Duration.Milliseconds(), 10))
 	} else {
 		args = append(args, "-n", strconv.Itoa(o.Lookups))
+	}
+	if o.Rate > 0 {
+		args = append(args, "-r", strconv.Itoa(o.Rate))
 	}
 	return append(args, o.Names...)
 }

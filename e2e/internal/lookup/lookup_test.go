@@ -126,6 +126,7 @@ func TestOptionsArgs(t *testing.T) {
 	}{
 		{Options{Lookups: 10, Names: []string{"a", "b"}}, "-t 32 -n 10 a b"},
 		{Options{Threads: 4, Duration: 1500 * time.Millisecond, Lookups: 10, Names: []string{"a"}}, "-t 4 -d 1500 a"},
+		{Options{Threads: 64, Lookups: 1000, Rate: 100, Names: []string{"a"}}, "-t 64 -n 1000 -r 100 a"},
 	}
 	for _, tt := range tests {
 		if got := strings.Join(tt.o.Args(), " "); got != tt.want {

@@ -72,7 +72,9 @@ func (r *Run) NewCluster(ctx context.Context, coredns string) (*Cluster, error) 
 	}
 	c.Node = node
 	steps := [][]string{
-		inNetns(node, "sysctl", "-qw", "net.ipv4.ip_forward=1"),
+		// /proc/sys/net belongs to the writer's namespace; sh rather than sysctl, which
+		// minimal images lack.
+		inNetns(node, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"),
 		// The service CIDR is not reachable except through the DNAT rules, so a query to an
 		// address without a service is silently lost, as on a real node.
 		{"ip", "-n", node, "route", "add", "blackhole", ServiceCIDR},

@@ -47,6 +47,8 @@ type Run struct {
 
 	short string // 6 hex chars used in interface names (IFNAMSIZ is 16)
 
+	closeMu sync.Mutex // held for a whole Close, so a second caller waits for the first
+
 	mu       sync.Mutex
 	closed   bool
 	netns    []string
@@ -107,8 +109,11 @@ func (r *Run) addNetns(ctx context.Context, suffix string) (string, error) {
 }
 
 // Close stops every process of the run (SIGKILL, by PID), deletes its namespaces and removes
-// its directory. It is safe to call more than once and from a signal handler's goroutine.
+// its directory. It is safe to call more than once and from a signal handler's goroutine:
+// every call returns only once the teardown is complete.
 func (r *Run) Close() error {
+	r.closeMu.Lock()
+	defer r.closeMu.Unlock()
 	r.mu.Lock()
 	r.closed = true
 	procs := append([]*Proc(nil), r.procs...)
