@@ -187,7 +187,7 @@ func (c *Cluster) startBackend(ctx context.Context, i int) error {
 	err = poll(ctx, readyTimeout, 50*time.Millisecond, func() error {
 		select {
 		case <-p.Done():
-			return fmt.Errorf("coredns exited: %v\n%s", p.Err(), p.Log())
+			return permanent{fmt.Errorf("coredns exited: %v\n%s", p.Err(), p.Log())}
 		default:
 		}
 		m, err := Query(c.Node, "udp", b.Addr+":53", "web.alpha.svc.cluster.local", dns.TypeA, 500*time.Millisecond)

@@ -108,8 +108,13 @@ func HTTPStatus(ns, addr, path string, timeout time.Duration) (int, error) {
 	return resp.StatusCode, nil
 }
 
-// poll calls fn every interval until it returns nil, ctx ends, or timeout passes; the last
-// error is returned.
+// permanent marks an error that no amount of polling will fix (the process exited).
+type permanent struct{ error }
+
+func (p permanent) Unwrap() error { return p.error }
+
+// poll calls fn every interval until it returns nil or a permanent error, ctx ends, or
+// timeout passes; the last error is returned.
 func poll(ctx context.Context, timeout, interval time.Duration, fn func() error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -119,6 +124,10 @@ func poll(ctx context.Context, timeout, interval time.Duration, fn func() error)
 		err := fn()
 		if err == nil {
 			return nil
+		}
+		var p permanent
+		if errors.As(err, &p) {
+			return p.error
 		}
 		select {
 		case <-ctx.Done():

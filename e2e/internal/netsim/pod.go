@@ -145,7 +145,7 @@ func (p *Pod) StartStub(ctx context.Context, stub string, env ...string) (*Proc,
 	err = poll(ctx, readyTimeout, 10*time.Millisecond, func() error {
 		select {
 		case <-proc.Done():
-			return fmt.Errorf("stub exited: %v\n%s", proc.Err(), proc.Log())
+			return permanent{fmt.Errorf("stub exited: %v\n%s", proc.Err(), proc.Log())}
 		default:
 		}
 		code, err := HTTPStatus(p.NS, StubHTTP, "/readyz", time.Second)
