@@ -134,3 +134,30 @@ func TestOptionsArgs(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParse: any input either parses into one result per line, each with End >= Start, or is
+// rejected with an error; it never panics.
+func FuzzParse(f *testing.F) {
+	f.Add("0\tweb\t1000000000\t1005000000\tok\t10.96.1.10\n")
+	f.Add("1\twww.example.test\t2\t7\tEAI_AGAIN\t-\n3\tapi\t10\t20\tok\t192.0.2.11,192.0.2.12\n")
+	f.Add("0\tweb\t1\t2\tok\n")
+	f.Add("\t\t\t\t\t\n")
+	f.Fuzz(func(t *testing.T, in string) {
+		res, err := Parse(strings.NewReader(in))
+		if err != nil {
+			return
+		}
+		lines := strings.Count(strings.TrimSuffix(in, "\n"), "\n") + 1
+		if in == "" {
+			lines = 0
+		}
+		if len(res) != lines {
+			t.Fatalf("%d results from %d lines", len(res), lines)
+		}
+		for _, r := range res {
+			if r.End.Before(r.Start) || r.Status == "" {
+				t.Fatalf("accepted %+v", r)
+			}
+		}
+	})
+}
