@@ -106,8 +106,8 @@ func TestEveryWorkloadIsListed(t *testing.T) {
 }
 
 // TestRenderedOutputHasNoHelperResource checks that the InjectorValues resource the replacements
-// read from (marked local-config) is not in the output: it is not a Kubernetes kind and an apply
-// would fail on it. build() already fails on any kind it does not know; this names the reason.
+// read from is deleted from the output: it is not a Kubernetes kind and an apply would fail on it.
+// build() already fails on any kind it does not know; this names the reason.
 func TestRenderedOutputHasNoHelperResource(t *testing.T) {
 	for _, dir := range dirs {
 		for _, o := range render(t, dir) {
