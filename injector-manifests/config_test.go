@@ -1,6 +1,7 @@
 package manifests_test
 
 import (
+	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -153,6 +154,9 @@ func TestSelectorsWorkWithKubectl(t *testing.T) {
 					t.Errorf("replacement %s targets %v, want %v", r.Source.FieldPath, kinds, want)
 				}
 			}
+			if k.Transformers == nil {
+				t.Error("no transformers: the helper resource would stay in the output")
+			}
 			for _, p := range k.Patches {
 				if p.Target.Kind == "InjectorValues" || p.Target.Kind == "ConfigMap" {
 					continue
@@ -162,5 +166,29 @@ func TestSelectorsWorkWithKubectl(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestNoLocalConfig: kustomize v4 (kubectl 1.25–1.26) drops resources annotated
+// config.kubernetes.io/local-config as it loads them, before replacements can read them, so the
+// helper resource must not use it (the components delete it with a transformer instead).
+func TestNoLocalConfig(t *testing.T) {
+	err := filepath.WalkDir("components", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for i, line := range strings.Split(string(b), "\n") {
+			if l := strings.TrimSpace(line); !strings.HasPrefix(l, "#") && strings.Contains(l, "local-config") {
+				t.Errorf("%s:%d: %s", path, i+1, l)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
