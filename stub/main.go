@@ -110,11 +110,17 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 
 	var c *cache.Cache
 	if cfg.CacheSize > 0 {
+		prefetchHits := 0
+		if cfg.Prefetch == "on" {
+			prefetchHits = 2
+		}
 		c = cache.New(cache.Config{
 			Size: cfg.CacheSize, MinTTL: cfg.CacheMinTTL, MaxTTL: cfg.CacheMaxTTL,
 			NegMaxTTL: cfg.CacheNegMaxTTL, ServfailTTL: cfg.CacheServfailTTL,
+			StaleWindow: cfg.StaleWindow(), PrefetchHits: prefetchHits,
 		})
 	}
+	search, ndots := cfg.SearchPath()
 	// One miss may try every upstream once; half a second more lets the last attempt's reply in.
 	forwardTimeout := time.Duration(len(servers))*cfg.UpstreamTimeout + 500*time.Millisecond
 	srv, err := server.New(server.Config{
@@ -127,6 +133,10 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 		Coalesce:       cfg.Coalesce == "on",
 		OrderSameID:    cfg.OrderSameID == "on",
 		FilterAAAA:     cfg.AAAA == "filter",
+		ServeStale:     cfg.StaleWindow() > 0,
+		StaleTimeout:   cfg.StaleTimeout,
+		Search:         search,
+		Ndots:          ndots,
 		Logger:         log.With().Str("part", "server").Logger(),
 	})
 	if err != nil {
@@ -165,6 +175,11 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 		Dur("cache_neg_max_ttl", cfg.CacheNegMaxTTL).
 		Dur("cache_servfail_ttl", cfg.CacheServfailTTL).
 		Str("aaaa", cfg.AAAA).
+		Str("serve_stale", cfg.ServeStale).
+		Dur("stale_timeout", cfg.StaleTimeout).
+		Str("prefetch", cfg.Prefetch).
+		Strs("search_prefetch", search).
+		Int("ndots", ndots).
 		Str("coalesce", cfg.Coalesce).
 		Str("order_same_id", cfg.OrderSameID).
 		Str("http_listen", cfg.HTTPListen).

@@ -268,6 +268,13 @@ func (c *Cache) Stale(dst []byte, r *wire.Request, ttl uint32) (resp []byte, ok 
 	return serve(dst, e, r, 0, ttl), true
 }
 
+// Fresh reports whether r has an unexpired entry, without counting a hit or a miss: for the
+// server's own prefetch decisions, not for clients.
+func (c *Cache) Fresh(r *wire.Request) bool {
+	e, age := c.find(r)
+	return e != nil && age < e.lifetime
+}
+
 // find returns r's entry and its age, or nil.
 func (c *Cache) find(r *wire.Request) (*entry, time.Duration) {
 	if len(r.QName) == 0 || len(r.QName) > maxName || r.Opcode != 0 {

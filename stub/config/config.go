@@ -61,6 +61,17 @@ type Config struct {
 	// replies by ID only.
 	OrderSameID string `env:"PODNS_ORDER_SAME_ID" envDefault:"on" oneof:"on off" help:"replies to one client socket and query ID leave in the order the queries arrived"`
 
+	// ServeStale is the RFC 8767 window: how long past expiry an answer may still be served when
+	// the upstreams fail. Long enough by default to ride out a cluster-DNS rollout or outage.
+	ServeStale string `env:"PODNS_SERVE_STALE" envDefault:"1h" allowed:"off or 1s to 168h" help:"serve expired answers this long past expiry while the upstreams fail (RFC 8767); off disables"`
+	// StaleTimeout is the client-facing deadline before a stale answer: well under the 1 s
+	// resolver timeout initc writes, so clients never retry first.
+	StaleTimeout time.Duration `env:"PODNS_STALE_TIMEOUT" envDefault:"300ms" min:"0s" max:"5s" help:"how long a miss that has a stale answer waits for the upstream before answering stale; 0s: at once"`
+	// Prefetch refreshes entries hit at least twice when they enter the last tenth of their TTL.
+	Prefetch string `env:"PODNS_PREFETCH" envDefault:"on" oneof:"on off" help:"refresh entries hit at least twice before they expire (in the last tenth of their TTL)"`
+	// SearchPrefetch resolves the rest of the ndots search walk in parallel with its first step.
+	SearchPrefetch string `env:"PODNS_SEARCH_PREFETCH" envDefault:"on" oneof:"on off" help:"on the first search-list candidate of a name with fewer dots than ndots, resolve the other candidates in parallel"`
+
 	// TCPIdleTimeout cuts off client TCP connections that send nothing, so idle or slow clients
 	// cannot hold connection slots.
 	TCPIdleTimeout time.Duration `env:"PODNS_TCP_IDLE_TIMEOUT" envDefault:"10s" min:"100ms" max:"10m" help:"close client TCP connections idle (or mid-message) this long"`
@@ -118,10 +129,42 @@ func (c *Config) validate() error {
 			errs = multierror.Append(errs, fmt.Errorf("PODNS_HTTP_LISTEN=%q: not [ip]:port (allowed: [ip]:port or off)", c.HTTPListen))
 		}
 	}
+	if c.ServeStale != "off" {
+		d, err := time.ParseDuration(c.ServeStale)
+		if err != nil || d < time.Second || d > 168*time.Hour {
+			errs = multierror.Append(errs, fmt.Errorf("PODNS_SERVE_STALE=%q: not off or a duration (allowed: off or 1s to 168h)", c.ServeStale))
+		}
+	}
 	if c.CacheMinTTL > c.CacheMaxTTL {
 		errs = multierror.Append(errs, fmt.Errorf("PODNS_CACHE_MIN_TTL=%s is above PODNS_CACHE_MAX_TTL=%s (allowed: min <= max)", c.CacheMinTTL, c.CacheMaxTTL))
 	}
 	return errs.ErrorOrNil()
+}
+
+// StaleWindow returns PODNS_SERVE_STALE as a duration; 0 when off (valid after Load).
+func (c *Config) StaleWindow() time.Duration {
+	if c.ServeStale == "off" {
+		return 0
+	}
+	d, _ := time.ParseDuration(c.ServeStale)
+	return d
+}
+
+// SearchPath returns the search list and ndots of the saved resolv.conf, for the search-path
+// prefetch; nothing when the file is missing or PODNS_SEARCH_PREFETCH is off.
+func (c *Config) SearchPath() (search []string, ndots int) {
+	if c.SearchPrefetch != "on" {
+		return nil, 0
+	}
+	data, err := os.ReadFile(filepath.Join(c.StateDir, UpstreamConfName))
+	if err != nil {
+		return nil, 0
+	}
+	f, err := resolvconf.Parse(data)
+	if err != nil {
+		return nil, 0
+	}
+	return f.Search, f.Ndots
 }
 
 // ListenAddrs returns the parsed listen addresses (valid after Load).

@@ -34,6 +34,7 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 		"PODNS_LOG_LEVEL":         "loud",
 		"PODNS_CACHE_MIN_TTL":     "10m",
 		"PODNS_CACHE_MAX_TTL":     "1m",
+		"PODNS_SERVE_STALE":       "forever",
 	})
 	if err == nil {
 		t.Fatal("want an error")
@@ -46,6 +47,7 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 		`PODNS_LISTEN="127.0.0.1:53,localhost:53": "localhost:53" is not ip:port`,
 		`PODNS_UPSTREAMS="10.96.0.10,kube-dns": "kube-dns" is not an IP address`,
 		`PODNS_HTTP_LISTEN="9253": not [ip]:port (allowed: [ip]:port or off)`,
+		`PODNS_SERVE_STALE="forever": not off or a duration (allowed: off or 1s to 168h)`,
 		`PODNS_CACHE_MIN_TTL=10m0s is above PODNS_CACHE_MAX_TTL=1m0s`,
 	}
 	lines := strings.Split(err.Error(), "\n")
@@ -153,5 +155,34 @@ func TestDisabledMarker(t *testing.T) {
 	}
 	if why, off := c.Disabled(); !off || why != "hostNetwork pod" {
 		t.Fatalf("Disabled() = %q, %v", why, off)
+	}
+}
+
+func TestStaleWindowAndSearchPath(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, UpstreamConfName), []byte("nameserver 10.96.0.10\nsearch NS.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		env        map[string]string
+		wantWindow time.Duration
+		wantSearch int
+	}{
+		{map[string]string{}, time.Hour, 3},
+		{map[string]string{"PODNS_SERVE_STALE": "off", "PODNS_SEARCH_PREFETCH": "off"}, 0, 0},
+		{map[string]string{"PODNS_SERVE_STALE": "90s"}, 90 * time.Second, 3},
+	} {
+		tt.env["PODNS_STATE_DIR"] = dir
+		c, err := Load(tt.env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.StaleWindow() != tt.wantWindow {
+			t.Errorf("%v: window %v", tt.env, c.StaleWindow())
+		}
+		search, ndots := c.SearchPath()
+		if len(search) != tt.wantSearch || (tt.wantSearch > 0 && (search[0] != "ns.svc.cluster.local" || ndots != 5)) {
+			t.Errorf("%v: search %v ndots %d", tt.env, search, ndots)
+		}
 	}
 }

@@ -37,6 +37,10 @@ var (
 		Namespace: "podns", Name: "aaaa_filtered_total",
 		Help: "AAAA questions answered NODATA by PODNS_AAAA=filter.",
 	})
+	prefetchTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "podns", Name: "prefetch_total",
+		Help: "Upstream queries the stub sent on its own to keep the cache warm, by reason (expiry: a hot entry near its end; search: the ndots search-path candidates).",
+	}, []string{"reason"})
 	tcpConnections = prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: "podns", Name: "tcp_connections",
 		Help: "Open client TCP connections.",
@@ -51,7 +55,7 @@ var (
 // Collectors returns the server's metrics for registration.
 func Collectors() []prometheus.Collector {
 	return []prometheus.Collector{requestsTotal, responsesTotal, droppedTotal, overloadTotal, tcpConnections, forwardDuration,
-		coalescedTotal, sameIDHeldTotal, filteredTotal}
+		coalescedTotal, sameIDHeldTotal, filteredTotal, prefetchTotal}
 }
 
 const (
@@ -110,3 +114,15 @@ var (
 	droppedUnparseable = droppedTotal.WithLabelValues("unparseable")
 	droppedTCPLimit    = droppedTotal.WithLabelValues("tcp_limit")
 )
+
+type prefetchReason int
+
+const (
+	prefetchExpiry prefetchReason = iota
+	prefetchSearch
+)
+
+var prefetchCounters = [2]prometheus.Counter{
+	prefetchTotal.WithLabelValues("expiry"),
+	prefetchTotal.WithLabelValues("search"),
+}

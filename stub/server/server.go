@@ -50,7 +50,16 @@ type Config struct {
 	// FilterAAAA answers every AAAA question with NODATA, without asking upstream: for IPv4-only
 	// pods whose apps would otherwise try IPv6 addresses they cannot reach.
 	FilterAAAA bool
-	Logger     zerolog.Logger
+	// ServeStale answers from expired cache entries (inside the cache's StaleWindow) when the
+	// upstreams fail or are slower than StaleTimeout (RFC 8767).
+	ServeStale bool
+	// StaleTimeout is how long a miss that has a stale answer waits for the upstream. 0: at once.
+	StaleTimeout time.Duration
+	// Search and Ndots are the pod's search list and ndots (from the kubelet's resolv.conf), for
+	// the search-path prefetch; an empty Search turns it off.
+	Search []string
+	Ndots  int
+	Logger zerolog.Logger
 }
 
 // maxMsg is the largest DNS message (TCP length prefix is 16 bits).
@@ -72,6 +81,7 @@ type Server struct {
 	conns    map[net.Conn]struct{}
 	flights  flights
 	order    replyOrder
+	perAddr  []int // UDP sockets per listen address
 }
 
 // New checks cfg and fills its defaults. It binds nothing.
@@ -105,28 +115,40 @@ func New(cfg Config) (*Server, error) {
 
 // Start binds every listener (all or none) and starts serving.
 func (s *Server) Start() error {
+	// One UDP socket and one reader goroutine per CPU the container may use (GOMAXPROCS follows
+	// its CPU limit), sharing the address through SO_REUSEPORT.
+	readers := 1
+	if reusePortSupported {
+		readers = max(1, runtime.GOMAXPROCS(0))
+	}
+	lc := net.ListenConfig{Control: reusePort}
+	var perAddr []int // UDP sockets per address, for Addrs
 	for _, ap := range s.cfg.Listen {
-		u, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap))
-		if err != nil {
-			s.closeListeners()
-			return fmt.Errorf("listen udp %s: %w", ap, err)
+		addr := ap.String()
+		for i := range readers {
+			pc, err := lc.ListenPacket(context.Background(), "udp", addr)
+			if err != nil {
+				s.closeListeners()
+				return fmt.Errorf("listen udp %s: %w", ap, err)
+			}
+			u := pc.(*net.UDPConn)
+			if i == 0 {
+				addr = u.LocalAddr().String() // port 0: the others join the port the first got
+			}
+			s.udp = append(s.udp, u)
 		}
-		s.udp = append(s.udp, u)
-		t, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(ap))
+		perAddr = append(perAddr, readers)
+		t, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.MustParseAddrPort(addr)))
 		if err != nil {
 			s.closeListeners()
 			return fmt.Errorf("listen tcp %s: %w", ap, err)
 		}
 		s.tcp = append(s.tcp, t)
 	}
-	// Several readers per UDP socket so that one core's worth of hits is not serialised behind
-	// one goroutine; GOMAXPROCS follows the container's CPU limit.
-	readers := max(2, runtime.GOMAXPROCS(0))
+	s.perAddr = perAddr
 	for _, u := range s.udp {
-		for range readers {
-			s.wg.Add(1)
-			go s.serveUDP(u)
-		}
+		s.wg.Add(1)
+		go s.serveUDP(u)
 	}
 	for _, t := range s.tcp {
 		s.wg.Add(1)
@@ -139,9 +161,11 @@ func (s *Server) Start() error {
 // Addrs returns the bound UDP addresses (the TCP ones have the same ports), for tests that
 // listen on port 0.
 func (s *Server) Addrs() []netip.AddrPort {
-	out := make([]netip.AddrPort, 0, len(s.udp))
-	for _, u := range s.udp {
-		out = append(out, u.LocalAddr().(*net.UDPAddr).AddrPort())
+	out := make([]netip.AddrPort, 0, len(s.perAddr))
+	i := 0
+	for _, n := range s.perAddr {
+		out = append(out, s.udp[i].LocalAddr().(*net.UDPAddr).AddrPort())
+		i += n
 	}
 	return out
 }

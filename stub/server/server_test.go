@@ -27,7 +27,18 @@ type fakeForwarder struct {
 	calls  atomic.Int64
 	gate   chan struct{}
 	answer func(q *dns.Msg) (*dns.Msg, error)
-	mu     sync.Mutex // guards gate once the server runs
+	mu     sync.Mutex // guards gate and asked once the server runs
+	asked  []string   // question names, in order
+	down   atomic.Bool
+}
+
+// Healthy lets a test say every upstream is down (the stub then serves stale at once).
+func (f *fakeForwarder) Healthy() bool { return !f.down.Load() }
+
+func (f *fakeForwarder) names() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.asked...)
 }
 
 // hold makes every later exchange wait until release.
@@ -47,6 +58,7 @@ func (f *fakeForwarder) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, err
 	f.calls.Add(1)
 	f.mu.Lock()
 	gate := f.gate
+	f.asked = append(f.asked, q.Question[0].Name)
 	f.mu.Unlock()
 	if gate != nil {
 		select {

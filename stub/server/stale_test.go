@@ -1,0 +1,186 @@
+package server
+
+import (
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/podns/podns/stub/cache"
+)
+
+func TestServeStale(t *testing.T) {
+	failing := func(*dns.Msg) (*dns.Msg, error) { return nil, errors.New("connection refused") }
+	servfail := func(q *dns.Msg) (*dns.Msg, error) {
+		m := new(dns.Msg)
+		m.SetRcode(q, dns.RcodeServerFailure)
+		return m, nil
+	}
+	nxdomain := func(q *dns.Msg) (*dns.Msg, error) {
+		m := new(dns.Msg)
+		m.SetRcode(q, dns.RcodeNameError)
+		soa, _ := dns.NewRR("example. 60 IN SOA ns.example. host.example. 1 7200 3600 1209600 30")
+		m.Ns = []dns.RR{soa}
+		return m, nil
+	}
+	tests := []struct {
+		name      string
+		after     func(*dns.Msg) (*dns.Msg, error) // the upstream once the entry expired
+		hold      bool                             // the upstream does not answer in time
+		down      bool                             // the forwarder reports every upstream down
+		wantStale bool
+		wantRcode int
+		maxWait   time.Duration
+	}{
+		{name: "upstream error", after: failing, wantStale: true, maxWait: time.Second},
+		{name: "upstream SERVFAIL", after: servfail, wantStale: true, maxWait: time.Second},
+		{name: "upstream too slow", after: records(1), hold: true, wantStale: true, maxWait: 2 * time.Second},
+		{name: "every upstream down: at once", after: records(1), hold: true, down: true, wantStale: true, maxWait: 400 * time.Millisecond},
+		{name: "NXDOMAIN is an answer, not a failure", after: nxdomain, wantRcode: dns.RcodeNameError, maxWait: time.Second},
+		{name: "fresh answer wins", after: records(1), wantRcode: dns.RcodeSuccess, maxWait: time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clock := &testClock{t: time.Unix(1_700_000_000, 0)}
+			fwd := &fakeForwarder{answer: records(1)}
+			_, addr := startServer(t, fwd, func(c *Config) {
+				c.Cache = cache.New(cache.Config{Size: 100, StaleWindow: time.Hour, Now: clock.Now})
+				c.ServeStale = true
+				c.StaleTimeout = 500 * time.Millisecond
+			})
+			query(t, "udp", addr, "svc.example.", dns.TypeA, 0) // cached, TTL 300
+			clock.Advance(10 * time.Minute)
+			fwd.mu.Lock()
+			fwd.answer = tt.after
+			fwd.mu.Unlock()
+			if tt.hold {
+				fwd.hold()
+				defer fwd.release()
+			}
+			fwd.down.Store(tt.down)
+			start := time.Now()
+			r := query(t, "udp", addr, "svc.example.", dns.TypeA, 0)
+			took := time.Since(start)
+			if took > tt.maxWait {
+				t.Errorf("answered after %v, want within %v", took, tt.maxWait)
+			}
+			if tt.wantStale {
+				if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 || r.Answer[0].Header().Ttl != staleTTL {
+					t.Fatalf("want the stale answer with TTL %d, got %v", staleTTL, r)
+				}
+				if tt.hold && !tt.down && took < 400*time.Millisecond {
+					t.Errorf("stale after %v: the upstream was not given StaleTimeout", took)
+				}
+				return
+			}
+			if r.Rcode != tt.wantRcode || (len(r.Answer) == 1 && r.Answer[0].Header().Ttl == staleTTL) {
+				t.Fatalf("want the upstream's fresh answer (rcode %s), got %v", dns.RcodeToString[tt.wantRcode], r)
+			}
+		})
+	}
+}
+
+func TestStaleAnswerRefreshedInBackground(t *testing.T) {
+	clock := &testClock{t: time.Unix(1_700_000_000, 0)}
+	fwd := &fakeForwarder{answer: records(1)}
+	_, addr := startServer(t, fwd, func(c *Config) {
+		c.Cache = cache.New(cache.Config{Size: 100, StaleWindow: time.Hour, Now: clock.Now})
+		c.ServeStale = true
+		c.StaleTimeout = 50 * time.Millisecond
+	})
+	query(t, "udp", addr, "svc.example.", dns.TypeA, 0)
+	clock.Advance(10 * time.Minute)
+	fwd.hold()
+	if r := query(t, "udp", addr, "svc.example.", dns.TypeA, 0); r.Answer[0].Header().Ttl != staleTTL {
+		t.Fatalf("want stale, got %v", r)
+	}
+	fwd.release() // the exchange that outlived the client's wait completes and refreshes the cache
+	waitFor(t, func() bool {
+		r := query(t, "udp", addr, "svc.example.", dns.TypeA, 0)
+		return r.Answer[0].Header().Ttl == 300
+	})
+	if got := fwd.calls.Load(); got != 2 {
+		t.Errorf("upstream asked %d times, want 2 (the first fill and one refresh)", got)
+	}
+}
+
+func TestPrefetchRefreshesHotEntryBeforeExpiry(t *testing.T) {
+	clock := &testClock{t: time.Unix(1_700_000_000, 0)}
+	fwd := &fakeForwarder{answer: records(1)}
+	_, addr := startServer(t, fwd, func(c *Config) {
+		c.Cache = cache.New(cache.Config{Size: 100, PrefetchHits: 2, Now: clock.Now})
+	})
+	for range 3 {
+		query(t, "udp", addr, "hot.example.", dns.TypeA, 0) // miss, then two hits
+	}
+	clock.Advance(280 * time.Second) // the last tenth of a 300 s TTL
+	if r := query(t, "udp", addr, "hot.example.", dns.TypeA, 0); len(r.Answer) != 1 || r.Answer[0].Header().Ttl != 20 {
+		t.Fatalf("hit in the window: %v", r)
+	}
+	waitFor(t, func() bool { return fwd.calls.Load() == 2 }) // the prefetch went upstream
+	waitFor(t, func() bool {
+		return query(t, "udp", addr, "hot.example.", dns.TypeA, 0).Answer[0].Header().Ttl == 300
+	})
+	clock.Advance(30 * time.Second) // past the original expiry: still a hit, no miss
+	if r := query(t, "udp", addr, "hot.example.", dns.TypeA, 0); r.Answer[0].Header().Ttl != 270 {
+		t.Fatalf("after the old expiry: %v", r)
+	}
+	if got := fwd.calls.Load(); got != 2 {
+		t.Errorf("upstream asked %d times, want 2", got)
+	}
+}
+
+func TestSearchPathPrefetch(t *testing.T) {
+	search := []string{"ns.svc.cluster.local", "svc.cluster.local", "cluster.local"}
+	tests := []struct {
+		name  string
+		query string
+		want  []string // asked upstream, in any order: they go out in parallel
+	}{
+		{"external name", "Api.Example.com.ns.svc.cluster.local.", []string{
+			"Api.Example.com.ns.svc.cluster.local.", "api.example.com.svc.cluster.local.", "api.example.com.cluster.local.", "api.example.com."}},
+		{"short service name", "web.ns.svc.cluster.local.", []string{
+			"web.ns.svc.cluster.local.", "web.svc.cluster.local.", "web.cluster.local.", "web."}},
+		{"as many dots as ndots: no walk", "a.b.c.d.e.f.ns.svc.cluster.local.", []string{"a.b.c.d.e.f.ns.svc.cluster.local."}},
+		{"one dot fewer than ndots: walk", "a.b.c.d.e.ns.svc.cluster.local.", []string{
+			"a.b.c.d.e.ns.svc.cluster.local.", "a.b.c.d.e.svc.cluster.local.", "a.b.c.d.e.cluster.local.", "a.b.c.d.e."}},
+		{"not under the first search domain", "api.example.com.svc.cluster.local.", []string{"api.example.com.svc.cluster.local."}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fwd := &fakeForwarder{answer: records(1)}
+			_, addr := startServer(t, fwd, func(c *Config) { c.Search = search; c.Ndots = 5 })
+			query(t, "udp", addr, tt.query, dns.TypeA, 0)
+			waitFor(t, func() bool { return len(fwd.names()) >= len(tt.want) })
+			got := fwd.names()
+			if !sameSet(got, tt.want) {
+				t.Fatalf("asked upstream %q, want %q", got, tt.want)
+			}
+			// The client's follow-up queries are now hits.
+			for _, name := range tt.want[1:] {
+				query(t, "udp", addr, name, dns.TypeA, 0)
+			}
+			if n := len(fwd.names()); n != len(tt.want) {
+				t.Errorf("follow-ups went upstream: %q", fwd.names())
+			}
+		})
+	}
+	t.Run("off without a search list", func(t *testing.T) {
+		fwd := &fakeForwarder{answer: records(1)}
+		_, addr := startServer(t, fwd, nil)
+		query(t, "udp", addr, "web.ns.svc.cluster.local.", dns.TypeA, 0)
+		query(t, "udp", addr, "other.example.", dns.TypeA, 0) // a marker: upstream calls are serial here
+		if got := fwd.names(); len(got) != 2 {
+			t.Fatalf("asked %q", got)
+		}
+	})
+}
+
+func sameSet(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
+}
