@@ -1,0 +1,626 @@
+// Command bench is podns's peer benchmark (issue 7, `make bench`): on loopback it starts a fast
+// upstream (CoreDNS serving a generated zone and a template zone) and, one at a time, each
+// forwarder under test — podns's stub, CoreDNS with NodeLocal DNSCache's config, dnsmasq,
+// unbound — and measures cache-hit efficiency, latency at a fixed rate, cache-miss throughput,
+// memory and start-up time. Servers run on CPU 0, load generators on CPU 1. Results go to
+// bench-results/ as markdown and TSV, and the table is printed. See e2e/bench/README.md.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// options are the command-line knobs; defaults are in parseOptions.
+type options struct {
+	targets   []string
+	rounds    int
+	hitNames  int
+	missNames int
+	hitDur    time.Duration
+	rate      int
+	rateDur   time.Duration
+	missLimit time.Duration
+	idle      time.Duration
+	out       string
+	stub      string
+	serverCPU int
+	genCPU    int
+}
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "loadgen" {
+		if err := loadgenMain(os.Args[2:], os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "loadgen:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	opts, err := parseOptions(os.Args[1:], os.Stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, opts, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func parseOptions(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	targets := fs.String("targets", strings.Join(allTargets, ","), "comma-separated targets to run: podns, coredns, dnsmasq, unbound")
+	quick := fs.Bool("quick", false, "one round, 2 s runs, 20,000 miss names: for iterating on one target")
+	fs.IntVar(&o.rounds, "rounds", 3, "rounds; each round runs every target once, in a rotated order (1..20)")
+	fs.IntVar(&o.hitNames, "hit-names", 1000, "names in the upstream zone, asked in the hit runs (1..50000)")
+	fs.IntVar(&o.missNames, "miss-names", 100000, "unique names in the miss run, which also fills the cache for bytes per entry (1000..1000000)")
+	fs.DurationVar(&o.hitDur, "hit-duration", 4*time.Second, "length of the saturating cache-hit run (1s..60s)")
+	fs.IntVar(&o.rate, "rate", 5000, "fixed query rate of the latency run, q/s (100..100000)")
+	fs.DurationVar(&o.rateDur, "rate-duration", 4*time.Second, "length of the fixed-rate run (1s..60s)")
+	fs.DurationVar(&o.missLimit, "miss-limit", 15*time.Second, "time limit of the miss run (1s..120s)")
+	fs.DurationVar(&o.idle, "idle", 500*time.Millisecond, "wait after the first answer before reading idle RSS (0..10s)")
+	fs.StringVar(&o.out, "out", "bench-results", "directory for the markdown and TSV results")
+	fs.StringVar(&o.stub, "stub", "bin/stub", "podns stub binary")
+	fs.IntVar(&o.serverCPU, "server-cpu", 0, "CPU the server under test is pinned to")
+	fs.IntVar(&o.genCPU, "gen-cpu", 1, "CPU the load generators and the upstream are pinned to")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if *quick {
+		o.rounds, o.hitDur, o.rateDur, o.missNames = 1, 2*time.Second, 2*time.Second, 20000
+	}
+	seen := map[string]bool{}
+	for _, t := range strings.Split(*targets, ",") {
+		t = strings.TrimSpace(strings.ToLower(t))
+		if _, ok := specs[t]; !ok {
+			return nil, fmt.Errorf("-targets: unknown target %q (want podns, coredns, dnsmasq, unbound)", t)
+		}
+		if !seen[t] {
+			seen[t] = true
+		}
+	}
+	for _, t := range allTargets { // keep the table's order whatever the flag's order
+		if seen[t] {
+			o.targets = append(o.targets, t)
+		}
+	}
+	for _, r := range []struct {
+		name    string
+		v, a, b int64
+	}{
+		{"-rounds", int64(o.rounds), 1, 20},
+		{"-hit-names", int64(o.hitNames), 1, 50000},
+		{"-miss-names", int64(o.missNames), 1000, 1000000},
+		{"-hit-duration", int64(o.hitDur), int64(time.Second), int64(time.Minute)},
+		{"-rate", int64(o.rate), 100, 100000},
+		{"-rate-duration", int64(o.rateDur), int64(time.Second), int64(time.Minute)},
+		{"-miss-limit", int64(o.missLimit), int64(time.Second), int64(2 * time.Minute)},
+		{"-idle", int64(o.idle), 0, int64(10 * time.Second)},
+	} {
+		if r.v < r.a || r.v > r.b {
+			return nil, fmt.Errorf("%s out of range", r.name)
+		}
+	}
+	return o, nil
+}
+
+// bench holds what one invocation shares between targets and rounds.
+type bench struct {
+	opts     *options
+	procs    *procSet
+	tmp      string
+	dnsperf  string
+	self     string
+	upstream netip.AddrPort
+	hitNames []string
+}
+
+func run(ctx context.Context, o *options, stdout io.Writer) (err error) {
+	started := time.Now()
+	var cpus unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &cpus); err != nil {
+		return err
+	}
+	if !cpus.IsSet(o.serverCPU) || !cpus.IsSet(o.genCPU) || o.serverCPU == o.genCPU {
+		return fmt.Errorf("need two distinct usable CPUs (-server-cpu %d, -gen-cpu %d; %d available)", o.serverCPU, o.genCPU, cpus.Count())
+	}
+	b := &bench{opts: o, procs: &procSet{}}
+	if b.dnsperf, err = lookBin("dnsperf"); err != nil {
+		return errors.New("dnsperf not found: apt-get install dnsperf")
+	}
+	if b.self, err = os.Executable(); err != nil {
+		return err
+	}
+	bins := map[string]string{}
+	var targets []string
+	for _, t := range o.targets {
+		p, err := specs[t].find(o)
+		if err != nil {
+			fmt.Fprintf(stdout, "SKIPPED %s: %v\n", t, err)
+			continue
+		}
+		if p, err = filepath.Abs(p); err != nil {
+			return err
+		}
+		bins[t] = p
+		targets = append(targets, t)
+	}
+	if len(targets) == 0 {
+		return errors.New("no target can run")
+	}
+	corednsBin, err := specs["coredns"].find(o)
+	if err != nil {
+		return fmt.Errorf("the upstream needs CoreDNS: %w", err)
+	}
+	if corednsBin, err = filepath.Abs(corednsBin); err != nil {
+		return err
+	}
+
+	if b.tmp, err = os.MkdirTemp("", "podns-bench-"); err != nil {
+		return err
+	}
+	// Cleanup runs whatever happened: every process killed by PID and reaped, the temp dir
+	// removed, and both asserted.
+	defer func() {
+		b.procs.stopAll()
+		cerr := b.procs.assertNoneRunning()
+		if rerr := os.RemoveAll(b.tmp); rerr != nil {
+			cerr = errors.Join(cerr, rerr)
+		} else if _, serr := os.Stat(b.tmp); serr == nil {
+			cerr = errors.Join(cerr, fmt.Errorf("temp dir %s still exists", b.tmp))
+		}
+		if cerr != nil {
+			err = errors.Join(err, fmt.Errorf("cleanup: %w", cerr))
+		} else {
+			fmt.Fprintf(stdout, "cleanup: all %d processes started were stopped and reaped; temp dir removed\n", len(b.procs.procs))
+		}
+	}()
+	if b.hitNames, err = writeZone(b.tmp, o.hitNames, o.missNames); err != nil {
+		return err
+	}
+	if err := b.startUpstream(corednsBin); err != nil {
+		return err
+	}
+
+	// raw[target][metric] has one value per round.
+	raw := map[string]map[string][]float64{}
+	var tsv strings.Builder
+	stamp := started.UTC().Format("20060102T150405Z")
+	tsv.WriteString("timestamp\tround\ttarget\tmetric\tvalue\n")
+	for r := 0; r < o.rounds; r++ {
+		// Rotate the order each round so that no target always runs right after the same one.
+		for i := range targets {
+			t := targets[(i+r)%len(targets)]
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			fmt.Fprintf(stdout, "round %d/%d: %s ... ", r+1, o.rounds, t)
+			vals, err := b.runTarget(ctx, t, bins[t], r)
+			if err != nil {
+				fmt.Fprintf(stdout, "FAILED\n")
+				return fmt.Errorf("%s, round %d: %w", t, r+1, err)
+			}
+			fmt.Fprintf(stdout, "%s hit q/CPU-s, p50 %s µs, miss %s q/s\n", kilo(vals[mQPerCPU]), num(vals[mP50]), kilo(vals[mMissQPS]))
+			if raw[t] == nil {
+				raw[t] = map[string][]float64{}
+			}
+			for _, m := range metrics {
+				if v, ok := vals[m.key]; ok {
+					raw[t][m.key] = append(raw[t][m.key], v)
+					fmt.Fprintf(&tsv, "%s\t%d\t%s\t%s\t%g\n", stamp, r+1, t, m.key, v)
+				}
+			}
+		}
+	}
+	// Sizes do not vary between rounds.
+	for _, t := range targets {
+		if st, err := os.Stat(bins[t]); err == nil {
+			raw[t][mBinary] = []float64{float64(st.Size())}
+		}
+	}
+	if img, ok := podnsImageSize(ctx); ok {
+		raw["podns"][mImage] = []float64{img}
+	}
+	res := map[string]map[string]stat{}
+	for _, t := range targets {
+		res[t] = map[string]stat{}
+		for k, vs := range raw[t] {
+			s := summarize(vs)
+			res[t][k] = s
+			if k == mBinary || k == mImage {
+				fmt.Fprintf(&tsv, "%s\t-\t%s\t%s\t%g\n", stamp, t, k, s.median)
+			} else {
+				fmt.Fprintf(&tsv, "%s\tmedian\t%s\t%s\t%g\n", stamp, t, k, s.median)
+			}
+		}
+	}
+
+	var md strings.Builder
+	fmt.Fprintf(&md, "# podns peer benchmark, %s\n\n", started.UTC().Format(time.RFC3339))
+	fmt.Fprintf(&md, "%s\n\n", b.describe(targets, bins))
+	fmt.Fprintf(&md, "Medians of %d round(s), [min–max] when they differ; ratios are podns ÷ peer (medians).\n\n", o.rounds)
+	writeTable(&md, targets, res)
+	md.WriteString("\n")
+	writeChecks(&md, checkTargets(res))
+	fmt.Fprintf(&md, "\nWall time: %s.\n", time.Since(started).Round(time.Second))
+
+	if err := os.MkdirAll(o.out, 0o755); err != nil {
+		return err
+	}
+	mdPath := filepath.Join(o.out, "bench-"+stamp+".md")
+	tsvPath := filepath.Join(o.out, "bench-"+stamp+".tsv")
+	if err := os.WriteFile(mdPath, []byte(md.String()), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(tsvPath, []byte(tsv.String()), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "\n%s\nwrote %s and %s\n", md.String(), mdPath, tsvPath)
+	return nil
+}
+
+// describe is the environment line of the report: versions, CPUs, load.
+func (b *bench) describe(targets []string, bins map[string]string) string {
+	o := b.opts
+	load, _ := os.ReadFile("/proc/loadavg")
+	var vers []string
+	for _, t := range targets {
+		vers = append(vers, t+" "+version(t, bins[t]))
+	}
+	return fmt.Sprintf("Versions: %s. Server on CPU %d, load generators and upstream on CPU %d; %d CPUs online, "+
+		"load average at the end %s. Hit runs: %d names, dnsperf %v; fixed rate %d q/s for %v; miss run: %d unique names (limit %v).",
+		strings.Join(vers, ", "), o.serverCPU, o.genCPU, runtime.NumCPU(), strings.Join(strings.Fields(string(load))[:3], " "),
+		o.hitNames, o.hitDur, o.rate, o.rateDur, o.missNames, o.missLimit)
+}
+
+// version asks a binary for its version, best effort.
+func version(target, bin string) string {
+	arg := map[string]string{"podns": "-version", "coredns": "-version", "dnsmasq": "--version", "unbound": "-V"}[target]
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	out, _ := exec.CommandContext(ctx, bin, arg).CombinedOutput()
+	for _, line := range strings.Split(string(out), "\n") {
+		if line = strings.TrimSpace(line); line != "" {
+			if len(line) > 40 {
+				line = line[:40]
+			}
+			return line
+		}
+	}
+	return "?"
+}
+
+// podnsImageSize is the size of a local podns stub image, if podman has one. It never builds
+// or pulls.
+func podnsImageSize(ctx context.Context) (float64, bool) {
+	if _, err := exec.LookPath("podman"); err != nil {
+		return 0, false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "podman", "image", "ls", "--format", "json").Output()
+	if err != nil {
+		return 0, false
+	}
+	var imgs []struct {
+		Names []string
+		Size  float64
+	}
+	if json.Unmarshal(out, &imgs) != nil {
+		return 0, false
+	}
+	for _, im := range imgs {
+		for _, n := range im.Names {
+			if strings.Contains(n, "podns/stub") {
+				return im.Size, true
+			}
+		}
+	}
+	return 0, false
+}
+
+// startUpstream starts CoreDNS as the upstream on the generator's CPU and checks that it
+// answers both zones.
+func (b *bench) startUpstream(bin string) error {
+	port, err := freePort(upstreamAddr)
+	if err != nil {
+		return err
+	}
+	b.upstream = netip.AddrPortFrom(upstreamAddr, uint16(port))
+	dir := filepath.Join(b.tmp, "upstream")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	cf := filepath.Join(dir, "Corefile")
+	if err := os.WriteFile(cf, []byte(upstreamCorefile(b.tmp, port)), 0o644); err != nil {
+		return err
+	}
+	p, err := b.procs.startPinned(b.opts.genCPU, "upstream coredns", filepath.Join(dir, "log"), bin, []string{"-conf", cf, "-quiet"}, cleanEnv())
+	if err != nil {
+		return err
+	}
+	if _, err := firstAnswer(b.upstream.String(), b.hitNames[0], time.Now(), 10*time.Second); err != nil {
+		return fmt.Errorf("upstream: %w\n%s", err, p.tail())
+	}
+	if err := warm(b.upstream.String(), []string{b.hitNames[len(b.hitNames)-1], "u0000000." + missZone}); err != nil {
+		return fmt.Errorf("upstream: %w\n%s", err, p.tail())
+	}
+	return nil
+}
+
+// start starts target t with its config under dir, on its own address and a free port.
+func (b *bench) start(t, bin, dir string, cacheSize int) (*proc, netip.AddrPort, error) {
+	var listen netip.AddrPort
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, listen, err
+	}
+	port, err := freePort(targetAddrs[t])
+	if err != nil {
+		return nil, listen, err
+	}
+	listen = netip.AddrPortFrom(targetAddrs[t], uint16(port))
+	l, err := specs[t].config(bin, dir, listen, b.upstream, cacheSize)
+	if err != nil {
+		return nil, listen, err
+	}
+	p, err := b.procs.startPinned(b.opts.serverCPU, t, filepath.Join(dir, "log"), l.path, l.args, l.env)
+	return p, listen, err
+}
+
+// startIdle starts t, measures the time from exec to its first answer and its RSS after the
+// idle wait, and stops it.
+func (b *bench) startIdle(ctx context.Context, t, bin, dir string, cacheSize int) (firstMs, rss float64, err error) {
+	start := time.Now()
+	p, listen, err := b.start(t, bin, dir, cacheSize)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer p.stop()
+	fa, err := firstAnswer(listen.String(), b.hitNames[0], start, 10*time.Second)
+	if err != nil {
+		return 0, 0, fmt.Errorf("first answer: %w\n%s", err, p.tail())
+	}
+	if !sleepCtx(ctx, b.opts.idle) {
+		return 0, 0, ctx.Err()
+	}
+	if rss, err = rssBytes(p.pid()); err != nil {
+		return 0, 0, fmt.Errorf("RSS: %w\n%s", err, p.tail())
+	}
+	return fa.Seconds() * 1000, rss, nil
+}
+
+// runTarget starts target t, measures it, and stops it. Every value is one round's.
+func (b *bench) runTarget(ctx context.Context, t, bin string, round int) (map[string]float64, error) {
+	o := b.opts
+	dir := filepath.Join(b.tmp, fmt.Sprintf("%s-%d", t, round+1))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	// Start-up and idle memory as deployed: the target's default cache size.
+	first, idle, err := b.startIdle(ctx, t, bin, filepath.Join(dir, "default"), 0)
+	if err != nil {
+		return nil, err
+	}
+	v := map[string]float64{mFirstAnswer: first, mRSSIdle: idle}
+
+	// Everything else with room for every name of both runs, so that the miss run measures
+	// memory per entry, not eviction.
+	sized := 2 * (o.missNames + o.hitNames)
+	p, listen, err := b.start(t, bin, filepath.Join(dir, "sized"), sized)
+	if err != nil {
+		return nil, err
+	}
+	defer p.stop()
+	fail := func(what string, err error) (map[string]float64, error) {
+		if p.exited() {
+			return nil, fmt.Errorf("%s: %v; %s exited: %v\n%s", what, err, t, p.err, p.tail())
+		}
+		return nil, fmt.Errorf("%s: %v\n%s", what, err, p.tail())
+	}
+	if _, err := firstAnswer(listen.String(), b.hitNames[0], time.Now(), 10*time.Second); err != nil {
+		return fail("first answer", err)
+	}
+	pid := p.pid()
+	if !sleepCtx(ctx, o.idle) {
+		return nil, ctx.Err()
+	}
+	if v[mRSSIdleSized], err = rssBytes(pid); err != nil {
+		return fail("RSS", err)
+	}
+	if err := b.warm(ctx, listen); err != nil {
+		return fail("warm-up", err)
+	}
+
+	// Saturating cache-hit run: dnsperf's throughput, and the server's own CPU time for it.
+	cpu0, err := cpuSeconds(pid)
+	if err != nil {
+		return fail("CPU", err)
+	}
+	pr, err := b.runDnsperf(ctx, listen, "hits.txt", o.hitDur, "-l", secs(o.hitDur), "-q", "200", "-t", "1")
+	if err != nil {
+		return fail("hit run", err)
+	}
+	cpu1, err := cpuSeconds(pid)
+	if err != nil {
+		return fail("CPU", err)
+	}
+	v[mHitQPS], v[mHitLost] = pr.QPS, pr.Lost
+	v[mQPerCPU] = ratio(pr.Completed, cpu1-cpu0)
+	if v[mRSSHit], err = rssBytes(pid); err != nil {
+		return fail("RSS", err)
+	}
+
+	// Fixed-rate run: latency percentiles, and CPU per 100k queries.
+	rr, err := b.runLoadgen(ctx, listen)
+	if err != nil {
+		return fail("fixed-rate run", err)
+	}
+	cpu2, err := cpuSeconds(pid)
+	if err != nil {
+		return fail("CPU", err)
+	}
+	v[mP50], v[mP99], v[mP999] = rr.P50us, rr.P99us, rr.P999us
+	v[mRateLost], v[mGenLag] = float64(rr.Sent-rr.Received), rr.LagP99us
+	v[mCPUPer100k] = ratio(cpu2-cpu1, float64(rr.Received)) * 100000
+
+	// Miss run with unique names: throughput, and the memory those names take once cached.
+	rssBefore, err := rssBytes(pid)
+	if err != nil {
+		return fail("RSS", err)
+	}
+	pr, err = b.runDnsperf(ctx, listen, "misses.txt", o.missLimit, "-n", "1", "-l", secs(o.missLimit), "-q", "200", "-t", "2")
+	if err != nil {
+		return fail("miss run", err)
+	}
+	v[mMissQPS], v[mMissLost] = pr.QPS, pr.Lost
+	if v[mRSS100k], err = rssBytes(pid); err != nil {
+		return fail("RSS", err)
+	}
+	v[mBytesPerEntry] = ratio(v[mRSS100k]-rssBefore, pr.Completed)
+	if pre := specs[t].preallocated; pre > 0 {
+		// The cache was allocated at start, so filling it costs nothing more: its cost per
+		// entry is what the larger capacity added to the idle RSS.
+		v[mBytesPerEntry] += ratio(v[mRSSIdleSized]-v[mRSSIdle], float64(sized-pre))
+	}
+	if p.exited() {
+		return fail("after the runs", errors.New("server died"))
+	}
+	return v, nil
+}
+
+func ratio(a, b float64) float64 {
+	if b <= 0 {
+		return math.NaN()
+	}
+	return a / b
+}
+
+func secs(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) }
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(d):
+		return true
+	}
+}
+
+// warm asks every hit name so that the hit runs find them cached. A pass can lose a query on
+// a loaded machine (a forwarder drops what its socket buffer cannot hold), so it repeats until
+// one pass loses none.
+func (b *bench) warm(ctx context.Context, server netip.AddrPort) error {
+	for pass := 0; pass < 3; pass++ {
+		pr, err := b.runDnsperf(ctx, server, "hits.txt", 30*time.Second, "-n", "1", "-l", "30", "-q", "20", "-t", "5")
+		if err != nil {
+			return err
+		}
+		if pr.Lost == 0 && pr.Completed == float64(len(b.hitNames)) {
+			return nil
+		}
+	}
+	return fmt.Errorf("3 passes over the %d hit names each lost some", len(b.hitNames))
+}
+
+// runDnsperf runs dnsperf on the generator's CPU against server with one of the data files.
+func (b *bench) runDnsperf(ctx context.Context, server netip.AddrPort, file string, limit time.Duration, extra ...string) (perfResult, error) {
+	log := filepath.Join(b.tmp, "dnsperf.log")
+	args := append([]string{
+		"-s", server.Addr().String(), "-p", strconv.Itoa(int(server.Port())),
+		"-d", filepath.Join(b.tmp, file),
+		"-c", "4", "-T", "1",
+	}, extra...)
+	p, err := b.procs.startPinned(b.opts.genCPU, "dnsperf", log, b.dnsperf, args, cleanEnv())
+	if err != nil {
+		return perfResult{}, err
+	}
+	if err := waitCtx(ctx, p, limit+15*time.Second); err != nil {
+		return perfResult{}, fmt.Errorf("dnsperf: %w\n%s", err, p.tail())
+	}
+	out, err := os.ReadFile(log)
+	if err != nil {
+		return perfResult{}, err
+	}
+	r, err := parseDnsperf(string(out))
+	if err != nil {
+		return r, fmt.Errorf("%w\n%s", err, p.tail())
+	}
+	if r.Completed == 0 {
+		return r, fmt.Errorf("dnsperf: no query answered\n%s", p.tail())
+	}
+	// Every name asked exists: any other rcode means the run measured an error path (e.g. a
+	// server answering a special-use name locally), not the cache.
+	if r.NoError != r.Completed {
+		return r, fmt.Errorf("dnsperf: %v of %v answers were not NOERROR (%s)", r.Completed-r.NoError, r.Completed, r.Rcodes)
+	}
+	return r, nil
+}
+
+// runLoadgen runs this program's fixed-rate load generator on the generator's CPU.
+func (b *bench) runLoadgen(ctx context.Context, server netip.AddrPort) (rateResult, error) {
+	o := b.opts
+	log := filepath.Join(b.tmp, "loadgen.log")
+	args := []string{"loadgen", "-server", server.String(), "-names", filepath.Join(b.tmp, "hits.txt"),
+		"-rate", strconv.Itoa(o.rate), "-duration", o.rateDur.String()}
+	p, err := b.procs.startPinned(o.genCPU, "loadgen", log, b.self, args, cleanEnv())
+	if err != nil {
+		return rateResult{}, err
+	}
+	if err := waitCtx(ctx, p, o.rateDur+15*time.Second); err != nil {
+		return rateResult{}, fmt.Errorf("loadgen: %w\n%s", err, p.tail())
+	}
+	out, err := os.ReadFile(log)
+	if err != nil {
+		return rateResult{}, err
+	}
+	var r rateResult
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &r); err != nil {
+		return r, fmt.Errorf("loadgen output: %w\n%s", err, p.tail())
+	}
+	if r.Received == 0 {
+		return r, errors.New("loadgen: no query answered")
+	}
+	return r, nil
+}
+
+// waitCtx waits for a load generator to finish, killing it on timeout or interrupt.
+func waitCtx(ctx context.Context, p *proc, limit time.Duration) error {
+	select {
+	case <-ctx.Done():
+		p.stop()
+		return ctx.Err()
+	case <-p.done:
+		return p.err
+	case <-time.After(limit):
+		p.stop()
+		return fmt.Errorf("%s did not finish within %v; killed", p.name, limit)
+	}
+}

@@ -1,0 +1,226 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"sort"
+	"strings"
+)
+
+// Metric keys, as they appear in the TSV.
+const (
+	mQPerCPU       = "hit_q_per_cpu_s"
+	mHitQPS        = "hit_qps"
+	mHitLost       = "hit_lost"
+	mP50           = "p50_us"
+	mP99           = "p99_us"
+	mP999          = "p999_us"
+	mRateLost      = "rate_lost"
+	mGenLag        = "gen_lag_p99_us"
+	mCPUPer100k    = "cpu_s_per_100k"
+	mMissQPS       = "miss_qps"
+	mMissLost      = "miss_lost"
+	mRSSIdle       = "rss_idle_bytes"
+	mRSSIdleSized  = "rss_idle_sized_bytes"
+	mRSSHit        = "rss_after_hit_bytes"
+	mRSS100k       = "rss_after_100k_bytes"
+	mBytesPerEntry = "bytes_per_entry"
+	mFirstAnswer   = "first_answer_ms"
+	mBinary        = "binary_bytes"
+	mImage         = "image_bytes"
+)
+
+// metric describes one row of the table.
+type metric struct {
+	key, label string
+	// better is "↑" (higher is better), "↓" or "" (information, no ratio).
+	better string
+	format func(float64) string
+}
+
+func num(v float64) string {
+	switch a := math.Abs(v); {
+	case math.IsNaN(v):
+		return "–"
+	case a >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case a >= 10:
+		return fmt.Sprintf("%.1f", v)
+	default:
+		return fmt.Sprintf("%.2f", v)
+	}
+}
+
+func kilo(v float64) string {
+	if math.IsNaN(v) || math.Abs(v) < 10000 {
+		return num(v)
+	}
+	return num(v/1000) + "k"
+}
+
+func mib(v float64) string {
+	if math.IsNaN(v) {
+		return "–"
+	}
+	return num(v/(1<<20)) + " MiB"
+}
+
+var metrics = []metric{
+	{mQPerCPU, "cache-hit queries per CPU-second", "↑", kilo},
+	{mHitQPS, "cache-hit q/s at saturation", "↑", kilo},
+	{mHitLost, "  lost in the hit run", "", num},
+	{mP50, "latency p50 at fixed rate (µs)", "↓", num},
+	{mP99, "latency p99 (µs)", "↓", num},
+	{mP999, "latency p99.9 (µs)", "↓", num},
+	{mRateLost, "  lost at fixed rate", "", num},
+	{mGenLag, "  generator lag p99 (µs)", "", num},
+	{mCPUPer100k, "CPU s per 100k queries (fixed rate)", "↓", num},
+	{mMissQPS, "cache-miss q/s (unique names)", "↑", kilo},
+	{mMissLost, "  lost in the miss run", "", num},
+	{mRSSIdle, "RSS idle (default cache size)", "↓", mib},
+	{mRSSIdleSized, "RSS idle (cache sized for the miss run)", "↓", mib},
+	{mRSSHit, "RSS after the hit run", "↓", mib},
+	{mRSS100k, "RSS after the miss run", "↓", mib},
+	{mBytesPerEntry, "bytes per cached entry", "↓", num},
+	{mFirstAnswer, "exec to first answer (ms)", "↓", num},
+	{mBinary, "binary size", "↓", mib},
+	{mImage, "image size", "↓", mib},
+}
+
+// stat is the summary of one metric over the rounds.
+type stat struct {
+	median, min, max float64
+	n                int
+}
+
+// summarize ignores NaN (a measurement that could not be taken).
+func summarize(vs []float64) stat {
+	var ok []float64
+	for _, v := range vs {
+		if !math.IsNaN(v) {
+			ok = append(ok, v)
+		}
+	}
+	if len(ok) == 0 {
+		return stat{median: math.NaN(), min: math.NaN(), max: math.NaN()}
+	}
+	sort.Float64s(ok)
+	s := stat{min: ok[0], max: ok[len(ok)-1], n: len(ok)}
+	if h := len(ok) / 2; len(ok)%2 == 1 {
+		s.median = ok[h]
+	} else {
+		s.median = (ok[h-1] + ok[h]) / 2
+	}
+	return s
+}
+
+func (s stat) cell(f func(float64) string) string {
+	switch {
+	case s.n == 0:
+		return "–"
+	case s.n == 1 || s.min == s.max:
+		return f(s.median)
+	default:
+		return fmt.Sprintf("%s [%s–%s]", f(s.median), f(s.min), f(s.max))
+	}
+}
+
+// median returns the median of key for target, NaN when absent.
+func median(res map[string]map[string]stat, target, key string) float64 {
+	if s, ok := res[target][key]; ok && s.n > 0 {
+		return s.median
+	}
+	return math.NaN()
+}
+
+// writeTable writes the main table: one row per metric, one column per target, then podns's
+// ratio to each peer (podns ÷ peer, medians).
+func writeTable(w io.Writer, targets []string, res map[string]map[string]stat) {
+	hdr := []string{"metric", ""}
+	hdr = append(hdr, targets...)
+	var peers []string
+	for _, t := range targets {
+		if t != "podns" {
+			peers = append(peers, t)
+			hdr = append(hdr, "podns/"+t)
+		}
+	}
+	fmt.Fprintf(w, "| %s |\n|%s\n", strings.Join(hdr, " | "), strings.Repeat("---|", len(hdr)))
+	for _, m := range metrics {
+		row := []string{m.label, m.better}
+		any := false
+		for _, t := range targets {
+			s := res[t][m.key]
+			any = any || s.n > 0
+			row = append(row, s.cell(m.format))
+		}
+		if !any {
+			continue
+		}
+		for _, p := range peers {
+			r := median(res, "podns", m.key) / median(res, p, m.key)
+			if m.better == "" || math.IsNaN(r) || math.IsInf(r, 0) {
+				row = append(row, "")
+			} else {
+				row = append(row, fmt.Sprintf("%.2f×", r))
+			}
+		}
+		fmt.Fprintf(w, "| %s |\n", strings.Join(row, " | "))
+	}
+}
+
+// check is one target of issue 7 with its verdict.
+type check struct {
+	name, podns, reference, ratio, verdict string
+}
+
+// checkTargets evaluates issue 7's targets on the medians.
+func checkTargets(res map[string]map[string]stat) []check {
+	var out []check
+	cmp := func(name string, p, ref float64, refLabel string, factor float64, higherBetter bool, f func(float64) string) {
+		c := check{name: name, podns: f(p), reference: refLabel, verdict: "n/a", ratio: "–"}
+		if !math.IsNaN(p) && !math.IsNaN(ref) && ref != 0 {
+			r := p / ref
+			c.ratio = fmt.Sprintf("%.2f×", r)
+			if (higherBetter && r >= factor) || (!higherBetter && r <= factor) {
+				c.verdict = "met"
+			} else {
+				c.verdict = "not met"
+			}
+		}
+		out = append(out, c)
+	}
+	best := func(key string, higher bool, peers ...string) (float64, string) {
+		v, who := math.NaN(), ""
+		for _, p := range peers {
+			m := median(res, p, key)
+			if math.IsNaN(m) {
+				continue
+			}
+			if math.IsNaN(v) || (higher && m > v) || (!higher && m < v) {
+				v, who = m, p
+			}
+		}
+		return v, who
+	}
+	p := func(key string) float64 { return median(res, "podns", key) }
+
+	v, who := best(mQPerCPU, true, "dnsmasq", "unbound")
+	cmp("hit q/CPU-s ≥ 1.0× best of dnsmasq, unbound", p(mQPerCPU), v, who+" "+kilo(v), 1.0, true, kilo)
+	v = median(res, "coredns", mQPerCPU)
+	cmp("hit q/CPU-s ≥ 4× CoreDNS", p(mQPerCPU), v, "coredns "+kilo(v), 4.0, true, kilo)
+	v, who = best(mP50, false, "coredns", "dnsmasq", "unbound")
+	cmp("p50 at fixed rate ≤ best peer", p(mP50), v, who+" "+num(v)+" µs", 1.0, false, func(x float64) string { return num(x) + " µs" })
+	cmp("idle RSS ≤ 8 MiB", p(mRSSIdle), 8<<20, "8 MiB", 1.0, false, mib)
+	cmp("bytes per cached entry ≤ 330", p(mBytesPerEntry), 330, "330", 1.0, false, num)
+	cmp("first answer ≤ 20 ms after exec", p(mFirstAnswer), 20, "20 ms", 1.0, false, func(x float64) string { return num(x) + " ms" })
+	return out
+}
+
+func writeChecks(w io.Writer, cs []check) {
+	fmt.Fprintln(w, "| target (issue 7) | podns | reference | ratio | verdict |\n|---|---|---|---|---|")
+	for _, c := range cs {
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", c.name, c.podns, c.reference, c.ratio, c.verdict)
+	}
+}

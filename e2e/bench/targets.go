@@ -1,0 +1,288 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Loopback addresses: one per server, so that no two ever share a port and a leftover of one
+// cannot answer for another.
+var (
+	upstreamAddr = netip.MustParseAddr("127.0.0.10")
+	targetAddrs  = map[string]netip.Addr{
+		"podns":   netip.MustParseAddr("127.0.0.11"),
+		"coredns": netip.MustParseAddr("127.0.0.12"),
+		"dnsmasq": netip.MustParseAddr("127.0.0.13"),
+		"unbound": netip.MustParseAddr("127.0.0.14"),
+	}
+)
+
+// allTargets is the order of the table's columns; podns first.
+var allTargets = []string{"podns", "coredns", "dnsmasq", "unbound"}
+
+// Zones the upstream serves: hitZone from a generated zone file (the cache-hit names),
+// missZone from the template plugin, which answers any name (unique names for the miss run and
+// the 100,000-entry memory run).
+const (
+	hitZone  = "bench.test."
+	missZone = "miss.test."
+)
+
+// freePort returns a port free for both UDP and TCP on addr. Another process could take it
+// before the server binds it; the server then fails to start and the benchmark says so.
+func freePort(addr netip.Addr) (int, error) {
+	for try := 0; try < 20; try++ {
+		l, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(addr, 0)))
+		if err != nil {
+			return 0, err
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(addr, uint16(port))))
+		l.Close()
+		if err == nil {
+			u.Close()
+			return port, nil
+		}
+	}
+	return 0, fmt.Errorf("no free port on %s", addr)
+}
+
+// writeZone writes the hit zone with n A records h00000..h<n-1> and the dnsperf data files for
+// the hit and miss runs. It returns the hit names.
+func writeZone(dir string, n, misses int) (hitNames []string, err error) {
+	var z strings.Builder
+	fmt.Fprintf(&z, "$ORIGIN %s\n$TTL 3600\n", hitZone)
+	fmt.Fprintf(&z, "@ IN SOA ns.%s admin.%s 1 7200 3600 1209600 3600\n@ IN NS ns\nns IN A 10.0.0.53\n", hitZone, hitZone)
+	var hits strings.Builder
+	for i := 0; i < n; i++ {
+		name := fmt.Sprintf("h%05d.%s", i, hitZone)
+		hitNames = append(hitNames, name)
+		fmt.Fprintf(&z, "h%05d IN A 10.%d.%d.%d\n", i, (i>>16)&255, (i>>8)&255, i&255)
+		fmt.Fprintf(&hits, "%s A\n", name)
+	}
+	var miss strings.Builder
+	for i := 0; i < misses; i++ {
+		fmt.Fprintf(&miss, "u%07d.%s A\n", i, missZone)
+	}
+	for name, body := range map[string]string{
+		"bench.test.zone": z.String(),
+		"hits.txt":        hits.String(),
+		"misses.txt":      miss.String(),
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	return hitNames, nil
+}
+
+// upstreamCorefile is the fast upstream: no cache, no forward (nothing ever leaves loopback).
+func upstreamCorefile(dir string, port int) string {
+	return fmt.Sprintf(`%[1]s:%[2]d {
+    bind %[3]s
+    file %[4]s %[1]s
+}
+%[5]s:%[2]d {
+    bind %[3]s
+    template IN A %[5]s {
+        answer "{{ .Name }} 3600 IN A 10.255.0.1"
+    }
+}
+`, hitZone, port, upstreamAddr, filepath.Join(dir, "bench.test.zone"), missZone)
+}
+
+// launch is how to start one target: binary, arguments, environment.
+type launch struct {
+	path string
+	args []string
+	env  []string
+}
+
+// targetSpec knows where a target's binary is and how to configure it.
+type targetSpec struct {
+	name string
+	// preallocated is the cache capacity the target allocates in full at start for config's
+	// cacheSize 0 (dnsmasq); 0 when the cache grows with its entries.
+	preallocated int
+	// find returns the binary's path, or an error saying plainly what is missing.
+	find func(opts *options) (string, error)
+	// config writes the target's config under dir and returns how to start it listening on
+	// listen and forwarding to up, with room for cacheSize names; 0 means the size it is
+	// deployed with (podns's default, NodeLocal's 9984, dnsmasq 10000, unbound's defaults).
+	config func(bin, dir string, listen, up netip.AddrPort, cacheSize int) (launch, error)
+}
+
+// cleanEnv is the environment every server gets: nothing from the caller's (no GOMAXPROCS,
+// GOGC, GOMEMLIMIT or PODNS_* leaking in).
+func cleanEnv(extra ...string) []string {
+	return append([]string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, extra...)
+}
+
+func lookBin(name string, dirs ...string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	for _, d := range dirs {
+		p := filepath.Join(d, name)
+		if st, err := os.Stat(p); err == nil && st.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s not found", name)
+}
+
+var specs = map[string]targetSpec{
+	"podns": {
+		name: "podns",
+		find: func(o *options) (string, error) {
+			if _, err := os.Stat(o.stub); err != nil {
+				return "", fmt.Errorf("%s missing: run make build", o.stub)
+			}
+			return o.stub, nil
+		},
+		config: func(bin, dir string, listen, up netip.AddrPort, cacheSize int) (launch, error) {
+			// The HTTP endpoint stays on, as in a pod (its probes need /readyz), so the idle RSS
+			// is the deployed one.
+			hp, err := freePort(listen.Addr())
+			if err != nil {
+				return launch{}, err
+			}
+			env := cleanEnv(
+				"PODNS_LISTEN="+listen.String(),
+				"PODNS_UPSTREAMS="+up.String(),
+				"PODNS_HTTP_LISTEN="+netip.AddrPortFrom(listen.Addr(), uint16(hp)).String(),
+				"PODNS_LOG_LEVEL=warn",
+				"PODNS_STATE_DIR="+dir,
+			)
+			if cacheSize > 0 {
+				env = append(env, "PODNS_CACHE_SIZE="+strconv.Itoa(cacheSize))
+			}
+			return launch{path: bin, env: env}, nil
+		},
+	},
+	"coredns": {
+		name: "coredns",
+		find: func(o *options) (string, error) {
+			p, err := lookBin("coredns", ".tools/bin")
+			if err != nil {
+				return "", fmt.Errorf("coredns not found: run make tools")
+			}
+			return p, nil
+		},
+		// NodeLocal DNSCache's Corefile (k8s node-cache) for one zone, with the success
+		// capacity raised from 9984 so that the 100,000-name run measures bytes per entry and
+		// not eviction. Its prometheus plugin stays: it is on the hit path in production.
+		config: func(bin, dir string, listen, up netip.AddrPort, cacheSize int) (launch, error) {
+			mp, err := freePort(listen.Addr())
+			if err != nil {
+				return launch{}, err
+			}
+			if cacheSize == 0 {
+				cacheSize = 9984
+			}
+			cf := fmt.Sprintf(`.:%d {
+    bind %s
+    errors
+    cache {
+        success %d 30
+        denial 9984 5
+    }
+    forward . %s {
+        force_tcp
+    }
+    prometheus %s:%d
+}
+`, listen.Port(), listen.Addr(), cacheSize, up, listen.Addr(), mp)
+			path := filepath.Join(dir, "Corefile")
+			if err := os.WriteFile(path, []byte(cf), 0o644); err != nil {
+				return launch{}, err
+			}
+			return launch{path: bin, args: []string{"-conf", path, "-quiet"}, env: cleanEnv()}, nil
+		},
+	},
+	"dnsmasq": {
+		name:         "dnsmasq",
+		preallocated: 10000,
+		find: func(*options) (string, error) {
+			p, err := lookBin("dnsmasq", "/usr/sbin")
+			if err != nil {
+				return "", fmt.Errorf("dnsmasq not found: apt-get install --no-install-recommends dnsmasq-base")
+			}
+			return p, nil
+		},
+		// dnsmasq forwards over UDP only (it has no force-TCP option).
+		config: func(bin, dir string, listen, up netip.AddrPort, cacheSize int) (launch, error) {
+			if cacheSize == 0 {
+				cacheSize = 10000 // = preallocated; Debian's default is 150, 10000 is what a cache is given
+			}
+			return launch{path: bin, env: cleanEnv(), args: []string{
+				"--keep-in-foreground",
+				"--conf-file=/dev/null",
+				"--no-resolv", "--no-hosts", "--no-poll",
+				"--bind-interfaces",
+				"--listen-address=" + listen.Addr().String(),
+				"--port=" + strconv.Itoa(int(listen.Port())),
+				"--server=" + up.Addr().String() + "#" + strconv.Itoa(int(up.Port())),
+				"--cache-size=" + strconv.Itoa(cacheSize),
+				// The default 150 concurrent forwards would drop most of the miss run.
+				"--dns-forward-max=1000",
+				"--pid-file=" + filepath.Join(dir, "dnsmasq.pid"),
+				"--user=root",
+			}}, nil
+		},
+	},
+	"unbound": {
+		name: "unbound",
+		find: func(*options) (string, error) {
+			p, err := lookBin("unbound", "/usr/sbin")
+			if err != nil {
+				return "", fmt.Errorf("unbound not found: apt-get install --no-install-recommends unbound")
+			}
+			return p, nil
+		},
+		config: func(bin, dir string, listen, up netip.AddrPort, cacheSize int) (launch, error) {
+			// Cache sizes are in bytes, not entries: 256 MiB each is far above 100,000 names.
+			sizes := "    msg-cache-size: 256m\n    rrset-cache-size: 256m\n"
+			if cacheSize == 0 {
+				sizes = "" // unbound's defaults (4m each)
+			}
+			conf := fmt.Sprintf(`server:
+    interface: %[1]s@%[2]d
+    port: %[2]d
+    do-ip6: no
+    do-daemonize: no
+    chroot: ""
+    username: ""
+    directory: "%[3]s"
+    pidfile: ""
+    use-syslog: no
+    logfile: ""
+    verbosity: 0
+    num-threads: 1
+%[6]s    tcp-upstream: yes
+    do-not-query-localhost: no
+    access-control: 127.0.0.0/8 allow
+    module-config: "iterator"
+    prefetch: no
+    # unbound answers the special-use TLD test. (RFC 6761) itself with NXDOMAIN by default.
+    local-zone: "test." nodefault
+remote-control:
+    control-enable: no
+forward-zone:
+    name: "."
+    forward-addr: %[4]s@%[5]d
+`, listen.Addr(), listen.Port(), dir, up.Addr(), up.Port(), sizes)
+			path := filepath.Join(dir, "unbound.conf")
+			if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+				return launch{}, err
+			}
+			return launch{path: bin, args: []string{"-d", "-c", path}, env: cleanEnv()}, nil
+		},
+	},
+}
