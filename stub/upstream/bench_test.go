@@ -80,3 +80,26 @@ func BenchmarkLatencyTCPFreshConn(b *testing.B) {
 		}
 	}
 }
+
+// A miss while the first server is down: the dead server is skipped, never waited for.
+func BenchmarkExchangeFirstDown(b *testing.B) {
+	addr := startDNSBoth(b, false)
+	f, err := New(Config{Servers: []string{"127.0.0.1:1", addr}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	f.probeWait = noProbes
+	f.servers[0].markDown(errTimeout)
+	b.ReportAllocs()
+	b.SetParallelism(parallelism)
+	b.RunParallel(func(pb *testing.PB) {
+		q := query(qname(1))
+		for pb.Next() {
+			if _, err := f.Exchange(context.Background(), q); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}

@@ -151,3 +151,53 @@ func TestCoreDNSSlowQueriesDoNotBlock(t *testing.T) {
 		t.Errorf("stall avoidance did not help: p50 %v with, %v without", on50, off50)
 	}
 }
+
+// The field case against a real CoreDNS: a dead nameserver first, CoreDNS second. CoreDNS has no
+// zone for the root, so the default probe (". NS") gets REFUSED, which proves it alive. Without
+// ProbeAll the first lookup pays the dead server's timeout; after it, no lookup does, and the
+// dead server sees only the probe.
+func TestCoreDNSDeadFirst(t *testing.T) {
+	addr := startCoreDNS(t, coreFile)
+	protos(t, func(t *testing.T, proto string) {
+		const timeout = time.Second
+		dead := startScripted(t, proto, silentReply)
+		lookups := func(f *Forwarder, n int) (first, p99, max time.Duration) {
+			var lat []time.Duration
+			for i := range n {
+				start := time.Now()
+				r, err := f.Exchange(context.Background(), query(qname(i)))
+				if err != nil || len(r.Answer) != 1 {
+					t.Fatalf("q%d: %v %v", i, r, err)
+				}
+				lat = append(lat, time.Since(start))
+			}
+			first = lat[0]
+			return first, percentile(lat, .99), slices.Max(lat)
+		}
+
+		cold := newForwarder(t, Config{Servers: []string{dead.addr, addr}, Protocol: proto, Timeout: timeout})
+		cold.probeWait = noProbes
+		coldFirst, _, _ := lookups(cold, 1)
+		if coldFirst < timeout {
+			t.Errorf("without ProbeAll the first lookup took %v, expected the dead server's timeout", coldFirst)
+		}
+		cold.Close()
+		before := dead.received.Load()
+
+		f := newForwarder(t, Config{Servers: []string{dead.addr, addr}, Protocol: proto, Timeout: timeout})
+		f.probeWait = noProbes
+		start := time.Now()
+		res := f.ProbeAll(context.Background())
+		probeTime := time.Since(start)
+		if res[0].Up || !res[1].Up {
+			t.Fatalf("ProbeAll: %+v", res)
+		}
+		first, p99, worst := lookups(f, 200)
+		if worst > timeout/2 {
+			t.Errorf("a lookup took %v after ProbeAll", worst)
+		}
+		waitFor(t, "the probe to reach the dead server", func() bool { return dead.received.Load() == before+1 })
+		t.Logf("dead server first: without ProbeAll first lookup %v; ProbeAll %v (CoreDNS RTT %v); then first %v, p99 %v, max %v over 200",
+			coldFirst.Round(time.Millisecond), probeTime.Round(time.Millisecond), res[1].RTT, first, p99, worst)
+	})
+}

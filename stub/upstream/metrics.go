@@ -33,6 +33,32 @@ var (
 		Name: "podns_upstream_open_connections",
 		Help: "TCP connections to an upstream server currently open.",
 	}, []string{"upstream"})
+
+	healthy = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "podns_upstream_healthy",
+		Help: "1 while the upstream server is up, 0 while it is marked down (skipped while another server is up, probed in the background).",
+	}, []string{"upstream"})
+
+	probesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "podns_upstream_probes_total",
+		Help: "Liveness probes of upstream servers (at startup and of down servers) by result: alive (any reply, whatever its RCODE) or dead (no reply, refused, unreachable).",
+	}, []string{"upstream", "result"})
+
+	markedDownTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "podns_upstream_marked_down_total",
+		Help: "Times the upstream server was marked down; counts flaps a scrape of podns_upstream_healthy misses.",
+	}, []string{"upstream"})
+
+	skippedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "podns_upstream_skipped_total",
+		Help: "Queries that did not try the upstream server because it was down and another server was up: each one a timeout a client did not wait for.",
+	}, []string{"upstream"})
+)
+
+// Probe results, the values of the label "result" of podns_upstream_probes_total.
+const (
+	probeAlive = "alive"
+	probeDead  = "dead"
 )
 
 // Error reasons, the values of the label "reason" of podns_upstream_errors_total.
@@ -46,18 +72,22 @@ const (
 // Collectors returns the package's Prometheus collectors, unregistered, for the binary to
 // register in its registry.
 func Collectors() []prometheus.Collector {
-	return []prometheus.Collector{queriesTotal, errorsTotal, duration, reconnectsTotal, openConnections}
+	return []prometheus.Collector{queriesTotal, errorsTotal, duration, reconnectsTotal, openConnections,
+		healthy, probesTotal, markedDownTotal, skippedTotal}
 }
 
 // serverMetrics holds one server's series, resolved once in New so the hot path does not
 // hash label values per query.
 type serverMetrics struct {
-	queriesTCP, queriesUDP prometheus.Counter
-	errTimeout, errNetwork prometheus.Counter
-	errClosed, errBadReply prometheus.Counter
-	duration               prometheus.Observer
-	reconnects             prometheus.Counter
-	open                   prometheus.Gauge
+	queriesTCP, queriesUDP  prometheus.Counter
+	errTimeout, errNetwork  prometheus.Counter
+	errClosed, errBadReply  prometheus.Counter
+	duration                prometheus.Observer
+	reconnects              prometheus.Counter
+	open                    prometheus.Gauge
+	healthy                 prometheus.Gauge
+	probesAlive, probesDead prometheus.Counter
+	markedDown, skipped     prometheus.Counter
 }
 
 func newServerMetrics(addr string) serverMetrics {
@@ -71,5 +101,10 @@ func newServerMetrics(addr string) serverMetrics {
 		duration:    duration.WithLabelValues(addr),
 		reconnects:  reconnectsTotal.WithLabelValues(addr),
 		open:        openConnections.WithLabelValues(addr),
+		healthy:     healthy.WithLabelValues(addr),
+		probesAlive: probesTotal.WithLabelValues(addr, probeAlive),
+		probesDead:  probesTotal.WithLabelValues(addr, probeDead),
+		markedDown:  markedDownTotal.WithLabelValues(addr),
+		skipped:     skippedTotal.WithLabelValues(addr),
 	}
 }

@@ -72,9 +72,26 @@ type Config struct {
 	// long. Keep it below the servers' own idle timeout (CoreDNS: 10s) so that the stub, not
 	// the server, closes idle connections. Default 5s; must be positive.
 	IdleTimeout time.Duration
-	// Logger receives rate-limited failure lines. The zero Logger writes nothing.
+	// MaxFails is how many consecutive failed attempts (no reply within Timeout, connection
+	// refused or unreachable) mark a server down. Any reply, whatever its RCODE, is a success.
+	// Default 1: every failed attempt costs a client the whole Timeout, a probe brings a
+	// wrongly marked server back within ProbeInterval, and a timeout while the server answered
+	// other queries does not count. Must be at least 1.
+	MaxFails int
+	// ProbeInterval is the pause before the first background probe of a down server; it doubles
+	// after each unanswered probe, up to ProbeMaxInterval. Default 500ms; must be positive.
+	ProbeInterval time.Duration
+	// ProbeMaxInterval caps the pause between probes of a server that stays down. Default 15s;
+	// must be at least ProbeInterval.
+	ProbeMaxInterval time.Duration
+	// ProbeName is the name of the probe query (type NS, class IN, recursion desired). Any
+	// reply proves the server alive. Default "." (the root, as CoreDNS's forward health check);
+	// a cluster DNS that cannot reach the internet answers the root slowly, so set a name it
+	// answers itself, such as "kubernetes.default.svc.cluster.local.". A trailing dot is added.
+	ProbeName string
+	// Logger receives rate-limited failure and up/down lines. The zero Logger writes nothing.
 	Logger zerolog.Logger
-	// Now is the clock for idle expiry and log rate limiting. Default time.Now.
+	// Now is the clock for idle expiry, down times and log rate limiting. Default time.Now.
 	Now func() time.Time
 }
 
@@ -94,8 +111,22 @@ type Forwarder struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	closed atomic.Bool
-	wg     sync.WaitGroup // connection goroutines
+	wg     sync.WaitGroup // connection and prober goroutines
+
+	// downCount is the number of servers marked down; 0 keeps Exchange on the fast path.
+	downCount atomic.Int32
+	// probeWire is the packed probe query with a TCP length prefix and a zero ID.
+	probeWire []byte
+	// epoch anchors mono, a monotonic clock for ordering replies against attempts.
+	epoch time.Time
+	// probeWait returns a channel that fires after a prober's pause; tests drive it.
+	probeWait func(time.Duration) <-chan time.Time
+	// probeDone, when set, is told of every background probe (tests).
+	probeDone func(addr string, interval time.Duration, err error)
 }
+
+// mono is the time since New on the monotonic clock, in nanoseconds.
+func (f *Forwarder) mono() int64 { return int64(time.Since(f.epoch)) }
 
 // New validates cfg and returns a Forwarder. It does no network I/O: connections are opened
 // by the first Exchange that needs them.
@@ -125,6 +156,42 @@ func New(cfg Config) (*Forwarder, error) {
 	if cfg.IdleTimeout == 0 {
 		f.cfg.IdleTimeout = defaultIdleTimeout
 	}
+	switch {
+	case cfg.MaxFails < 0:
+		return nil, fmt.Errorf("upstream: max fails %d: must be at least 1", cfg.MaxFails)
+	case cfg.MaxFails == 0:
+		f.cfg.MaxFails = defaultMaxFails
+	}
+	if cfg.ProbeInterval < 0 {
+		return nil, fmt.Errorf("upstream: probe interval %v: must be positive", cfg.ProbeInterval)
+	}
+	if cfg.ProbeInterval == 0 {
+		f.cfg.ProbeInterval = defaultProbeInterval
+	}
+	if cfg.ProbeMaxInterval < 0 {
+		return nil, fmt.Errorf("upstream: probe max interval %v: must be positive", cfg.ProbeMaxInterval)
+	}
+	if cfg.ProbeMaxInterval == 0 {
+		f.cfg.ProbeMaxInterval = max(defaultProbeMaxInterval, f.cfg.ProbeInterval)
+	}
+	if f.cfg.ProbeMaxInterval < f.cfg.ProbeInterval {
+		return nil, fmt.Errorf("upstream: probe max interval %v: must be at least the probe interval %v",
+			f.cfg.ProbeMaxInterval, f.cfg.ProbeInterval)
+	}
+	if cfg.ProbeName == "" {
+		f.cfg.ProbeName = defaultProbeName
+	}
+	f.cfg.ProbeName = dns.Fqdn(f.cfg.ProbeName)
+	if _, ok := dns.IsDomainName(f.cfg.ProbeName); !ok {
+		return nil, fmt.Errorf("upstream: probe name %q: not a domain name", cfg.ProbeName)
+	}
+	pw, err := packProbe(f.cfg.ProbeName)
+	if err != nil {
+		return nil, fmt.Errorf("upstream: probe name %q: %v", cfg.ProbeName, err)
+	}
+	f.probeWire = pw
+	f.probeWait = defaultProbeWait
+	f.epoch = time.Now()
 	f.stallAfter = stallAfter
 	var d net.Dialer
 	f.dialTCP = func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
@@ -211,7 +278,7 @@ func (f *Forwarder) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) 
 	defer ex.stopTimer()
 
 	var errs []error
-	for _, s := range f.servers {
+	for _, s := range f.order() {
 		r, err := s.attempt(ex)
 		if err == nil {
 			r.Id = q.Id
@@ -258,6 +325,11 @@ func (f *Forwarder) Close() error {
 		for _, c := range conns {
 			c.kill(ErrClosed, killLocal)
 		}
+		// Under h.mu: a markDown either started its prober (and added it to wg) before,
+		// or sees closed and starts none, so no wg.Add races the Wait below.
+		s.h.mu.Lock()
+		s.h.closed = true
+		s.h.mu.Unlock()
 	}
 	f.wg.Wait()
 	return nil
@@ -299,8 +371,7 @@ func (ex *exchange) setID(id uint16) {
 
 func randID() uint16 { return uint16(rand.Uint32()) }
 
-// server is one upstream server: its TCP pool, metrics and log limiter. Health tracking of a
-// dead server belongs here when it comes.
+// server is one upstream server: its TCP pool, health, metrics and log limiter.
 type server struct {
 	f       *Forwarder
 	addr    string // normalised "ip:port", the metrics label
@@ -315,19 +386,23 @@ type server struct {
 	// server's MaxTCPQueries, 128 by default). 0 means no limit is known.
 	budget int
 
-	logMu         sync.Mutex
-	logLast       time.Time
-	logSuppressed int
+	h health
+
+	logMu sync.Mutex
+	log   limiter // failure lines
 }
 
 func newServer(f *Forwarder, ap netip.AddrPort) *server {
 	addr := ap.String()
-	return &server{f: f, addr: addr, ap: ap, udpAddr: net.UDPAddrFromAddrPort(ap), m: newServerMetrics(addr)}
+	s := &server{f: f, addr: addr, ap: ap, udpAddr: net.UDPAddrFromAddrPort(ap), m: newServerMetrics(addr)}
+	s.m.healthy.Set(1)
+	return s
 }
 
 // attempt tries one server once, within Config.Timeout.
 func (s *server) attempt(ex *exchange) (*dns.Msg, error) {
 	start := time.Now()
+	startMono := s.f.mono()
 	deadline := start.Add(s.f.cfg.Timeout)
 	var r *dns.Msg
 	var err error
@@ -343,7 +418,9 @@ func (s *server) attempt(ex *exchange) (*dns.Msg, error) {
 		r, err = s.exchangeTCP(ex, deadline)
 	}
 	if err == nil {
-		s.m.duration.Observe(time.Since(start).Seconds())
+		elapsed := time.Since(start)
+		s.m.duration.Observe(elapsed.Seconds())
+		s.replied(startMono + int64(elapsed))
 		return r, nil
 	}
 	switch {
@@ -352,9 +429,11 @@ func (s *server) attempt(ex *exchange) (*dns.Msg, error) {
 	case errors.Is(err, errTimeout):
 		s.m.errTimeout.Inc()
 		s.logFailure(reasonTimeout, err)
+		s.failed(err, startMono, true)
 	default:
 		s.m.errNetwork.Inc()
 		s.logFailure(reasonNetwork, err)
+		s.failed(err, startMono, false)
 	}
 	return nil, err
 }
@@ -364,15 +443,11 @@ func (s *server) attempt(ex *exchange) (*dns.Msg, error) {
 func (s *server) logFailure(reason string, err error) {
 	now := s.f.now()
 	s.logMu.Lock()
-	if !s.logLast.IsZero() && now.Sub(s.logLast) < logInterval {
-		s.logSuppressed++
-		s.logMu.Unlock()
+	ok, suppressed := s.log.allow(now)
+	s.logMu.Unlock()
+	if !ok {
 		return
 	}
-	suppressed := s.logSuppressed
-	s.logSuppressed = 0
-	s.logLast = now
-	s.logMu.Unlock()
 	s.f.cfg.Logger.Warn().Str("upstream", s.addr).Str("reason", reason).Err(err).
 		Int("suppressed", suppressed).Msg("upstream query failed")
 }

@@ -30,6 +30,14 @@ func TestNewValidates(t *testing.T) {
 		{name: "bad protocol", cfg: Config{Servers: []string{"10.0.0.10:53"}, Protocol: "tls"}, wantErr: "want tcp or udp"},
 		{name: "negative timeout", cfg: Config{Servers: []string{"10.0.0.10:53"}, Timeout: -1}, wantErr: "timeout"},
 		{name: "negative idle", cfg: Config{Servers: []string{"10.0.0.10:53"}, IdleTimeout: -1}, wantErr: "idle timeout"},
+		{name: "negative max fails", cfg: Config{Servers: []string{"10.0.0.10:53"}, MaxFails: -1}, wantErr: "max fails"},
+		{name: "negative probe interval", cfg: Config{Servers: []string{"10.0.0.10:53"}, ProbeInterval: -1}, wantErr: "probe interval"},
+		{name: "negative probe max", cfg: Config{Servers: []string{"10.0.0.10:53"}, ProbeMaxInterval: -1}, wantErr: "probe max interval"},
+		{name: "probe max below interval", cfg: Config{Servers: []string{"10.0.0.10:53"}, ProbeInterval: 2 * time.Second,
+			ProbeMaxInterval: time.Second}, wantErr: "at least the probe interval"},
+		{name: "probe name label too long", cfg: Config{Servers: []string{"10.0.0.10:53"},
+			ProbeName: strings.Repeat("a", 64) + ".example."}, wantErr: "probe name"},
+		{name: "probe name empty label", cfg: Config{Servers: []string{"10.0.0.10:53"}, ProbeName: "a..b"}, wantErr: "probe name"},
 		{name: "every bad server named", cfg: Config{Servers: []string{"a:53", "10.0.0.10:53", "b:53"}}, wantErr: `"b:53"`},
 		{name: "forms and duplicates", cfg: Config{Servers: []string{"10.0.0.10", "[fd00::a]:5353", "10.0.0.10:53", "::1"}},
 			servers: []string{"10.0.0.10:53", "[fd00::a]:5353", "[::1]:53"}},
@@ -49,8 +57,39 @@ func TestNewValidates(t *testing.T) {
 			if got := strings.Join(f.Servers(), " "); got != strings.Join(tc.servers, " ") {
 				t.Errorf("servers %q, want %q", got, tc.servers)
 			}
-			if f.cfg.Timeout != defaultTimeout || f.cfg.IdleTimeout != defaultIdleTimeout || f.cfg.Protocol != "tcp" {
+			if f.cfg.Timeout != defaultTimeout || f.cfg.IdleTimeout != defaultIdleTimeout || f.cfg.Protocol != "tcp" ||
+				f.cfg.MaxFails != 1 || f.cfg.ProbeInterval != 500*time.Millisecond ||
+				f.cfg.ProbeMaxInterval != 15*time.Second || f.cfg.ProbeName != "." {
 				t.Errorf("defaults not applied: %+v", f.cfg)
+			}
+		})
+	}
+}
+
+func TestNewHealthSettings(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		cfg           Config
+		wantMax       time.Duration
+		wantProbeName string
+	}{
+		{name: "interval above the default cap raises it", cfg: Config{ProbeInterval: 20 * time.Second},
+			wantMax: 20 * time.Second, wantProbeName: "."},
+		{name: "trailing dot added", cfg: Config{ProbeName: "kubernetes.default.svc.cluster.local"},
+			wantMax: defaultProbeMaxInterval, wantProbeName: "kubernetes.default.svc.cluster.local."},
+		{name: "equal interval and cap", cfg: Config{ProbeInterval: time.Second, ProbeMaxInterval: time.Second},
+			wantMax: time.Second, wantProbeName: "."},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.Servers = []string{"10.0.0.10"}
+			f := newForwarder(t, tc.cfg)
+			if f.cfg.ProbeMaxInterval != tc.wantMax || f.cfg.ProbeName != tc.wantProbeName {
+				t.Errorf("probe max %v name %q, want %v %q", f.cfg.ProbeMaxInterval, f.cfg.ProbeName, tc.wantMax, tc.wantProbeName)
+			}
+			m := new(dns.Msg)
+			if err := m.Unpack(f.probeWire[2:]); err != nil || m.Question[0].Name != tc.wantProbeName ||
+				m.Question[0].Qtype != dns.TypeNS || !m.RecursionDesired {
+				t.Errorf("probe query %v (%v)", m, err)
 			}
 		})
 	}
@@ -698,7 +737,7 @@ func TestMetrics(t *testing.T) {
 	if got := metric(queriesTotal.WithLabelValues(srv.addr, "tcp")); got != metric(m.queriesTCP) {
 		t.Errorf("series not labelled upstream=%q", srv.addr)
 	}
-	if len(Collectors()) != 5 {
+	if len(Collectors()) != 9 {
 		t.Errorf("%d collectors", len(Collectors()))
 	}
 	f.Close()
@@ -723,10 +762,18 @@ func TestFailureLogRateLimited(t *testing.T) {
 			}
 		}
 	}
+	// The server also goes down (one line of its own, see TestHealthLogs); only the
+	// failure lines are counted here.
 	lines := func() []string {
 		mu.Lock()
 		defer mu.Unlock()
-		return strings.Split(strings.TrimSpace(buf.String()), "\n")
+		var l []string
+		for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+			if strings.Contains(line, "upstream query failed") {
+				l = append(l, line)
+			}
+		}
+		return l
 	}
 	fail(5)
 	if l := lines(); len(l) != 1 {

@@ -1,0 +1,369 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// Health tracking. A node image once shipped a stale nameserver first in resolv.conf, and every
+// lookup that tried it stalled for the whole timeout. A server whose attempts fail (no reply
+// within Timeout, or the connection refused or unreachable) is therefore marked down after
+// MaxFails consecutive failures and skipped while any server is up; one goroutine probes it in
+// the background, with growing pauses, until it answers. Any reply, whatever its RCODE, proves a
+// server alive: SERVFAIL and REFUSED are answers, not silence.
+
+const (
+	defaultMaxFails         = 1
+	defaultProbeInterval    = 500 * time.Millisecond
+	defaultProbeMaxInterval = 15 * time.Second
+	defaultProbeName        = "."
+)
+
+// health is one server's liveness state.
+type health struct {
+	// down is read without the lock on every Exchange; it changes only under mu.
+	down atomic.Bool
+	// dirty is set while fails > 0 or the server is down, so that a successful attempt on a
+	// healthy server takes no lock.
+	dirty atomic.Bool
+	// lastReply is when the server last gave a valid reply (f.mono): a timeout while the
+	// server answered other queries is a slow query on a live server, not a dead server.
+	lastReply atomic.Int64
+
+	mu        sync.Mutex
+	fails     int       // consecutive failed attempts
+	downSince time.Time // f.now() when marked down; orders down servers when all are down
+	probing   bool      // the prober goroutine runs
+	closed    bool      // Close has begun: start no prober
+	log       limiter   // up/down lines
+}
+
+// ProbeResult is the outcome of probing one server (see ProbeAll).
+type ProbeResult struct {
+	// Server is the normalised address, as in Servers and the metrics' upstream label.
+	Server string
+	// Up reports that the server answered the probe (any RCODE) within the bound.
+	Up bool
+	// RTT is the time from sending the probe to the reply when Up.
+	RTT time.Duration
+	// Err says why the server is down when !Up.
+	Err error
+}
+
+// ProbeAll probes every server in parallel, marks the ones that answer up and the silent ones
+// down (starting their background probers), and returns one result per server in the order of
+// Servers. Each probe is bounded by Config.Timeout and by ctx. Call it before the stub reports
+// ready, so that even the first lookup avoids a dead server.
+func (f *Forwarder) ProbeAll(ctx context.Context) []ProbeResult {
+	res := make([]ProbeResult, len(f.servers))
+	var wg sync.WaitGroup
+	for i, s := range f.servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rtt, err := s.probe(ctx)
+			res[i] = ProbeResult{Server: s.addr, Up: err == nil, RTT: rtt, Err: err}
+			switch {
+			case err == nil:
+				s.m.probesAlive.Inc()
+				s.markUp("startup probe")
+			case errors.Is(err, ErrClosed):
+			default:
+				s.m.probesDead.Inc()
+				s.markDown(err)
+			}
+		}()
+	}
+	wg.Wait()
+	return res
+}
+
+// order returns the servers one Exchange tries, in order: the servers that are up, in the
+// configured order, or, when none is up, every server, the most recently healthy first (a server
+// that failed a moment ago is likelier to answer than one silent for minutes).
+func (f *Forwarder) order() []*server {
+	if f.downCount.Load() == 0 {
+		return f.servers
+	}
+	up := make([]*server, 0, len(f.servers))
+	var down []*server
+	for _, s := range f.servers {
+		if s.h.down.Load() {
+			down = append(down, s)
+		} else {
+			up = append(up, s)
+		}
+	}
+	if len(up) > 0 {
+		for _, s := range down {
+			s.m.skipped.Inc()
+		}
+		return up
+	}
+	since := make(map[*server]time.Time, len(down))
+	for _, s := range down {
+		s.h.mu.Lock()
+		since[s] = s.h.downSince
+		s.h.mu.Unlock()
+	}
+	slices.SortStableFunc(down, func(a, b *server) int { return since[b].Compare(since[a]) })
+	return down
+}
+
+// replied records a valid reply that arrived at at (f.mono): the server is alive.
+func (s *server) replied(at int64) {
+	s.h.lastReply.Store(at)
+	if s.h.dirty.Load() {
+		s.markUp("reply")
+	}
+}
+
+// failed records a failed attempt that started at start (f.mono). A timeout does not count when
+// the server gave another valid reply since the attempt began: it is alive, the query was slow.
+func (s *server) failed(err error, start int64, timeout bool) {
+	if timeout && s.h.lastReply.Load() > start {
+		return
+	}
+	s.h.mu.Lock()
+	s.h.fails++
+	s.h.dirty.Store(true)
+	n := s.h.fails
+	s.h.mu.Unlock()
+	if n >= s.f.cfg.MaxFails {
+		s.markDown(err)
+	}
+}
+
+// markDown takes s out of rotation and starts its prober, unless it is down already.
+func (s *server) markDown(err error) {
+	f := s.f
+	now := f.now()
+	s.h.mu.Lock()
+	s.h.dirty.Store(true)
+	if s.h.down.Load() {
+		s.h.mu.Unlock()
+		return
+	}
+	s.h.down.Store(true)
+	s.h.downSince = now
+	f.downCount.Add(1)
+	s.m.healthy.Set(0)
+	s.m.markedDown.Inc()
+	if !s.h.probing && !s.h.closed {
+		s.h.probing = true
+		f.wg.Add(1)
+		go s.probeLoop()
+	}
+	ok, suppressed := s.h.log.allow(now)
+	s.h.mu.Unlock()
+	if ok {
+		f.cfg.Logger.Warn().Str("upstream", s.addr).Err(err).Int("suppressed", suppressed).
+			Msg("upstream down: skipped while another server is up, probed in the background")
+	}
+}
+
+// markUp puts s back into rotation and forgets its failures. how is "probe" when s's prober
+// calls it, as it ends.
+func (s *server) markUp(how string) {
+	f := s.f
+	now := f.now()
+	s.h.mu.Lock()
+	if how == "probe" {
+		s.h.probing = false
+	}
+	s.h.fails = 0
+	s.h.dirty.Store(false)
+	if !s.h.down.Load() {
+		s.h.mu.Unlock()
+		return
+	}
+	s.h.down.Store(false)
+	downFor := now.Sub(s.h.downSince)
+	f.downCount.Add(-1)
+	s.m.healthy.Set(1)
+	ok, suppressed := s.h.log.allow(now)
+	s.h.mu.Unlock()
+	if ok {
+		f.cfg.Logger.Info().Str("upstream", s.addr).Str("by", how).Dur("down_for", downFor).
+			Int("suppressed", suppressed).Msg("upstream up again")
+	}
+}
+
+// probeLoop probes a down server, waiting ProbeInterval before the first probe and twice as
+// long after each failed one, up to ProbeMaxInterval, until the server answers, a reply to an
+// ordinary query brings it back, or Close.
+func (s *server) probeLoop() {
+	f := s.f
+	defer f.wg.Done()
+	interval := f.cfg.ProbeInterval
+	for {
+		select {
+		case <-f.probeWait(interval):
+		case <-f.ctx.Done():
+			s.stopProbing()
+			return
+		}
+		s.h.mu.Lock()
+		if !s.h.down.Load() {
+			// An ordinary query got a reply meanwhile. Deciding under the lock means a
+			// markDown racing this exit sees probing still set, or starts a new prober.
+			s.h.probing = false
+			s.h.mu.Unlock()
+			return
+		}
+		s.h.mu.Unlock()
+		_, err := s.probe(f.ctx)
+		switch {
+		case errors.Is(err, ErrClosed):
+			s.stopProbing()
+			return
+		case err == nil:
+			s.m.probesAlive.Inc()
+			s.markUp("probe")
+		default:
+			s.m.probesDead.Inc()
+		}
+		if f.probeDone != nil {
+			f.probeDone(s.addr, interval, err)
+		}
+		if err == nil {
+			return
+		}
+		interval = min(2*interval, f.cfg.ProbeMaxInterval)
+	}
+}
+
+func (s *server) stopProbing() {
+	s.h.mu.Lock()
+	s.h.probing = false
+	s.h.mu.Unlock()
+}
+
+// probe sends the probe query (ProbeName NS IN, recursion desired, as CoreDNS's forward health
+// check does) over the configured protocol on a connection of its own, and waits for any
+// reply carrying its ID, whatever the RCODE. It is bounded by Config.Timeout and ctx, and
+// aborted by Close. A UDP-mode probe that gets a truncated reply has its answer: the server is
+// alive.
+func (s *server) probe(ctx context.Context) (time.Duration, error) {
+	f := s.f
+	if f.closed.Load() {
+		return 0, ErrClosed
+	}
+	ctx, cancel := context.WithTimeout(ctx, f.cfg.Timeout)
+	defer cancel()
+	defer context.AfterFunc(f.ctx, cancel)()
+
+	id := randID()
+	wire := append([]byte(nil), f.probeWire...)
+	wire[2], wire[3] = byte(id>>8), byte(id)
+	start := time.Now()
+	var nc net.Conn
+	var err error
+	if f.udp {
+		var d net.Dialer
+		nc, err = d.DialContext(ctx, "udp", s.addr)
+	} else {
+		nc, err = f.dialTCP(ctx, s.addr)
+	}
+	if err != nil {
+		return 0, s.probeErr(ctx, err)
+	}
+	defer nc.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		nc.SetDeadline(dl)
+	}
+	defer context.AfterFunc(ctx, func() { nc.SetDeadline(aLongTimeAgo) })()
+
+	if f.udp {
+		_, err = nc.Write(wire[2:])
+	} else {
+		_, err = nc.Write(wire)
+	}
+	if err != nil {
+		return 0, s.probeErr(ctx, err)
+	}
+	buf := make([]byte, dns.MaxMsgSize)
+	for { // ends at ctx's deadline at the latest
+		var msg []byte
+		if f.udp {
+			n, err := nc.Read(buf)
+			if err != nil {
+				return 0, s.probeErr(ctx, err)
+			}
+			msg = buf[:n]
+		} else {
+			var lb [2]byte
+			if _, err := io.ReadFull(nc, lb[:]); err != nil {
+				return 0, s.probeErr(ctx, err)
+			}
+			msg = buf[:int(lb[0])<<8|int(lb[1])]
+			if _, err := io.ReadFull(nc, msg); err != nil {
+				return 0, s.probeErr(ctx, err)
+			}
+		}
+		// The header is enough: a response with the probe's ID is a live server.
+		if len(msg) >= 12 && msg[0] == byte(id>>8) && msg[1] == byte(id) && msg[2]&0x80 != 0 {
+			return time.Since(start), nil
+		}
+	}
+}
+
+func (s *server) probeErr(ctx context.Context, err error) error {
+	switch {
+	case s.f.ctx.Err() != nil:
+		return ErrClosed
+	case errors.Is(ctx.Err(), context.Canceled):
+		return fmt.Errorf("%s: probe: %w", s.addr, ctx.Err())
+	case ctx.Err() != nil, errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, context.DeadlineExceeded):
+		// The socket deadline and ctx's timer end the same wait; either may come first.
+		return fmt.Errorf("%s: probe: %w", s.addr, errTimeout)
+	}
+	return fmt.Errorf("%s: probe: %w", s.addr, err)
+}
+
+// packProbe builds the probe query with a zero ID and a TCP length prefix.
+func packProbe(name string) ([]byte, error) {
+	m := new(dns.Msg)
+	m.SetQuestion(name, dns.TypeNS)
+	m.Id = 0
+	b, err := m.Pack()
+	if err != nil {
+		return nil, err
+	}
+	return append([]byte{byte(len(b) >> 8), byte(len(b))}, b...), nil
+}
+
+// defaultProbeWait waits d plus up to a tenth more, so that the stubs of pods started together
+// do not probe a dead server in lockstep.
+func defaultProbeWait(d time.Duration) <-chan time.Time {
+	return time.After(d + rand.N(d/10+1))
+}
+
+// limiter lets through at most one log line per logInterval and counts the ones it held back.
+type limiter struct {
+	last       time.Time
+	suppressed int
+}
+
+// allow reports whether a line may be written now and how many were held back before it. The
+// caller holds the lock that guards l.
+func (l *limiter) allow(now time.Time) (bool, int) {
+	if !l.last.IsZero() && now.Sub(l.last) < logInterval {
+		l.suppressed++
+		return false, 0
+	}
+	n := l.suppressed
+	l.suppressed, l.last = 0, now
+	return true, n
+}
