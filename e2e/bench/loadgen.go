@@ -120,7 +120,17 @@ func loadgenMain(args []string, stdout io.Writer) error {
 		return err
 	}
 	defer conn.Close()
-	_ = conn.SetReadBuffer(4 << 20)
+	// Replies must not be dropped by our own socket while the receiver waits for the CPU: as
+	// root, force a buffer above net.core.rmem_max; otherwise take what the kernel allows.
+	if rc, err := conn.SyscallConn(); err == nil {
+		var serr error
+		_ = rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20)
+		})
+		if serr != nil {
+			_ = conn.SetReadBuffer(8 << 20)
+		}
+	}
 
 	total := int(float64(*rate) * dur.Seconds())
 	interval := time.Second / time.Duration(*rate)
