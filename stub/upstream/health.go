@@ -77,7 +77,7 @@ func (f *Forwarder) ProbeAll(ctx context.Context) []ProbeResult {
 			switch {
 			case err == nil:
 				s.m.probesAlive.Inc()
-				s.markUp("startup probe")
+				s.markUp(byStartupProbe)
 			case errors.Is(err, ErrClosed):
 			default:
 				s.m.probesDead.Inc()
@@ -125,7 +125,7 @@ func (f *Forwarder) order() []*server {
 func (s *server) replied(at int64) {
 	s.h.lastReply.Store(at)
 	if s.h.dirty.Load() {
-		s.markUp("reply")
+		s.markUp(byReply)
 	}
 }
 
@@ -173,13 +173,19 @@ func (s *server) markDown(err error) {
 	}
 }
 
-// markUp puts s back into rotation and forgets its failures. how is "probe" when s's prober
-// calls it, as it ends.
+// What brought a server back: the value of the field "by" of the log line.
+const (
+	byProbe        = "probe" // its background prober, which ends with this call
+	byStartupProbe = "startup probe"
+	byReply        = "reply"
+)
+
+// markUp puts s back into rotation and forgets its failures.
 func (s *server) markUp(how string) {
 	f := s.f
 	now := f.now()
 	s.h.mu.Lock()
-	if how == "probe" {
+	if how == byProbe {
 		s.h.probing = false
 	}
 	s.h.fails = 0
@@ -230,7 +236,7 @@ func (s *server) probeLoop() {
 			return
 		case err == nil:
 			s.m.probesAlive.Inc()
-			s.markUp("probe")
+			s.markUp(byProbe)
 		default:
 			s.m.probesDead.Inc()
 		}

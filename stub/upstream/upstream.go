@@ -219,6 +219,7 @@ func New(cfg Config) (*Forwarder, error) {
 	f.cfg.Servers = make([]string, len(f.servers))
 	for i, s := range f.servers {
 		f.cfg.Servers[i] = s.addr
+		s.m.healthy.Set(1) // only once New succeeds: a refused config leaves no series behind
 	}
 	f.ctx, f.cancel = context.WithCancel(context.Background())
 	return f, nil
@@ -394,9 +395,7 @@ type server struct {
 
 func newServer(f *Forwarder, ap netip.AddrPort) *server {
 	addr := ap.String()
-	s := &server{f: f, addr: addr, ap: ap, udpAddr: net.UDPAddrFromAddrPort(ap), m: newServerMetrics(addr)}
-	s.m.healthy.Set(1)
-	return s
+	return &server{f: f, addr: addr, ap: ap, udpAddr: net.UDPAddrFromAddrPort(ap), m: newServerMetrics(addr)}
 }
 
 // attempt tries one server once, within Config.Timeout.
