@@ -1,7 +1,13 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
+	"io"
 	"math"
+	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -143,5 +149,95 @@ func TestCheckTargets(t *testing.T) {
 		if c.name == "hit q/CPU-s ≥ 1.0× best of dnsmasq, unbound" && c.verdict != "n/a" {
 			t.Errorf("without dnsmasq and unbound: %q, want n/a", c.verdict)
 		}
+	}
+}
+
+// responder answers DNS queries on a loopback UDP socket by echoing them with the QR bit set;
+// with dropEvery > 0 it ignores every dropEvery-th query.
+func responder(t *testing.T, dropEvery int) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 512)
+		for n := 1; ; n++ {
+			k, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			if dropEvery > 0 && n%dropEvery == 0 {
+				continue
+			}
+			buf[2] |= 0x80
+			_, _ = pc.WriteTo(buf[:k], from)
+		}
+	}()
+	return pc.LocalAddr().String()
+}
+
+func TestLoadgen(t *testing.T) {
+	names := filepath.Join(t.TempDir(), "names.txt")
+	if err := os.WriteFile(names, []byte("a.bench.test A\nb.bench.test A\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name         string
+		dropEvery    int
+		wantReceived int
+	}{
+		{"all answered", 0, 200},
+		{"every 4th dropped", 4, 150},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			addr := responder(t, tt.dropEvery)
+			var out bytes.Buffer
+			err := loadgenMain([]string{"-server", addr, "-names", names, "-rate", "500", "-duration", "400ms", "-timeout", "2s"}, &out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var r rateResult
+			if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+				t.Fatalf("%v: %q", err, out.String())
+			}
+			// 200 queries fit in any socket buffer, so even a stalled machine loses none.
+			if r.Sent != 200 || r.Received != tt.wantReceived {
+				t.Errorf("sent %d received %d, want 200 and %d", r.Sent, r.Received, tt.wantReceived)
+			}
+			if !(r.P50us > 0 && r.P50us <= r.P99us && r.P99us <= r.P999us && r.P999us < 2e6) {
+				t.Errorf("percentiles not ordered or out of range: %+v", r)
+			}
+			// 200 queries at 500 q/s are paced over about 0.4 s, not sent at once.
+			if r.Seconds < 0.35 {
+				t.Errorf("sent in %.3f s, want paced over ~0.4 s", r.Seconds)
+			}
+		})
+	}
+	if err := loadgenMain([]string{"-server", "192.0.2.1:53", "-names", names}, io.Discard); err == nil {
+		t.Error("a non-loopback server: want an error")
+	}
+}
+
+func TestFirstAnswer(t *testing.T) {
+	addr := responder(t, 0)
+	d, err := firstAnswer(addr, "a.bench.test", time.Now(), time.Second)
+	if err != nil || d <= 0 || d > time.Second {
+		t.Errorf("answering server: %v, %v", d, err)
+	}
+	// A bound socket that never answers.
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	start := time.Now()
+	if _, err := firstAnswer(pc.LocalAddr().String(), "a.bench.test", start, 50*time.Millisecond); err == nil {
+		t.Error("silent server: want an error")
+	}
+	if el := time.Since(start); el > time.Second {
+		t.Errorf("silent server: gave up after %v, want about the 50 ms limit", el)
 	}
 }

@@ -114,7 +114,7 @@ func loadgenMain(args []string, stdout io.Writer) error {
 			return fmt.Errorf("pack %q: %w", n, err)
 		}
 	}
-	runtime.GOMAXPROCS(2)
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
 	conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(ap))
 	if err != nil {
 		return err
@@ -296,8 +296,9 @@ func query(conn *net.UDPConn, q []byte, id uint16, buf []byte, timeout time.Dura
 	}
 }
 
-// warm asks every name once, in order, so the hit runs find them cached.
-func warm(addr string, names []string) error {
+// resolveAll asks every name once, in order, and fails unless each gets a NOERROR answer (used
+// to check that the upstream serves both zones).
+func resolveAll(addr string, names []string) error {
 	ap, err := mustLoopback(addr)
 	if err != nil {
 		return err
@@ -320,7 +321,7 @@ func warm(addr string, names []string) error {
 			}
 		}
 		if qerr != nil {
-			return fmt.Errorf("warming %s: %w", n, qerr)
+			return fmt.Errorf("resolving %s: %w", n, qerr)
 		}
 	}
 	return nil

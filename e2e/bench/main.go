@@ -289,14 +289,17 @@ func run(ctx context.Context, o *options, stdout io.Writer) (err error) {
 // describe is the environment line of the report: versions, CPUs, load.
 func (b *bench) describe(targets []string, bins map[string]string) string {
 	o := b.opts
-	load, _ := os.ReadFile("/proc/loadavg")
+	load := []string{"?", "?", "?"}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil && len(strings.Fields(string(b))) >= 3 {
+		load = strings.Fields(string(b))[:3]
+	}
 	var vers []string
 	for _, t := range targets {
 		vers = append(vers, t+" "+version(t, bins[t]))
 	}
 	return fmt.Sprintf("Versions: %s. Server on CPU %d, load generators and upstream on CPU %d; %d CPUs online, "+
 		"load average at the end %s. Hit runs: %d names, dnsperf %v; fixed rate %d q/s for %v; miss run: %d unique names (limit %v).",
-		strings.Join(vers, ", "), o.serverCPU, o.genCPU, runtime.NumCPU(), strings.Join(strings.Fields(string(load))[:3], " "),
+		strings.Join(vers, ", "), o.serverCPU, o.genCPU, runtime.NumCPU(), strings.Join(load, " "),
 		o.hitNames, o.hitDur, o.rate, o.rateDur, o.missNames, o.missLimit)
 }
 
@@ -369,7 +372,7 @@ func (b *bench) startUpstream(bin string) error {
 	if _, err := firstAnswer(b.upstream.String(), b.hitNames[0], time.Now(), 10*time.Second); err != nil {
 		return fmt.Errorf("upstream: %w\n%s", err, p.tail())
 	}
-	if err := warm(b.upstream.String(), []string{b.hitNames[len(b.hitNames)-1], "u0000000." + missZone}); err != nil {
+	if err := resolveAll(b.upstream.String(), []string{b.hitNames[len(b.hitNames)-1], "u0000000." + missZone}); err != nil {
 		return fmt.Errorf("upstream: %w\n%s", err, p.tail())
 	}
 	return nil

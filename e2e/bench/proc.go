@@ -46,6 +46,10 @@ func (s *procSet) startPinned(cpu int, name, logPath, path string, args, env []s
 	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Dir = filepath.Dir(logPath)
+	// Should this program be killed outright (no cleanup), the kernel kills its children. The
+	// signal follows the forking thread, which is locked below and returned to the runtime's
+	// pool afterwards, never exited.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 
 	runtime.LockOSThread()
 	var old, pin unix.CPUSet

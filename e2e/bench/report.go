@@ -180,6 +180,9 @@ func checkTargets(res map[string]map[string]stat) []check {
 	var out []check
 	cmp := func(name string, p, ref float64, refLabel string, factor float64, higherBetter bool, f func(float64) string) {
 		c := check{name: name, podns: f(p), reference: refLabel, verdict: "n/a", ratio: "–"}
+		if math.IsNaN(ref) {
+			c.reference = "– (peer not run)"
+		}
 		if !math.IsNaN(p) && !math.IsNaN(ref) && ref != 0 {
 			r := p / ref
 			c.ratio = fmt.Sprintf("%.2f×", r)
