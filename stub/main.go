@@ -96,11 +96,15 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 		servers[i] = u.String()
 	}
 	fwd, err := upstream.New(upstream.Config{
-		Servers:     servers,
-		Protocol:    cfg.UpstreamProtocol,
-		Timeout:     cfg.UpstreamTimeout,
-		IdleTimeout: cfg.UpstreamIdleTimeout,
-		Logger:      log.With().Str("part", "upstream").Logger(),
+		Servers:          servers,
+		Protocol:         cfg.UpstreamProtocol,
+		Timeout:          cfg.UpstreamTimeout,
+		IdleTimeout:      cfg.UpstreamIdleTimeout,
+		MaxFails:         cfg.UpstreamMaxFails,
+		ProbeInterval:    cfg.UpstreamProbeInterval,
+		ProbeMaxInterval: cfg.UpstreamProbeMaxInterval,
+		ProbeName:        cfg.UpstreamProbeName,
+		Logger:           log.With().Str("part", "upstream").Logger(),
 	})
 	if err != nil {
 		log.Error().Err(err).Msg("cannot start")
@@ -143,13 +147,15 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 		log.Error().Err(err).Msg("cannot start")
 		return exitConfig
 	}
-	var terminating atomic.Bool
+	var terminating, probed atomic.Bool
 	stopHTTP, err := serveHTTP(cfg, reg, func() (bool, string) {
 		switch {
 		case terminating.Load():
 			return false, "terminating"
 		case !srv.Ready():
 			return false, "not serving"
+		case !probed.Load():
+			return false, "probing upstreams"
 		}
 		return true, "ok"
 	}, log)
@@ -162,6 +168,21 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 		log.Error().Err(err).Msg("cannot listen")
 		return exitFail
 	}
+	// Before reporting ready, find the dead upstreams (a stale nameserver in the node's
+	// resolv.conf is a field classic), so that even the pod's first lookup avoids them. Queries
+	// that arrive meanwhile are answered; they just may try a dead upstream.
+	if cfg.StartupProbeTimeout > 0 {
+		pctx, cancel := context.WithTimeout(ctx, cfg.StartupProbeTimeout)
+		for _, p := range fwd.ProbeAll(pctx) {
+			ev := log.Info()
+			if !p.Up {
+				ev = log.Warn().AnErr("error", p.Err)
+			}
+			ev.Str("upstream", p.Server).Bool("up", p.Up).Dur("rtt", p.RTT).Msg("startup probe")
+		}
+		cancel()
+	}
+	probed.Store(true)
 	log.Info().
 		Str("version", version.Version).
 		Strs("listen", cfg.Listen).
@@ -169,6 +190,8 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 		Str("upstreams_from", source).
 		Str("upstream_protocol", cfg.UpstreamProtocol).
 		Dur("upstream_timeout", cfg.UpstreamTimeout).
+		Int("upstream_max_fails", cfg.UpstreamMaxFails).
+		Str("upstream_probe_name", cfg.UpstreamProbeName).
 		Int("cache_size", cfg.CacheSize).
 		Dur("cache_min_ttl", cfg.CacheMinTTL).
 		Dur("cache_max_ttl", cfg.CacheMaxTTL).

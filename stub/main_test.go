@@ -261,3 +261,67 @@ func TestPortInUseExits1(t *testing.T) {
 		t.Fatalf("exit %d, log %s", code, logs.String())
 	}
 }
+
+// silentUpstream accepts TCP connections and never answers: a dead nameserver as the stub sees
+// it behind a DNAT to a backend that is gone.
+func silentUpstream(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	return l.Addr().String()
+}
+
+func TestStartupProbeMakesFirstLookupAvoidDeadUpstream(t *testing.T) {
+	dead, good := silentUpstream(t), upstreamServer(t)
+	dnsAddr, httpAddr := freePort(t), freePort(t)
+	ctx, sigterm := context.WithCancel(context.Background())
+	defer sigterm()
+	var logs syncBuffer
+	exited := make(chan int, 1)
+	go func() {
+		exited <- run(ctx, nil, map[string]string{
+			"PODNS_LISTEN": dnsAddr, "PODNS_UPSTREAMS": dead + "," + good, "PODNS_HTTP_LISTEN": httpAddr,
+			"PODNS_UPSTREAM_TIMEOUT": "2s", "PODNS_UPSTREAM_STARTUP_PROBE_TIMEOUT": "300ms",
+		}, io.Discard, &logs)
+	}()
+	waitReady(t, "http://"+httpAddr+"/readyz", exited)
+	if !strings.Contains(logs.String(), `"upstream":"`+dead+`","up":false`) {
+		t.Errorf("no startup probe line marking %s down:\n%s", dead, logs.String())
+	}
+	c := &dns.Client{Timeout: 3 * time.Second}
+	m := new(dns.Msg)
+	m.SetQuestion("first.example.", dns.TypeA)
+	start := time.Now()
+	r, _, err := c.Exchange(m, dnsAddr)
+	if err != nil || len(r.Answer) != 1 {
+		t.Fatalf("first lookup: %v %v", r, err)
+	}
+	if took := time.Since(start); took > 500*time.Millisecond {
+		t.Errorf("first lookup took %v: it waited on the dead upstream (timeout 2s)", took)
+	}
+	sigterm()
+	<-exited
+}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-multierror"
+	"github.com/miekg/dns"
 	"github.com/rs/zerolog"
 
 	"github.com/podns/podns/internal/envconfig"
@@ -46,6 +47,19 @@ type Config struct {
 	UpstreamTimeout time.Duration `env:"PODNS_UPSTREAM_TIMEOUT" envDefault:"2s" min:"100ms" max:"30s" help:"per-attempt upstream timeout"`
 	// UpstreamIdleTimeout closes pooled upstream TCP connections before CoreDNS's 10 s idle close.
 	UpstreamIdleTimeout time.Duration `env:"PODNS_UPSTREAM_IDLE_TIMEOUT" envDefault:"5s" min:"1s" max:"10m" help:"close idle upstream TCP connections after this"`
+
+	// UpstreamMaxFails: one failed attempt already cost a client the whole upstream timeout.
+	UpstreamMaxFails int `env:"PODNS_UPSTREAM_MAX_FAILS" envDefault:"1" min:"1" max:"100" help:"consecutive failed attempts (timeout, refused, unreachable) that mark an upstream down; any reply counts as alive"`
+	// UpstreamProbeInterval is the first pause between probes of a down upstream; it doubles up to
+	// UpstreamProbeMaxInterval while the upstream stays silent.
+	UpstreamProbeInterval    time.Duration `env:"PODNS_UPSTREAM_PROBE_INTERVAL" envDefault:"500ms" min:"50ms" max:"1m" help:"first pause between probes of a down upstream (doubles while it stays silent)"`
+	UpstreamProbeMaxInterval time.Duration `env:"PODNS_UPSTREAM_PROBE_MAX_INTERVAL" envDefault:"15s" min:"50ms" max:"10m" help:"longest pause between probes of a down upstream"`
+	// UpstreamProbeName is asked (type NS) to tell a live upstream from a dead one; any reply,
+	// even REFUSED or NXDOMAIN, means alive.
+	UpstreamProbeName string `env:"PODNS_UPSTREAM_PROBE_NAME" envDefault:"." allowed:"a domain name" help:"name of the health probe query (type NS); any reply means alive"`
+	// StartupProbeTimeout bounds the parallel probe of every upstream before the stub reports
+	// ready, so that even the first lookup avoids a dead upstream.
+	StartupProbeTimeout time.Duration `env:"PODNS_UPSTREAM_STARTUP_PROBE_TIMEOUT" envDefault:"1s" min:"0s" max:"30s" help:"probe every upstream in parallel for at most this long before reporting ready; 0s skips it"`
 
 	CacheSize        int           `env:"PODNS_CACHE_SIZE" envDefault:"10000" min:"0" max:"10000000" help:"cache capacity in entries; 0 disables the cache"`
 	CacheMinTTL      time.Duration `env:"PODNS_CACHE_MIN_TTL" envDefault:"0s" min:"0s" max:"1h" help:"raise shorter TTLs to this"`
@@ -128,6 +142,12 @@ func (c *Config) validate() error {
 		if err != nil || (host != "" && !isIP(host)) || !validPort(port) {
 			errs = multierror.Append(errs, fmt.Errorf("PODNS_HTTP_LISTEN=%q: not [ip]:port (allowed: [ip]:port or off)", c.HTTPListen))
 		}
+	}
+	if _, ok := dns.IsDomainName(c.UpstreamProbeName); !ok {
+		errs = multierror.Append(errs, fmt.Errorf("PODNS_UPSTREAM_PROBE_NAME=%q: not a domain name (allowed: a domain name)", c.UpstreamProbeName))
+	}
+	if c.UpstreamProbeMaxInterval < c.UpstreamProbeInterval {
+		errs = multierror.Append(errs, fmt.Errorf("PODNS_UPSTREAM_PROBE_MAX_INTERVAL=%s is below PODNS_UPSTREAM_PROBE_INTERVAL=%s (allowed: max >= first)", c.UpstreamProbeMaxInterval, c.UpstreamProbeInterval))
 	}
 	if c.ServeStale != "off" {
 		d, err := time.ParseDuration(c.ServeStale)

@@ -62,6 +62,9 @@ type Config struct {
 	Logger zerolog.Logger
 }
 
+// udpReadBuffer is the receive buffer asked for on each UDP socket.
+const udpReadBuffer = 4 << 20
+
 // maxMsg is the largest DNS message (TCP length prefix is 16 bits).
 const maxMsg = 65535
 
@@ -132,6 +135,10 @@ func (s *Server) Start() error {
 				return fmt.Errorf("listen udp %s: %w", ap, err)
 			}
 			u := pc.(*net.UDPConn)
+			// A burst of lookups from many app threads lands at once; the kernel's default
+			// receive buffer (about 200 KiB) drops part of it. Ask for more; the kernel caps
+			// the request at net.core.rmem_max.
+			_ = u.SetReadBuffer(udpReadBuffer)
 			if i == 0 {
 				addr = u.LocalAddr().String() // port 0: the others join the port the first got
 			}

@@ -373,3 +373,7 @@ func (l *limiter) allow(now time.Time) (bool, int) {
 	l.suppressed, l.last = 0, now
 	return true, n
 }
+
+// Healthy reports whether at least one server is believed up. The server answers from stale cache
+// entries at once when none is, instead of waiting for attempts that are known to fail.
+func (f *Forwarder) Healthy() bool { return int(f.downCount.Load()) < len(f.servers) }
