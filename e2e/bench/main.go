@@ -326,7 +326,7 @@ func podnsImageSize(ctx context.Context) (float64, bool) {
 	if _, err := exec.LookPath("podman"); err != nil {
 		return 0, false
 	}
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, "podman", "image", "ls", "--format", "json").Output()
 	if err != nil {
@@ -506,11 +506,13 @@ func (b *bench) runTarget(ctx context.Context, t, bin string, round int) (map[st
 	if v[mRSS100k], err = rssBytes(pid); err != nil {
 		return fail("RSS", err)
 	}
-	v[mBytesPerEntry] = ratio(v[mRSS100k]-rssBefore, pr.Completed)
-	if pre := specs[t].preallocated; pre > 0 {
-		// The cache was allocated at start, so filling it costs nothing more: its cost per
-		// entry is what the larger capacity added to the idle RSS.
-		v[mBytesPerEntry] += ratio(v[mRSSIdleSized]-v[mRSSIdle], float64(sized-pre))
+	// An entry costs what storing it added, plus what its slot of capacity cost before anything
+	// was stored (all of it for dnsmasq, which allocates its cache at start).
+	v[mBytesFill] = ratio(v[mRSS100k]-rssBefore, pr.Completed)
+	v[mBytesPerEntry] = v[mBytesFill]
+	if def := specs[t].defaultEntries; def > 0 && sized > def {
+		v[mBytesPrealloc] = max(0, v[mRSSIdleSized]-v[mRSSIdle]) / float64(sized-def)
+		v[mBytesPerEntry] += v[mBytesPrealloc]
 	}
 	if p.exited() {
 		return fail("after the runs", errors.New("server died"))

@@ -26,6 +26,8 @@ const (
 	mRSSHit        = "rss_after_hit_bytes"
 	mRSS100k       = "rss_after_100k_bytes"
 	mBytesPerEntry = "bytes_per_entry"
+	mBytesFill     = "bytes_fill_per_entry"
+	mBytesPrealloc = "bytes_prealloc_per_slot"
 	mFirstAnswer   = "first_answer_ms"
 	mBinary        = "binary_bytes"
 	mImage         = "image_bytes"
@@ -83,6 +85,8 @@ var metrics = []metric{
 	{mRSSHit, "RSS after the hit run", "↓", mib},
 	{mRSS100k, "RSS after the miss run", "↓", mib},
 	{mBytesPerEntry, "bytes per cached entry", "↓", num},
+	{mBytesFill, "  of which stored when filled", "", num},
+	{mBytesPrealloc, "  of which per slot of capacity, at start", "", num},
 	{mFirstAnswer, "exec to first answer (ms)", "↓", num},
 	{mBinary, "binary size", "↓", mib},
 	{mImage, "image size", "↓", mib},

@@ -107,9 +107,10 @@ type launch struct {
 // targetSpec knows where a target's binary is and how to configure it.
 type targetSpec struct {
 	name string
-	// preallocated is the cache capacity the target allocates in full at start for config's
-	// cacheSize 0 (dnsmasq); 0 when the cache grows with its entries.
-	preallocated int
+	// defaultEntries is the cache capacity, in entries, config's cacheSize 0 gives; 0 when the
+	// capacity is in bytes (unbound). It lets the memory a larger capacity costs before any
+	// entry is stored (dnsmasq allocates its whole cache at start) be counted per entry.
+	defaultEntries int
 	// find returns the binary's path, or an error saying plainly what is missing.
 	find func(opts *options) (string, error)
 	// config writes the target's config under dir and returns how to start it listening on
@@ -139,7 +140,8 @@ func lookBin(name string, dirs ...string) (string, error) {
 
 var specs = map[string]targetSpec{
 	"podns": {
-		name: "podns",
+		name:           "podns",
+		defaultEntries: 10000, // PODNS_CACHE_SIZE's default
 		find: func(o *options) (string, error) {
 			if _, err := os.Stat(o.stub); err != nil {
 				return "", fmt.Errorf("%s missing: run make build", o.stub)
@@ -167,7 +169,8 @@ var specs = map[string]targetSpec{
 		},
 	},
 	"coredns": {
-		name: "coredns",
+		name:           "coredns",
+		defaultEntries: 9984,
 		find: func(o *options) (string, error) {
 			p, err := lookBin("coredns", ".tools/bin")
 			if err != nil {
@@ -207,8 +210,8 @@ var specs = map[string]targetSpec{
 		},
 	},
 	"dnsmasq": {
-		name:         "dnsmasq",
-		preallocated: 10000,
+		name:           "dnsmasq",
+		defaultEntries: 10000,
 		find: func(*options) (string, error) {
 			p, err := lookBin("dnsmasq", "/usr/sbin")
 			if err != nil {
@@ -219,7 +222,7 @@ var specs = map[string]targetSpec{
 		// dnsmasq forwards over UDP only (it has no force-TCP option).
 		config: func(bin, dir string, listen, up netip.AddrPort, cacheSize int) (launch, error) {
 			if cacheSize == 0 {
-				cacheSize = 10000 // = preallocated; Debian's default is 150, 10000 is what a cache is given
+				cacheSize = 10000 // Debian's default is 150; 10000 is what a cache is given
 			}
 			return launch{path: bin, env: cleanEnv(), args: []string{
 				"--keep-in-foreground",
