@@ -73,8 +73,9 @@ func TestImages(t *testing.T) {
 	build.Env = append(os.Environ(),
 		"CONTAINERS_CONF="+conf, "BUILDER=podman", "VERSION="+version, "CONTEXT="+ctx,
 		"PLATFORMS=linux/"+runtime.GOARCH, "GOFLAGS=-mod=vendor", "PUSH=0",
-		// No intermediate images left behind in the machine's image store.
-		"BUILD_FLAGS=--layers=false")
+		// No network for RUN steps: the build is offline by construction, not by luck. No
+		// intermediate images left behind in the machine's image store.
+		"BUILD_FLAGS=--network=none --layers=false")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("images/build.sh: %v\n%s", err, out)
 	}
@@ -171,7 +172,7 @@ func testCrossBuild(t *testing.T, pm podman, root, ctx, conf string) {
 	build := exec.Command(filepath.Join(root, "images", "build.sh"), "init")
 	build.Env = append(os.Environ(),
 		"CONTAINERS_CONF="+conf, "BUILDER=podman", "VERSION="+version, "CONTEXT="+ctx, "REGISTRY="+registry,
-		"PLATFORMS=linux/"+other, "GOFLAGS=-mod=vendor", "PUSH=0", "BUILD_FLAGS=--layers=false")
+		"PLATFORMS=linux/"+other, "GOFLAGS=-mod=vendor", "PUSH=0", "BUILD_FLAGS=--network=none --layers=false")
 	out, err := build.CombinedOutput()
 	defer pm.output("rmi", image)
 	if err != nil {
