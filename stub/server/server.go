@@ -155,7 +155,7 @@ func (s *Server) Start() error {
 	s.perAddr = perAddr
 	for _, u := range s.udp {
 		s.wg.Add(1)
-		go s.serveUDP(u)
+		go s.serveUDPBatch(u)
 	}
 	for _, t := range s.tcp {
 		s.wg.Add(1)

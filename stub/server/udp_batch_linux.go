@@ -1,0 +1,196 @@
+package server
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/podns/podns/stub/wire"
+)
+
+// Under load most of a cache hit's cost is two system calls and the netpoller around them, not
+// the cache. recvmmsg and sendmmsg move up to udpBatch datagrams per call, so a burst of
+// lookups costs two system calls, not two per lookup. Blocking still goes through Go's netpoller
+// (RawConn.Read/Write), so deadlines and Shutdown work as for any socket.
+
+// udpBatch is how many datagrams one system call moves.
+const udpBatch = 32
+
+// udpSlot is the read buffer of one datagram. DNS queries are small (RFC 1035's 512 bytes, EDNS
+// ones well under 1 KiB); a larger one is cut short by the kernel (MSG_TRUNC) and dropped.
+const udpSlot = 4096
+
+// batchIO is one reader's preallocated batch: nothing on the hit path allocates.
+type batchIO struct {
+	in    [udpBatch][udpSlot]byte
+	names [udpBatch]unix.RawSockaddrInet6 // large enough for IPv4 and IPv6 peers
+	rvec  [udpBatch]unix.Iovec
+	rmsg  [udpBatch]unix.Mmsghdr
+	out   [udpBatch][]byte // reply buffers; a reply larger than the slot grows its own
+	svec  [udpBatch]unix.Iovec
+	smsg  [udpBatch]unix.Mmsghdr
+}
+
+func newBatchIO() *batchIO {
+	b := new(batchIO)
+	for i := range b.rmsg {
+		b.rvec[i].Base = &b.in[i][0]
+		b.rvec[i].SetLen(udpSlot)
+		b.rmsg[i].Hdr.Iov = &b.rvec[i]
+		b.rmsg[i].Hdr.SetIovlen(1)
+		b.out[i] = make([]byte, 0, udpSlot)
+	}
+	return b
+}
+
+// serveUDPBatch is serveUDP with batched system calls.
+func (s *Server) serveUDPBatch(conn *net.UDPConn) {
+	defer s.wg.Done()
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		s.wg.Add(1)
+		s.serveUDP(conn)
+		return
+	}
+	b := newBatchIO()
+	var r wire.Request
+	for {
+		n, err := b.recv(rc)
+		if err != nil {
+			if s.closing.Load() || errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) {
+				return
+			}
+			s.log.Warn().Err(err).Msg("udp read")
+			continue
+		}
+		k := 0 // replies queued for sendmmsg
+		for i := range n {
+			m := &b.rmsg[i]
+			if m.Hdr.Flags&unix.MSG_TRUNC != 0 {
+				droppedUnparseable.Inc() // larger than any DNS query has reason to be
+				continue
+			}
+			pkt := b.in[i][:m.Len]
+			addr, ok := sockaddrToAddrPort(&b.names[i])
+			if !ok {
+				continue
+			}
+			resp, v := s.answer(&r, b.out[k][:0], pkt, protoUDP)
+			switch v {
+			case reply:
+				if s.cfg.OrderSameID && s.order.active.Load() > 0 {
+					s.order.sendNow(addr, r.ID, resp, func(p []byte) { sendUDP(conn, addr, p) })
+					continue
+				}
+				countResponse(resp)
+				b.queue(k, resp, &b.names[i], m.Hdr.Namelen)
+				k++
+			case forward:
+				// Replies already answered in this batch leave first, so that none can be
+				// overtaken by this query's reply (the musl same-ID order).
+				b.send(rc, k)
+				k = 0
+				send := func(p []byte) { sendUDP(conn, addr, p) }
+				if s.cfg.OrderSameID {
+					slot := s.order.reserve(addr, r.ID)
+					send = func(p []byte) { s.order.complete(slot, p, func(p []byte) { sendUDP(conn, addr, p) }) }
+				}
+				s.forwardAsync(pkt, protoUDP, send)
+			}
+		}
+		b.send(rc, k)
+	}
+}
+
+// recv fills the batch with at least one datagram, waiting in the netpoller when none is queued.
+func (b *batchIO) recv(rc syscall.RawConn) (int, error) {
+	for i := range b.rmsg {
+		b.rmsg[i].Hdr.Name = (*byte)(unsafe.Pointer(&b.names[i]))
+		b.rmsg[i].Hdr.Namelen = unix.SizeofSockaddrInet6
+		b.rmsg[i].Hdr.Flags = 0
+	}
+	var n int
+	var errno syscall.Errno
+	err := rc.Read(func(fd uintptr) bool {
+		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.rmsg[0])), udpBatch, unix.MSG_DONTWAIT, 0, 0)
+		if e == unix.EAGAIN || e == unix.EINTR {
+			return false
+		}
+		n, errno = int(r), e
+		return true
+	})
+	if err != nil {
+		return 0, err
+	}
+	if errno != 0 {
+		return 0, errno
+	}
+	return n, nil
+}
+
+// queue puts reply k of the batch in the send list, addressed to the sockaddr it came from.
+func (b *batchIO) queue(k int, resp []byte, name *unix.RawSockaddrInet6, namelen uint32) {
+	b.out[k] = resp[:0] // keep a reply buffer that grew for the next batch
+	b.svec[k].Base = &resp[0]
+	b.svec[k].SetLen(len(resp))
+	b.smsg[k].Hdr.Name = (*byte)(unsafe.Pointer(name))
+	b.smsg[k].Hdr.Namelen = namelen
+	b.smsg[k].Hdr.Iov = &b.svec[k]
+	b.smsg[k].Hdr.SetIovlen(1)
+}
+
+// send hands the first k queued replies to the kernel. A reply the kernel refuses (a peer that
+// went away) is skipped; UDP gives no better option.
+func (b *batchIO) send(rc syscall.RawConn, k int) {
+	for done := 0; done < k; {
+		var sent int
+		var errno syscall.Errno
+		err := rc.Write(func(fd uintptr) bool {
+			r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.smsg[done])), uintptr(k-done), unix.MSG_DONTWAIT, 0, 0)
+			if e == unix.EAGAIN || e == unix.EINTR {
+				return false
+			}
+			sent, errno = int(r), e
+			return true
+		})
+		switch {
+		case err != nil:
+			return // socket closed
+		case errno != 0:
+			done++ // the first remaining reply failed: drop it, send the rest
+		default:
+			done += sent
+		}
+	}
+}
+
+// sockaddrToAddrPort reads the peer address recvmmsg wrote, without allocating.
+func sockaddrToAddrPort(sa *unix.RawSockaddrInet6) (netip.AddrPort, bool) {
+	port := binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:])
+	switch sa.Family {
+	case unix.AF_INET:
+		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		return netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), port), true
+	case unix.AF_INET6:
+		a := netip.AddrFrom16(sa.Addr)
+		if sa.Scope_id != 0 {
+			// Zoned (link-local) peers are rare on a pod's loopback; the zone costs an allocation.
+			a = a.WithZone(zoneName(sa.Scope_id))
+		}
+		return netip.AddrPortFrom(a, port), true
+	}
+	return netip.AddrPort{}, false
+}
+
+func zoneName(idx uint32) string {
+	if ifi, err := net.InterfaceByIndex(int(idx)); err == nil {
+		return ifi.Name
+	}
+	return ""
+}
