@@ -57,7 +57,9 @@ clean: ## remove build output (keeps .tools)
 	rm -rf bin bench-results
 
 # The e2e suite owns `demo` (see e2e/README.md); the peer benchmark and the real-Kubernetes
-# suite bring their own targets (`bench`, `e2e-kube`).
+# suite bring their own targets (`bench-peers`, `e2e-kube`).
 include e2e/e2e.mk
--include e2e/bench/bench.mk
+include e2e/bench/bench.mk
 -include e2e/kube/kube.mk
+
+bench: bench-peers ## peer benchmark vs CoreDNS (NodeLocal config), dnsmasq, unbound; writes bench-results/
