@@ -111,8 +111,10 @@ func queryInNetns(t *testing.T, nsPath, addr string) (*dns.Msg, error) {
 	return res.r, res.err
 }
 
-// testInitImage runs the init image as a pod would: root without capabilities, read-only
-// root filesystem, resolv.conf bind-mounted as a single file, the state dir a volume.
+// testInitImage runs the init image as a pod would: root without capabilities, no_new_privs,
+// resolv.conf bind-mounted as a single file, the state dir a volume. (Not --read-only: in a
+// pod that would make the runtime mount resolv.conf read-only; podman's -v would not, so the
+// flag would prove nothing here.)
 func testInitImage(t *testing.T, pm podman) {
 	const kubelet = "search default.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n"
 	dir := t.TempDir()
@@ -126,7 +128,7 @@ func testInitImage(t *testing.T, pm podman) {
 	st, _ := os.Stat(conf)
 	ino := st.Sys().(*syscall.Stat_t).Ino
 	run := func() string {
-		out, err := pm.output("run", "--rm", "--network", "none", "--read-only", "--cap-drop=ALL",
+		out, err := pm.output("run", "--rm", "--network", "none", "--cap-drop=ALL",
 			"--security-opt", "no-new-privileges",
 			"-v", conf+":/etc/resolv.conf", "-v", state+":/run/podns", initImage)
 		if err != nil {

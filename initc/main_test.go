@@ -213,6 +213,25 @@ func TestBindMountedResolvConf(t *testing.T) {
 		}
 	})
 
+	t.Run("read-only mount: refused with the manifest fix named", func(t *testing.T) {
+		dir := t.TempDir()
+		conf, state := filepath.Join(dir, "resolv.conf"), filepath.Join(dir, "state")
+		os.WriteFile(conf, []byte(kubelet), 0o644)
+		cmd := exec.Command("unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c",
+			`mount --bind "$0" /etc/resolv.conf && mount -o remount,bind,ro /etc/resolv.conf && exec "$1"`, conf, bin)
+		cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "PODNS_STATE_DIR=" + state}
+		out, _ := cmd.CombinedOutput()
+		if cmd.ProcessState.ExitCode() != exitFail || !strings.Contains(string(out), "/etc/resolv.conf: is mounted read-only (readOnlyRootFilesystem: true") {
+			t.Fatalf("exit %d: %s", cmd.ProcessState.ExitCode(), out)
+		}
+		if got, _ := os.ReadFile(conf); string(got) != kubelet {
+			t.Errorf("resolv.conf changed to %q", got)
+		}
+		if _, err := os.Stat(filepath.Join(state, "upstream.conf")); err == nil {
+			t.Error("upstream.conf saved although the rewrite could not happen")
+		}
+	})
+
 	for _, tc := range []struct{ name, in, want string }{
 		{"no nameserver", "search default.svc.cluster.local\noptions ndots:5\n", "/etc/resolv.conf: has no nameserver line"},
 		{"already podns, nothing saved", "nameserver 127.0.0.1\n", "/etc/resolv.conf: nameserver is already 127.0.0.1"},

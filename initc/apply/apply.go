@@ -2,10 +2,10 @@
 // state dir once, rewrite resolv.conf in place, or disable podns for a hostNetwork pod.
 //
 // The order of operations is what makes a failure harmless: everything is read, decided,
-// rendered and validated first; then the original is saved (atomically, inside the state
-// dir); only then is resolv.conf itself written, with one open-truncate-write-fsync (it is a
-// bind mount: rename onto it fails with EBUSY). Any error before that last step leaves
-// resolv.conf byte-identical.
+// rendered and validated first, and resolv.conf is opened for writing (a read-only mount
+// fails here); then the original is saved (atomically, inside the state dir); only then is
+// resolv.conf itself truncated, written once and fsynced (it is a bind mount: rename onto it
+// fails with EBUSY). Any error before that last step leaves resolv.conf byte-identical.
 package apply
 
 import (
@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/podns/podns/initc/rewrite"
 	"github.com/podns/podns/internal/resolvconf"
@@ -164,6 +165,16 @@ func Run(p Params) (Report, error) {
 	}
 	rep := Report{Action: Rewritten, Saved: saved, Original: orig, Written: res.Content, Options: res.Options, Changes: res.Changes}
 
+	// Open resolv.conf for writing before anything changes, so a read-only mount or a
+	// permission problem is reported with nothing saved and nothing written.
+	var out *os.File
+	if !bytes.Equal(curData, res.Content) {
+		out, err = openForWrite(p.ResolvConf)
+		if err != nil {
+			return Report{}, err
+		}
+		defer out.Close()
+	}
 	if saved != SavedKept {
 		if err := writeAtomic(savedPath, origData); err != nil {
 			return Report{}, fail(savedPath, "cannot save the original", err)
@@ -175,11 +186,11 @@ func Run(p Params) (Report, error) {
 	case !errors.Is(err, fs.ErrNotExist):
 		return Report{}, fail(markerPath, "cannot remove a stale disabled marker", err)
 	}
-	if bytes.Equal(curData, res.Content) {
+	if out == nil {
 		rep.Action = InPlace
 		return rep, nil
 	}
-	if err := writeInPlace(p.ResolvConf, res.Content, curData); err != nil {
+	if err := writeInPlace(out, p.ResolvConf, res.Content, curData); err != nil {
 		return Report{}, err
 	}
 	return rep, nil
@@ -207,17 +218,32 @@ func readConf(path string) ([]byte, *resolvconf.File, error) {
 	return data, parsed, nil
 }
 
-// writeInPlace replaces the content of path without replacing the file: open, truncate, one
-// write, fsync. A rename would fail on a bind mount (EBUSY) and a new inode would not be seen
-// through it. If the write fails after the truncate, the previous content is put back.
-func writeInPlace(path string, data, previous []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
-	if err != nil {
-		return fail(path, "cannot open for writing", err)
+// openForWrite opens path for an in-place rewrite, without truncating it yet.
+func openForWrite(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if errors.Is(err, syscall.EROFS) {
+		// containerd and CRI-O mount resolv.conf read-only when the container's root
+		// filesystem is: the fix is in the manifest, so say where.
+		return nil, fail(path, "is mounted read-only (readOnlyRootFilesystem: true makes the runtime mount it so; the init container needs false)", err)
 	}
-	n, err := f.Write(data)
-	if err == nil && n < len(data) {
-		err = io.ErrShortWrite
+	if err != nil {
+		return nil, fail(path, "cannot open for writing", err)
+	}
+	return f, nil
+}
+
+// writeInPlace replaces the content of the file open as f without replacing the file:
+// truncate, one write, fsync. A rename would fail on a bind mount (EBUSY) and a new inode
+// would not be seen through it. If the write fails after the truncate, the previous content
+// is put back.
+func writeInPlace(f *os.File, path string, data, previous []byte) error {
+	err := f.Truncate(0)
+	if err == nil {
+		var n int
+		n, err = f.WriteAt(data, 0)
+		if err == nil && n < len(data) {
+			err = io.ErrShortWrite
+		}
 	}
 	if err == nil {
 		err = f.Sync()
@@ -231,7 +257,6 @@ func writeInPlace(path string, data, previous []byte) error {
 			_ = f.Sync()
 			e.Problem = "write failed, previous content restored"
 		}
-		f.Close()
 		return e
 	}
 	if err := f.Close(); err != nil {
