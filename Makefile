@@ -15,7 +15,7 @@ STATICCHECK_VERSION := v0.8.2
 # How long each fuzz target runs in `make test` (CI budget), and in `make fuzz` by default.
 FUZZTIME  ?= 15s
 
-.PHONY: help build tools lint test test-unit fuzz bench demo clean
+.PHONY: help build tools lint test test-unit fuzz bench demo images clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -39,8 +39,9 @@ lint: $(TOOLS)/staticcheck ## go vet and staticcheck, both modules
 
 test: build tools test-unit fuzz ## the README's test command: everything CI runs
 
+# The image test builds both images from a cold cache on a fresh machine (~5 min when loaded).
 test-unit:
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -timeout 20m ./...
 	cd injector-manifests && $(GO) test -race -count=1 ./...
 
 # Every fuzz target, each for a bounded time, seeded from its testdata corpus.
@@ -52,6 +53,9 @@ fuzz: ## run each fuzz target for FUZZTIME
 	    $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) $$pkg; \
 	  done; \
 	done
+
+images: ## stub and initc images for linux/amd64 and linux/arm64 (docker, podman or buildah)
+	VERSION=$(VERSION) images/build.sh
 
 clean: ## remove build output (keeps .tools)
 	rm -rf bin bench-results
