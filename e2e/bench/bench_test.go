@@ -223,7 +223,7 @@ func TestLoadgen(t *testing.T) {
 
 func TestFirstAnswer(t *testing.T) {
 	addr := responder(t, 0)
-	d, err := firstAnswer(addr, "a.bench.test", time.Now(), time.Second)
+	d, err := firstAnswer(addr, "a.bench.test", time.Now(), time.Second, nil)
 	if err != nil || d <= 0 || d > time.Second {
 		t.Errorf("answering server: %v, %v", d, err)
 	}
@@ -234,10 +234,20 @@ func TestFirstAnswer(t *testing.T) {
 	}
 	defer pc.Close()
 	start := time.Now()
-	if _, err := firstAnswer(pc.LocalAddr().String(), "a.bench.test", start, 50*time.Millisecond); err == nil {
+	if _, err := firstAnswer(pc.LocalAddr().String(), "a.bench.test", start, 50*time.Millisecond, nil); err == nil {
 		t.Error("silent server: want an error")
 	}
 	if el := time.Since(start); el > time.Second {
 		t.Errorf("silent server: gave up after %v, want about the 50 ms limit", el)
+	}
+	// A server that has exited: give up at once, not at the limit.
+	died := make(chan struct{})
+	close(died)
+	start = time.Now()
+	if _, err := firstAnswer(pc.LocalAddr().String(), "a.bench.test", start, 10*time.Second, died); err == nil {
+		t.Error("exited server: want an error")
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Errorf("exited server: gave up after %v, want at once", el)
 	}
 }

@@ -236,8 +236,9 @@ func percentile(ds []time.Duration, q float64) float64 {
 }
 
 // firstAnswer polls addr with a query about every millisecond from start (the moment of exec)
-// until a reply to any of its queries arrives, and returns the time since start.
-func firstAnswer(addr, name string, start time.Time, limit time.Duration) (time.Duration, error) {
+// until a reply to any of its queries arrives, and returns the time since start. It gives up
+// at limit, or as soon as died is closed (the server exited; nil for none).
+func firstAnswer(addr, name string, start time.Time, limit time.Duration, died <-chan struct{}) (time.Duration, error) {
 	ap, err := mustLoopback(addr)
 	if err != nil {
 		return 0, err
@@ -253,6 +254,11 @@ func firstAnswer(addr, name string, start time.Time, limit time.Duration) (time.
 	defer conn.Close()
 	buf := make([]byte, 4096)
 	for id := uint16(1); time.Since(start) < limit; id++ {
+		select {
+		case <-died:
+			return 0, fmt.Errorf("exited before answering")
+		default:
+		}
 		slot := time.Now().Add(time.Millisecond)
 		binary.BigEndian.PutUint16(q, id)
 		if _, err := conn.Write(q); err == nil {
