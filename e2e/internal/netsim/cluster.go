@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -42,6 +44,10 @@ type Cluster struct {
 	idx     int
 	pods    int
 	coredns string
+
+	delayMu sync.Mutex   // guards delayOn
+	delayOn bool         // the delaying proxies run and port 53 is redirected to them
+	delay   atomic.Int64 // nanoseconds each query waits in a delaying proxy
 }
 
 // Backend is one cluster DNS pod running real CoreDNS.
@@ -257,3 +263,9 @@ func (c *Cluster) StopBackend(ctx context.Context, i int) error {
 	rules := "*filter\n-A INPUT -p udp --dport 53 -j DROP\n-A INPUT -p tcp --dport 53 -j DROP\nCOMMIT\n"
 	return c.iptablesRestore(ctx, b.NS, rules)
 }
+
+// KillBackend kills backend i's CoreDNS and leaves the backend otherwise up: its port 53 is
+// closed, so a TCP connection is refused (RST) and a UDP query gets ICMP port unreachable —
+// a cluster DNS pod that crashed, or kube-proxy rejecting a Service with no endpoints left.
+// Unlike StopBackend, a client learns at once that the server is not there.
+func (c *Cluster) KillBackend(i int) error { return c.Backends[i].proc.Kill() }

@@ -23,9 +23,9 @@ func (r Record) Addrs() []string {
 
 // Records returns what the cluster DNS serves: services in two Kubernetes namespaces under
 // cluster.local (IPv4 only, as in most clusters) and an "external" zone, example.test, that
-// stands in for the internet (never forwarded anywhere).
+// stands in for the internet (never forwarded anywhere), with ColdNames extra names in it.
 func Records() []Record {
-	return []Record{
+	recs := []Record{
 		{FQDN: "web.alpha.svc.cluster.local", A: []string{"10.96.1.10"}},
 		{FQDN: "db.alpha.svc.cluster.local", A: []string{"10.96.1.11"}},
 		{FQDN: "api.beta.svc.cluster.local", A: []string{"10.96.2.10"}},
@@ -33,7 +33,20 @@ func Records() []Record {
 		{FQDN: "www.example.test", A: []string{"192.0.2.10"}, AAAA: []string{"2001:db8::10"}},
 		{FQDN: "api.example.test", A: []string{"192.0.2.11", "192.0.2.12"}},
 	}
+	for i := range ColdNames {
+		recs = append(recs, Record{FQDN: ColdName(i),
+			A: []string{fmt.Sprintf("192.0.2.%d", 100+i)}, AAAA: []string{fmt.Sprintf("2001:db8::%d", 100+i)}})
+	}
+	return recs
 }
+
+// ColdNames is how many extra external names (ColdName(0) … ColdName(ColdNames-1)) the zone
+// serves beyond Lookups, each with one A and one AAAA record. No standard client run looks
+// them up, so a test can be sure its lookup of one is the first (a cold cache, a miss).
+const ColdNames = 40
+
+// ColdName returns the i-th cold external name, "cold<i>.example.test".
+func ColdName(i int) string { return fmt.Sprintf("cold%d.example.test", i) }
 
 // Lookup is a name as an application in a pod types it, with the answer it must get.
 type Lookup struct {

@@ -53,7 +53,16 @@ type Run struct {
 	closed   bool
 	netns    []string
 	procs    []*Proc
+	closers  []func()
 	clusters int
+}
+
+// onClose registers fn to run at Close, before the processes are killed and the namespaces
+// deleted (sockets the test process holds in a namespace, for example).
+func (r *Run) onClose(fn func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closers = append(r.closers, fn)
 }
 
 // NewRun creates a run and its working directory under baseDir (os.TempDir() when empty).
@@ -118,8 +127,13 @@ func (r *Run) Close() error {
 	r.closed = true
 	procs := append([]*Proc(nil), r.procs...)
 	netns := append([]string(nil), r.netns...)
-	r.netns = nil
+	closers := r.closers
+	r.netns, r.closers = nil, nil
 	r.mu.Unlock()
+
+	for _, fn := range closers {
+		fn()
+	}
 
 	var errs []error
 	for _, p := range procs {
