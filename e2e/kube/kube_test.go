@@ -397,6 +397,13 @@ func (e *env) scaledToZero(t *testing.T) {
 	}()
 	e.poll(90*time.Second, "CoreDNS gone", func() bool { return e.coreDNSPods(t) == 0 })
 	s := loop(t, "e2e-basic", p, "web", 60*time.Second, 50*time.Millisecond, names...)()
+	// What the stub saw meanwhile: upstream errors by reason, stale answers.
+	m := client(t, "e2e-basic", p, "web", "get", "http://127.0.0.1:9253/metrics")
+	for _, l := range strings.Split(m, "\n") {
+		if strings.HasPrefix(l, "podns_upstream_errors_total") || (strings.Contains(l, "stale") && !strings.HasPrefix(l, "#")) {
+			t.Log(l)
+		}
+	}
 	if s.Failed != 0 {
 		t.Errorf("with CoreDNS at 0 replicas for 60 s, %d of %d lookups of cached names failed: %v", s.Failed, s.Lookups, s.Errors)
 	}

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 : "${KUBE_VERSION:?}" "${KUBE_CACHE:?}" "${CNI_VERSION:?}"
 out=$KUBE_CACHE/bin
 mkdir -p "$out"
-for c in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do
+for c in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl; do
   [[ -x $out/$c ]] && continue
   start=$(date +%s)
   CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o "$out/$c.tmp" "k8s.io/kubernetes/cmd/$c"

@@ -24,6 +24,8 @@ CGROOT=podns-e2e-kube
 GUARD=PODNSKUBE-GUARD
 ETCD_PORT=23790
 export KUBECONFIG=$W/admin.kubeconfig
+# kubectl of the same version, built with the rest (kustomize inside it applies the components).
+export PATH=$KBIN:$PATH
 CTR=(ctr --address "$W/containerd.sock" -n k8s.io)
 log() { printf '%s cluster: %s\n' "$(date -u +%T)" "$*" >&2; }
 
@@ -162,6 +164,7 @@ control_plane() {
     --service-account-key-file="$p/sa.pub" --service-account-signing-key-file="$p/sa.key" \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --kubelet-client-certificate="$p/admin.crt" --kubelet-client-key="$p/admin.key" \
+    --kubelet-preferred-address-types=InternalIP \
     --authorization-mode=RBAC --allow-privileged=true --endpoint-reconciler-type=lease \
     --profiling=false
   wait_for 180 kube-apiserver kubectl get --raw /readyz
@@ -276,11 +279,11 @@ down() {
   log "teardown"
   if [[ -f $W/pids/kubelet && -f $W/pids/kube-apiserver ]]; then
     # Let the kubelet stop the pods itself: CNI DEL removes veths and IPs the clean way.
-    timeout 60 kubectl delete namespace --wait=false -l podns.io/e2e=true >/dev/null 2>&1 || true
-    timeout 60 kubectl -n kube-system delete deploy coredns --wait=false >/dev/null 2>&1 || true
+    timeout 60 kubectl delete deploy,statefulset,daemonset,replicaset,job,cronjob --all -A --wait=false >/dev/null 2>&1 || true
+    timeout 60 kubectl delete pods --all -A --grace-period=2 --wait=false >/dev/null 2>&1 || true
     local deadline=$(( $(date +%s) + 90 ))
     while (( $(date +%s) < deadline )); do
-      [[ $(kubectl get pods -A --no-headers 2>/dev/null | wc -l) == 0 ]] && break
+      [[ -z $("${CTR[@]}" tasks ls -q 2>/dev/null) ]] && break
       sleep 1
     done
   fi

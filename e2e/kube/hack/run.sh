@@ -12,6 +12,7 @@ hack/cluster.sh down
 mkdir -p "$KUBE_WORK/bin"
 hack/build.sh
 t1=$(date +%s)
+export PATH=$KUBE_CACHE/bin:$PATH
 echo "e2e-kube: binaries ready in $(( t1 - t0 ))s"
 
 cleanup() {
