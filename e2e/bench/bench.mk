@@ -13,8 +13,9 @@ bench-peers: build tools bench-deps ## peer benchmark vs CoreDNS, dnsmasq, unbou
 	$(GO) run ./e2e/bench $(BENCH_FLAGS)
 
 # Installs what is missing when root, with no service started (a temporary policy-rc.d when the
-# machine has none; on systemd, the units it just installed are disabled and stopped — a service
-# that was there before is left alone). Not root: names what is
+# machine has none) or left enabled for the next boot: the units it just installed are disabled
+# (systemctl works offline too, and updates the SysV links) and, under systemd, stopped. A
+# service that was there before is left alone. Not root: names what is
 # missing and goes on; the benchmark skips a missing peer (dnsperf is required).
 bench-deps:
 	@missing=""; \
@@ -35,12 +36,13 @@ bench-deps:
 	    { apt-get update && apt-get install -y --no-install-recommends $$missing; }; rc=$$?; \
 	  if [ -n "$$added" ]; then rm -f $$policy; fi; \
 	  if [ $$rc != 0 ]; then exit $$rc; fi; \
-	  if [ -d /run/systemd/system ]; then \
+	  if command -v systemctl >/dev/null 2>&1; then \
 	    for s in unbound unbound-resolvconf dnsmasq; do \
-	      if systemctl is-enabled --quiet $$s 2>/dev/null || systemctl is-active --quiet $$s 2>/dev/null; then \
+	      if systemctl is-enabled --quiet $$s 2>/dev/null; then \
 	        echo "bench: disabling the $$s service just installed (the benchmark runs its own)"; \
-	        systemctl disable --now $$s; \
+	        systemctl disable $$s; \
 	      fi; \
+	      if [ -d /run/systemd/system ] && systemctl is-active --quiet $$s; then systemctl stop $$s; fi; \
 	    done; \
 	  fi; \
 	fi
