@@ -251,3 +251,16 @@ func TestFirstAnswer(t *testing.T) {
 		t.Errorf("exited server: gave up after %v, want at once", el)
 	}
 }
+
+func TestPromValue(t *testing.T) {
+	text := "# HELP go_memstats_mallocs_total Total number of heap objects allocated.\n" +
+		"# TYPE go_memstats_mallocs_total counter\n" +
+		"go_memstats_mallocs_total_extra 7\n" +
+		"go_memstats_mallocs_total 1.234567e+06\n"
+	if got := promValue(text, "go_memstats_mallocs_total"); got != 1234567 {
+		t.Errorf("got %v, want 1234567", got)
+	}
+	if got := promValue(text, "go_memstats_frees_total"); !math.IsNaN(got) {
+		t.Errorf("absent metric: got %v, want NaN", got)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -406,29 +407,29 @@ func (b *bench) startUpstream(bin string) error {
 }
 
 // start starts target t with its config under dir, on its own address and a free port.
-func (b *bench) start(t, bin, dir string, cacheSize int) (*proc, netip.AddrPort, error) {
+func (b *bench) start(t, bin, dir string, cacheSize int) (*proc, netip.AddrPort, launch, error) {
 	var listen netip.AddrPort
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, listen, err
+		return nil, listen, launch{}, err
 	}
 	port, err := freePort(targetAddrs[t])
 	if err != nil {
-		return nil, listen, err
+		return nil, listen, launch{}, err
 	}
 	listen = netip.AddrPortFrom(targetAddrs[t], uint16(port))
 	l, err := specs[t].config(bin, dir, listen, b.upstream, cacheSize)
 	if err != nil {
-		return nil, listen, err
+		return nil, listen, l, err
 	}
 	p, err := b.procs.startPinned(b.opts.serverCPU, t, filepath.Join(dir, "log"), l.path, l.args, l.env)
-	return p, listen, err
+	return p, listen, l, err
 }
 
 // startIdle starts t, measures the time from exec to its first answer and its RSS after the
 // idle wait, and stops it.
 func (b *bench) startIdle(ctx context.Context, t, bin, dir string, cacheSize int) (firstMs, rss float64, err error) {
 	start := time.Now()
-	p, listen, err := b.start(t, bin, dir, cacheSize)
+	p, listen, _, err := b.start(t, bin, dir, cacheSize)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -463,7 +464,7 @@ func (b *bench) runTarget(ctx context.Context, t, bin string, round int) (map[st
 	// Everything else with room for every name of both runs, so that the miss run measures
 	// memory per entry, not eviction.
 	sized := 2 * (o.missNames + o.hitNames)
-	p, listen, err := b.start(t, bin, filepath.Join(dir, "sized"), sized)
+	p, listen, l, err := b.start(t, bin, filepath.Join(dir, "sized"), sized)
 	if err != nil {
 		return nil, err
 	}
@@ -489,6 +490,7 @@ func (b *bench) runTarget(ctx context.Context, t, bin string, round int) (map[st
 	}
 
 	// Saturating cache-hit run: dnsperf's throughput, and the server's own CPU time for it.
+	mallocs0 := goMallocs(l.metrics)
 	cpu0, err := cpuSeconds(pid)
 	if err != nil {
 		return fail("CPU", err)
@@ -503,6 +505,11 @@ func (b *bench) runTarget(ctx context.Context, t, bin string, round int) (map[st
 	}
 	v[mHitQPS], v[mHitLost] = pr.QPS, pr.Lost
 	v[mQPerCPU] = ratio(pr.Completed, cpu1-cpu0)
+	if l.metrics != "" {
+		// Includes the one scrape between the two readings: a few thousand allocations against
+		// hundreds of thousands of queries.
+		v[mAllocsPerHit] = ratio(goMallocs(l.metrics)-mallocs0, pr.Completed)
+	}
 	if v[mRSSHit], err = rssBytes(pid); err != nil {
 		return fail("RSS", err)
 	}
@@ -545,6 +552,37 @@ func (b *bench) runTarget(ctx context.Context, t, bin string, round int) (map[st
 		return fail("after the runs", errors.New("server died"))
 	}
 	return v, nil
+}
+
+// goMallocs reads go_memstats_mallocs_total (heap objects allocated since start) from a Go
+// server's Prometheus endpoint; NaN when unavailable.
+func goMallocs(url string) float64 {
+	if url == "" {
+		return math.NaN()
+	}
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return math.NaN()
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return math.NaN()
+	}
+	return promValue(string(body), "go_memstats_mallocs_total")
+}
+
+// promValue is the value of an unlabelled metric in Prometheus text format; NaN if absent.
+func promValue(text, name string) float64 {
+	for _, line := range strings.Split(text, "\n") {
+		if rest, ok := strings.CutPrefix(line, name+" "); ok {
+			if v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64); err == nil {
+				return v
+			}
+		}
+	}
+	return math.NaN()
 }
 
 func ratio(a, b float64) float64 {

@@ -13,6 +13,7 @@ const (
 	mQPerCPU       = "hit_q_per_cpu_s"
 	mHitQPS        = "hit_qps"
 	mHitLost       = "hit_lost"
+	mAllocsPerHit  = "go_allocs_per_hit"
 	mP50           = "p50_us"
 	mP99           = "p99_us"
 	mP999          = "p999_us"
@@ -72,6 +73,7 @@ var metrics = []metric{
 	{mQPerCPU, "cache-hit queries per CPU-second", "↑", kilo},
 	{mHitQPS, "cache-hit q/s at saturation", "↑", kilo},
 	{mHitLost, "  lost in the hit run", "", num},
+	{mAllocsPerHit, "  Go heap allocations per hit (go_memstats_mallocs_total)", "", num},
 	{mP50, "latency p50 at fixed rate (µs)", "↓", num},
 	{mP99, "latency p99 (µs)", "↓", num},
 	{mP999, "latency p99.9 (µs)", "↓", num},

@@ -102,6 +102,9 @@ type launch struct {
 	path string
 	args []string
 	env  []string
+	// metrics is the target's Prometheus endpoint (Go servers only), read for the Go runtime's
+	// allocation counter.
+	metrics string
 }
 
 // targetSpec knows where a target's binary is and how to configure it.
@@ -165,7 +168,7 @@ var specs = map[string]targetSpec{
 			if cacheSize > 0 {
 				env = append(env, "PODNS_CACHE_SIZE="+strconv.Itoa(cacheSize))
 			}
-			return launch{path: bin, env: env}, nil
+			return launch{path: bin, env: env, metrics: "http://" + netip.AddrPortFrom(listen.Addr(), uint16(hp)).String() + "/metrics"}, nil
 		},
 	},
 	"coredns": {
@@ -206,7 +209,8 @@ var specs = map[string]targetSpec{
 			if err := os.WriteFile(path, []byte(cf), 0o644); err != nil {
 				return launch{}, err
 			}
-			return launch{path: bin, args: []string{"-conf", path, "-quiet"}, env: cleanEnv()}, nil
+			return launch{path: bin, args: []string{"-conf", path, "-quiet"}, env: cleanEnv(),
+				metrics: "http://" + netip.AddrPortFrom(listen.Addr(), uint16(mp)).String() + "/metrics"}, nil
 		},
 	},
 	"dnsmasq": {
