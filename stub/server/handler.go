@@ -113,7 +113,7 @@ type result struct {
 // When the cache still holds an expired answer inside the stale window (RFC 8767), the upstream
 // gets StaleTimeout to answer; if it fails or is slower, the stale answer goes out and the
 // exchange carries on in the background to refresh the cache. Every upstream believed down means
-// no waiting at all.
+// the stale answer at once, and no upstream query.
 func (s *Server) resolve(pkt []byte, proto int, send func([]byte)) {
 	var r wire.Request
 	buf := make([]byte, 0, 1024)
@@ -126,16 +126,20 @@ func (s *Server) resolve(pkt []byte, proto int, send func([]byte)) {
 	if s.cfg.ServeStale && s.cfg.Cache != nil {
 		stale, _ = s.cfg.Cache.Stale(nil, &r, staleTTL)
 	}
+	if stale != nil && !s.upstreamsHealthy() {
+		// Every upstream is known down: answer stale at once and send nothing. The forwarder's
+		// probes notice the upstream's return; the next miss after that refreshes the entry.
+		// Refreshing on every stale answer would only add load to a cluster DNS that is
+		// struggling or restarting.
+		send(finish(stale, buf, &r, proto))
+		return
+	}
 	start := time.Now()
 	results := s.exchangeAsync(&r, q)
 	s.searchPrefetch(q, &r) // after the client's own query is on its way
 	var deadline <-chan time.Time
 	if stale != nil {
-		wait := s.cfg.StaleTimeout
-		if h, ok := s.cfg.Forwarder.(interface{ Healthy() bool }); ok && !h.Healthy() {
-			wait = 0
-		}
-		t := time.NewTimer(wait)
+		t := time.NewTimer(s.cfg.StaleTimeout)
 		defer t.Stop()
 		deadline = t.C
 	}
@@ -159,6 +163,13 @@ func (s *Server) resolve(pkt []byte, proto int, send func([]byte)) {
 		return
 	}
 	send(wire.AppendError(buf, &r, wire.RcodeServFail))
+}
+
+// upstreamsHealthy asks the forwarder whether any upstream is believed up (forwarders that do not
+// track health always are).
+func (s *Server) upstreamsHealthy() bool {
+	h, ok := s.cfg.Forwarder.(interface{ Healthy() bool })
+	return !ok || h.Healthy()
 }
 
 // exchangeAsync sends q upstream (coalesced with identical queries in flight) on its own

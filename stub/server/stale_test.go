@@ -66,6 +66,11 @@ func TestServeStale(t *testing.T) {
 			if took > tt.maxWait {
 				t.Errorf("answered after %v, want within %v", took, tt.maxWait)
 			}
+			if tt.down {
+				if n := fwd.calls.Load(); n != 1 {
+					t.Errorf("every upstream down: %d upstream queries, want only the first fill", n)
+				}
+			}
 			if tt.wantStale {
 				if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 || r.Answer[0].Header().Ttl != staleTTL {
 					t.Fatalf("want the stale answer with TTL %d, got %v", staleTTL, r)

@@ -168,8 +168,11 @@ func (s *server) markDown(err error) {
 	ok, suppressed := s.h.log.allow(now)
 	s.h.mu.Unlock()
 	if ok {
-		f.cfg.Logger.Warn().Str("upstream", s.addr).Err(err).Int("suppressed", suppressed).
-			Msg("upstream down: skipped while another server is up, probed in the background")
+		msg := "upstream down: skipped while another server is up, probed in the background"
+		if len(f.servers) == 1 {
+			msg = "upstream down: still tried (it is the only one), probed in the background"
+		}
+		f.cfg.Logger.Warn().Str("upstream", s.addr).Err(err).Int("suppressed", suppressed).Msg(msg)
 	}
 }
 
