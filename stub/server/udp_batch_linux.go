@@ -35,6 +35,13 @@ type batchIO struct {
 	out   [udpBatch][]byte // reply buffers; a reply larger than the slot grows its own
 	svec  [udpBatch]unix.Iovec
 	smsg  [udpBatch]unix.Mmsghdr
+
+	// The system calls run inside RawConn.Read/Write callbacks. Built once: a closure made per
+	// call would escape to the heap on every batch.
+	readFn, writeFn func(fd uintptr) bool
+	rn              int           // datagrams received by readFn
+	serr            syscall.Errno // error of the last readFn/writeFn call
+	sdone, sk, sent int           // writeFn sends smsg[sdone:sk], reports sent
 }
 
 func newBatchIO() *batchIO {
@@ -45,6 +52,22 @@ func newBatchIO() *batchIO {
 		b.rmsg[i].Hdr.Iov = &b.rvec[i]
 		b.rmsg[i].Hdr.SetIovlen(1)
 		b.out[i] = make([]byte, 0, udpSlot)
+	}
+	b.readFn = func(fd uintptr) bool {
+		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.rmsg[0])), udpBatch, unix.MSG_DONTWAIT, 0, 0)
+		if e == unix.EAGAIN || e == unix.EINTR {
+			return false // wait in the netpoller
+		}
+		b.rn, b.serr = int(r), e
+		return true
+	}
+	b.writeFn = func(fd uintptr) bool {
+		r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.smsg[b.sdone])), uintptr(b.sk-b.sdone), unix.MSG_DONTWAIT, 0, 0)
+		if e == unix.EAGAIN || e == unix.EINTR {
+			return false
+		}
+		b.sent, b.serr = int(r), e
+		return true
 	}
 	return b
 }
@@ -115,23 +138,13 @@ func (b *batchIO) recv(rc syscall.RawConn) (int, error) {
 		b.rmsg[i].Hdr.Namelen = unix.SizeofSockaddrInet6
 		b.rmsg[i].Hdr.Flags = 0
 	}
-	var n int
-	var errno syscall.Errno
-	err := rc.Read(func(fd uintptr) bool {
-		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.rmsg[0])), udpBatch, unix.MSG_DONTWAIT, 0, 0)
-		if e == unix.EAGAIN || e == unix.EINTR {
-			return false
-		}
-		n, errno = int(r), e
-		return true
-	})
-	if err != nil {
+	if err := rc.Read(b.readFn); err != nil {
 		return 0, err
 	}
-	if errno != 0 {
-		return 0, errno
+	if b.serr != 0 {
+		return 0, b.serr
 	}
-	return n, nil
+	return b.rn, nil
 }
 
 // queue puts reply k of the batch in the send list, addressed to the sockaddr it came from.
@@ -148,24 +161,15 @@ func (b *batchIO) queue(k int, resp []byte, name *unix.RawSockaddrInet6, namelen
 // send hands the first k queued replies to the kernel. A reply the kernel refuses (a peer that
 // went away) is skipped; UDP gives no better option.
 func (b *batchIO) send(rc syscall.RawConn, k int) {
-	for done := 0; done < k; {
-		var sent int
-		var errno syscall.Errno
-		err := rc.Write(func(fd uintptr) bool {
-			r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.smsg[done])), uintptr(k-done), unix.MSG_DONTWAIT, 0, 0)
-			if e == unix.EAGAIN || e == unix.EINTR {
-				return false
-			}
-			sent, errno = int(r), e
-			return true
-		})
-		switch {
+	b.sdone, b.sk = 0, k
+	for b.sdone < k {
+		switch err := rc.Write(b.writeFn); {
 		case err != nil:
 			return // socket closed
-		case errno != 0:
-			done++ // the first remaining reply failed: drop it, send the rest
+		case b.serr != 0:
+			b.sdone++ // the first remaining reply failed: drop it, send the rest
 		default:
-			done += sent
+			b.sdone += b.sent
 		}
 	}
 }
