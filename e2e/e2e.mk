@@ -8,10 +8,3 @@ demo: ## the 5-second problem and its fix, before/after table (root)
 	fi
 	@$(MAKE) --no-print-directory build tools
 	$(GO) run ./e2e/cmd/demo $(DEMO_FLAGS)
-
-# The peer benchmark (a later issue) brings its own `bench` in e2e/bench/bench.mk; until it
-# exists, say so.
-ifeq ($(wildcard e2e/bench/bench.mk),)
-bench: build tools ## peer benchmark, writes bench-results/
-	@echo "make bench: not yet implemented" >&2; exit 1
-endif
