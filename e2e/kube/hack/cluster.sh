@@ -31,7 +31,9 @@ log() { printf '%s cluster: %s\n' "$(date -u +%T)" "$*" >&2; }
 
 start() { # name cmd... — start in the background, PID to $W/pids/name, output to $W/logs/name.log
   local name=$1; shift
-  "$@" >"$W/logs/$name.log" 2>&1 &
+  # Its own session: a Ctrl-C to the driver's process group must not kill etcd or containerd
+  # under the teardown, which needs them to stop the pods cleanly. (setsid execs: same PID.)
+  setsid "$@" >"$W/logs/$name.log" 2>&1 </dev/null &
   echo $! >"$W/pids/$name"
 }
 
@@ -279,13 +281,15 @@ down() {
   log "teardown"
   if [[ -f $W/pids/kubelet && -f $W/pids/kube-apiserver ]]; then
     # Let the kubelet stop the pods itself: CNI DEL removes veths and IPs the clean way.
-    timeout 60 kubectl delete deploy,statefulset,daemonset,replicaset,job,cronjob --all -A --wait=false >/dev/null 2>&1 || true
-    timeout 60 kubectl delete pods --all -A --grace-period=2 --wait=false >/dev/null 2>&1 || true
+    timeout 20 kubectl delete deploy,statefulset,daemonset,replicaset,job,cronjob --all -A --wait=false >/dev/null 2>&1 || true
+    timeout 20 kubectl delete pods --all -A --grace-period=2 --wait=false >/dev/null 2>&1 || true
     local deadline=$(( $(date +%s) + 90 ))
     while (( $(date +%s) < deadline )); do
       [[ -z $("${CTR[@]}" tasks ls -q 2>/dev/null) ]] && break
       sleep 1
     done
+    local left; left=$("${CTR[@]}" tasks ls -q 2>/dev/null | wc -l)
+    (( left == 0 )) || log "$left containers still running after 90 s: killing them through containerd"
   fi
   stop_pid kubelet
   if [[ -f $W/pids/containerd ]]; then
