@@ -1,5 +1,6 @@
 # e2e on a real single-node Kubernetes (see e2e/kube/README.md). Included by the root Makefile.
-# Needs root and: etcd-server containerd runc iptables iproute2 conntrack musl-tools openssl kubectl.
+# Needs root, Go and the Debian packages etcd-server containerd runc iptables iproute2 conntrack
+# musl-tools openssl (kubectl is built with Kubernetes).
 KUBE_VERSION ?= v1.33.13
 KUBE_CNI_VERSION ?= v1.9.1
 # Built Kubernetes binaries, reused by every later run on this machine (outside the repo).
