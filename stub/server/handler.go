@@ -112,8 +112,11 @@ type result struct {
 //
 // When the cache still holds an expired answer inside the stale window (RFC 8767), the upstream
 // gets StaleTimeout to answer; if it fails or is slower, the stale answer goes out and the
-// exchange carries on in the background to refresh the cache. Every upstream believed down means
-// the stale answer at once, and no upstream query.
+// exchange carries on in the background to refresh the cache. For StaleFastWindow after such a
+// failure, further stale-eligible misses get their stale answer at once (still refreshed in the
+// background): a lookup that walks the search list makes several misses one after another, and
+// paying StaleTimeout for each would add up to the client's own timeout. Every upstream believed
+// down means the stale answer at once, and no upstream query.
 func (s *Server) resolve(pkt []byte, proto int, send func([]byte)) {
 	var r wire.Request
 	buf := make([]byte, 0, 1024)
@@ -139,7 +142,11 @@ func (s *Server) resolve(pkt []byte, proto int, send func([]byte)) {
 	s.searchPrefetch(q, &r) // after the client's own query is on its way
 	var deadline <-chan time.Time
 	if stale != nil {
-		t := time.NewTimer(s.cfg.StaleTimeout)
+		wait := s.cfg.StaleTimeout
+		if start.UnixNano() < s.staleFast.Load() {
+			wait = 0 // the upstreams just failed to answer in time: do not make this client wait too
+		}
+		t := time.NewTimer(wait)
 		defer t.Stop()
 		deadline = t.C
 	}
@@ -156,7 +163,15 @@ func (s *Server) resolve(pkt []byte, proto int, send func([]byte)) {
 		} else if res.err != nil {
 			s.log.Debug().Err(res.err).Str("qname", q.Question[0].Name).Msg("no upstream answered")
 		}
+		if stale != nil {
+			s.staleFast.Store(time.Now().Add(s.cfg.StaleFastWindow).UnixNano())
+		}
 	case <-deadline:
+		if start.UnixNano() >= s.staleFast.Load() {
+			// Only a real wait renews the window: once the upstreams are back, the background
+			// refreshes turn the stale entries into fresh ones and the window lapses.
+			s.staleFast.Store(time.Now().Add(s.cfg.StaleFastWindow).UnixNano())
+		}
 	}
 	if stale != nil {
 		send(finish(stale, buf, &r, proto))

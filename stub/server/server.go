@@ -55,6 +55,9 @@ type Config struct {
 	ServeStale bool
 	// StaleTimeout is how long a miss that has a stale answer waits for the upstream. 0: at once.
 	StaleTimeout time.Duration
+	// StaleFastWindow: after the upstreams failed to answer a stale-eligible miss in time, misses
+	// with a stale answer get it at once for this long. Default 5s.
+	StaleFastWindow time.Duration
 	// Search and Ndots are the pod's search list and ndots (from the kubelet's resolv.conf), for
 	// the search-path prefetch; an empty Search turns it off.
 	Search []string
@@ -85,6 +88,9 @@ type Server struct {
 	flights  flights
 	order    replyOrder
 	perAddr  []int // UDP sockets per listen address
+	// staleFast holds, in Unix nanoseconds, until when stale-eligible misses are answered stale
+	// at once (see resolve).
+	staleFast atomic.Int64
 }
 
 // New checks cfg and fills its defaults. It binds nothing.
@@ -106,6 +112,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.ForwardTimeout <= 0 {
 		cfg.ForwardTimeout = 5 * time.Second
+	}
+	if cfg.StaleFastWindow <= 0 {
+		cfg.StaleFastWindow = 5 * time.Second
 	}
 	return &Server{
 		cfg:      cfg,

@@ -189,3 +189,39 @@ func sameSet(a, b []string) bool {
 	slices.Sort(b)
 	return slices.Equal(a, b)
 }
+
+// A lookup that walks the search list makes several stale-eligible misses in a row. Once the
+// upstream has failed to answer one in time, the next ones must not each wait StaleTimeout.
+func TestStaleAtOnceAfterATimedOutUpstream(t *testing.T) {
+	clock := &testClock{t: time.Unix(1_700_000_000, 0)}
+	fwd := &fakeForwarder{answer: records(1)}
+	s, addr := startServer(t, fwd, func(c *Config) {
+		c.Cache = cache.New(cache.Config{Size: 100, StaleWindow: time.Hour, Now: clock.Now})
+		c.ServeStale = true
+		c.StaleTimeout = 400 * time.Millisecond
+	})
+	names := []string{"web.ns.svc.cluster.local.", "web.svc.cluster.local.", "web.cluster.local."}
+	for _, n := range names {
+		query(t, "udp", addr, n, dns.TypeA, 0)
+	}
+	clock.Advance(10 * time.Minute)
+	fwd.hold() // the upstream goes silent (a pooled connection to a pod that is gone)
+	defer fwd.release()
+	for i, n := range names {
+		start := time.Now()
+		r := query(t, "udp", addr, n, dns.TypeA, 0)
+		took := time.Since(start)
+		if len(r.Answer) != 1 || r.Answer[0].Header().Ttl != staleTTL {
+			t.Fatalf("%s: want the stale answer, got %v", n, r)
+		}
+		switch {
+		case i == 0 && took < 350*time.Millisecond:
+			t.Errorf("first miss answered after %v: the upstream was not given StaleTimeout", took)
+		case i > 0 && took > 200*time.Millisecond:
+			t.Errorf("miss %d waited %v: after a timed-out upstream, stale answers should go out at once", i, took)
+		}
+	}
+	if s.staleFast.Load() == 0 {
+		t.Error("no fast-stale window recorded")
+	}
+}
