@@ -27,22 +27,35 @@ func (s *Server) serveUDP(conn *net.UDPConn) {
 		resp, v := s.answer(&r, out, in[:n], protoUDP)
 		switch v {
 		case reply:
-			// The closure is built only while some miss is pending, keeping the hit path free of
-			// allocations.
-			if s.cfg.OrderSameID && s.order.active.Load() > 0 {
-				s.order.sendNow(addr, r.ID, resp, func(b []byte) { sendUDP(conn, addr, b) })
+			if s.mustOrder() {
+				s.sendInOrder(conn, addr, r.ID, resp)
 			} else {
 				sendUDP(conn, addr, resp)
 			}
 		case forward:
-			send := func(b []byte) { sendUDP(conn, addr, b) }
-			if s.cfg.OrderSameID {
-				slot := s.order.reserve(addr, r.ID)
-				send = func(b []byte) { s.order.complete(slot, b, func(b []byte) { sendUDP(conn, addr, b) }) }
-			}
-			s.forwardAsync(in[:n], protoUDP, send)
+			s.forwardUDP(conn, addr, r.ID, in[:n])
 		}
 	}
+}
+
+// mustOrder reports whether an immediate UDP reply has to go through the same-ID order: only
+// while some miss is pending, so the hit path builds no closure and takes no lock otherwise.
+func (s *Server) mustOrder() bool { return s.cfg.OrderSameID && s.order.active.Load() > 0 }
+
+// sendInOrder sends an immediate reply, behind any pending reply to the same client and ID.
+func (s *Server) sendInOrder(conn *net.UDPConn, addr netip.AddrPort, id uint16, resp []byte) {
+	s.order.sendNow(addr, id, resp, func(b []byte) { sendUDP(conn, addr, b) })
+}
+
+// forwardUDP sends a UDP client's miss upstream; with OrderSameID its reply takes its place in
+// line first, so that a later reply with the same client and ID cannot overtake it.
+func (s *Server) forwardUDP(conn *net.UDPConn, addr netip.AddrPort, id uint16, pkt []byte) {
+	send := func(b []byte) { sendUDP(conn, addr, b) }
+	if s.cfg.OrderSameID {
+		slot := s.order.reserve(addr, id)
+		send = func(b []byte) { s.order.complete(slot, b, func(b []byte) { sendUDP(conn, addr, b) }) }
+	}
+	s.forwardAsync(pkt, protoUDP, send)
 }
 
 func sendUDP(conn *net.UDPConn, addr netip.AddrPort, resp []byte) {

@@ -107,8 +107,8 @@ func (s *Server) serveUDPBatch(conn *net.UDPConn) {
 			resp, v := s.answer(&r, b.out[k][:0], pkt, protoUDP)
 			switch v {
 			case reply:
-				if s.cfg.OrderSameID && s.order.active.Load() > 0 {
-					s.order.sendNow(addr, r.ID, resp, func(p []byte) { sendUDP(conn, addr, p) })
+				if s.mustOrder() {
+					s.sendInOrder(conn, addr, r.ID, resp)
 					continue
 				}
 				countResponse(resp)
@@ -119,12 +119,7 @@ func (s *Server) serveUDPBatch(conn *net.UDPConn) {
 				// overtaken by this query's reply (the musl same-ID order).
 				b.send(rc, k)
 				k = 0
-				send := func(p []byte) { sendUDP(conn, addr, p) }
-				if s.cfg.OrderSameID {
-					slot := s.order.reserve(addr, r.ID)
-					send = func(p []byte) { s.order.complete(slot, p, func(p []byte) { sendUDP(conn, addr, p) }) }
-				}
-				s.forwardAsync(pkt, protoUDP, send)
+				s.forwardUDP(conn, addr, r.ID, pkt)
 			}
 		}
 		b.send(rc, k)
