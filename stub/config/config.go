@@ -176,11 +176,7 @@ func (c *Config) SearchPath() (search []string, ndots int) {
 	if c.SearchPrefetch != "on" {
 		return nil, 0
 	}
-	data, err := os.ReadFile(filepath.Join(c.StateDir, UpstreamConfName))
-	if err != nil {
-		return nil, 0
-	}
-	f, err := resolvconf.Parse(data)
+	f, _, err := c.upstreamConf()
 	if err != nil {
 		return nil, 0
 	}
@@ -222,14 +218,10 @@ func (c *Config) ResolveUpstreams() ([]netip.AddrPort, string, error) {
 			ups = append(ups, ap)
 		}
 	} else {
-		source = filepath.Join(c.StateDir, UpstreamConfName)
-		data, err := os.ReadFile(source)
-		if err != nil {
+		var f *resolvconf.File
+		var err error
+		if f, source, err = c.upstreamConf(); err != nil {
 			return nil, source, fmt.Errorf("no upstreams: PODNS_UPSTREAMS is unset and %v (initc saves the kubelet's resolv.conf there)", err)
-		}
-		f, err := resolvconf.Parse(data)
-		if err != nil {
-			return nil, source, fmt.Errorf("no upstreams: %s: %v", source, err)
 		}
 		for _, a := range f.Nameservers {
 			ups = append(ups, netip.AddrPortFrom(a, 53))
@@ -259,6 +251,21 @@ func loops(u, l netip.AddrPort) bool {
 	}
 	// A wildcard listener answers on every local address; loopback upstreams certainly reach it.
 	return la.IsUnspecified() && (ua.IsLoopback() || ua.IsUnspecified())
+}
+
+// upstreamConf reads and parses the kubelet's resolv.conf saved in the state dir, and returns its
+// path for messages.
+func (c *Config) upstreamConf() (*resolvconf.File, string, error) {
+	path := filepath.Join(c.StateDir, UpstreamConfName)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, path, err
+	}
+	f, err := resolvconf.Parse(data)
+	if err != nil {
+		return nil, path, fmt.Errorf("%s: %v", path, err)
+	}
+	return f, path, nil
 }
 
 // Disabled returns the reason in the state dir's disabled marker, if initc wrote one.
