@@ -10,34 +10,14 @@ import (
 	"unsafe"
 
 	"github.com/miekg/dns"
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/podns/podns/internal/dnstest"
 	"github.com/podns/podns/stub/wire"
 )
 
-// clock is an injectable time source.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
-func newCache(cfg Config) (*Cache, *clock) {
-	clk := newClock()
+func newCache(cfg Config) (*Cache, *dnstest.Clock) {
+	clk := dnstest.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	cfg.Now = clk.Now
 	return New(cfg), clk
 }
@@ -45,17 +25,8 @@ func newCache(cfg Config) (*Cache, *clock) {
 // request parses a query the way the server would.
 func request(t testing.TB, name string, qtype uint16, do, cd bool) *wire.Request {
 	t.Helper()
-	m := new(dns.Msg)
-	m.SetQuestion(name, qtype)
-	m.Id = uint16(rand.Uint32())
-	m.CheckingDisabled = cd
-	m.SetEdns0(1232, do)
-	pkt, err := m.Pack()
-	if err != nil {
-		t.Fatal(err)
-	}
 	r := new(wire.Request)
-	if err := r.Parse(pkt); err != nil {
+	if err := r.Parse(dnstest.Query(name, qtype, dnstest.CD(cd), dnstest.EDNS(1232, do))); err != nil {
 		t.Fatal(err)
 	}
 	return r
@@ -149,20 +120,6 @@ func sameRRs(t testing.TB, what string, got []dns.RR, want ...string) {
 	}
 }
 
-func counter(t testing.TB, c prometheus.Collector) float64 {
-	t.Helper()
-	ch := make(chan prometheus.Metric, 1)
-	c.Collect(ch)
-	var m dto.Metric
-	if err := (<-ch).Write(&m); err != nil {
-		t.Fatal(err)
-	}
-	if m.Counter != nil {
-		return m.Counter.GetValue()
-	}
-	return m.Gauge.GetValue()
-}
-
 func TestHitServesStoredAnswer(t *testing.T) {
 	c, _ := newCache(DefaultConfig())
 	r := request(t, "www.example.com.", dns.TypeA, false, false)
@@ -181,7 +138,7 @@ func TestHitServesStoredAnswer(t *testing.T) {
 	if c.Len() != 1 {
 		t.Fatalf("Len = %d, want 1", c.Len())
 	}
-	hits := counter(t, hitsTotal)
+	hits := testutil.ToFloat64(hitsTotal)
 	for i := range 3 {
 		r2 := request(t, "www.example.com.", dns.TypeA, false, false)
 		r2.RD = i%2 == 0
@@ -196,7 +153,7 @@ func TestHitServesStoredAnswer(t *testing.T) {
 		sameRRs(t, "authority", m.Ns, "example.com. 600 IN NS ns1.example.com.")
 		sameRRs(t, "additional", m.Extra, "ns1.example.com. 900 IN A 192.0.2.53")
 	}
-	if got := counter(t, hitsTotal) - hits; got != 3 {
+	if got := testutil.ToFloat64(hitsTotal) - hits; got != 3 {
 		t.Errorf("hits counter rose by %v, want 3", got)
 	}
 }
@@ -433,12 +390,12 @@ func TestNeverCached(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c, _ := newCache(Config{})
 			r := request(t, "example.com.", dns.TypeA, false, false)
-			inserts := counter(t, insertsTotal)
+			inserts := testutil.ToFloat64(insertsTotal)
 			c.Set(r, tt.msg(t, r))
 			if c.Len() != 0 || get(t, c, r) != nil {
 				t.Errorf("cached (Len %d)", c.Len())
 			}
-			if counter(t, insertsTotal) != inserts {
+			if testutil.ToFloat64(insertsTotal) != inserts {
 				t.Error("inserts counter moved")
 			}
 		})
@@ -505,7 +462,7 @@ func TestEvictionKeepsHotEntry(t *testing.T) {
 	c, _ := newCache(Config{Size: size})
 	hot := request(t, "hot.example.", dns.TypeA, false, false)
 	c.Set(hot, reply(t, hot, dns.RcodeSuccess, rrs(t, "hot.example. 300 IN A 192.0.2.1"), nil, nil))
-	evictions := counter(t, evictionsTotal)
+	evictions := testutil.ToFloat64(evictionsTotal)
 	const cold = 1000
 	firstCold := request(t, "cold0.example.", dns.TypeA, false, false)
 	for i := range cold {
@@ -521,7 +478,7 @@ func TestEvictionKeepsHotEntry(t *testing.T) {
 	if c.Len() != size {
 		t.Errorf("Len = %d, want %d", c.Len(), size)
 	}
-	if got := counter(t, evictionsTotal) - evictions; got != cold+1-size {
+	if got := testutil.ToFloat64(evictionsTotal) - evictions; got != cold+1-size {
 		t.Errorf("evictions rose by %v, want %d", got, cold+1-size)
 	}
 	if get(t, c, firstCold) != nil {
@@ -708,14 +665,14 @@ func benchCache(b *testing.B) (*Cache, *wire.Request) {
 // reportCPU adds cpu-ns/op: the process's CPU time per op, which unlike
 // ns/op does not grow when other jobs take the machine's cores.
 func reportCPU(b *testing.B, start time.Duration) {
-	b.ReportMetric(float64(cpuTime(b)-start)/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(dnstest.CPUTime(b)-start)/float64(b.N), "cpu-ns/op")
 }
 
 func BenchmarkGetHit(b *testing.B) {
 	c, r := benchCache(b)
 	dst := make([]byte, 0, 1232)
 	b.ReportAllocs()
-	start := cpuTime(b)
+	start := dnstest.CPUTime(b)
 	for b.Loop() {
 		var ok bool
 		if dst, ok = c.Get(dst[:0], r); !ok {
@@ -728,7 +685,7 @@ func BenchmarkGetHit(b *testing.B) {
 func BenchmarkGetHitParallel(b *testing.B) {
 	c, r := benchCache(b)
 	b.ReportAllocs()
-	start := cpuTime(b)
+	start := dnstest.CPUTime(b)
 	defer reportCPU(b, start)
 	b.RunParallel(func(pb *testing.PB) {
 		dst := make([]byte, 0, 1232)
@@ -750,7 +707,7 @@ func BenchmarkParseGetHit(b *testing.B) {
 	var req wire.Request
 	dst := make([]byte, 0, 1232)
 	b.ReportAllocs()
-	start := cpuTime(b)
+	start := dnstest.CPUTime(b)
 	for b.Loop() {
 		if err := req.Parse(pkt); err != nil {
 			b.Fatal(err)

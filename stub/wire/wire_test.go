@@ -8,22 +8,17 @@ import (
 	"testing"
 
 	"github.com/miekg/dns"
+
+	"github.com/podns/podns/internal/dnstest"
 )
 
-// query packs a query for name/qtype; edns < 0 means no OPT record.
-func query(t testing.TB, name string, qtype uint16, edns int, do bool) []byte {
-	t.Helper()
-	m := new(dns.Msg)
-	m.SetQuestion(name, qtype)
-	m.Id = 0xBEEF
+// query packs a query for name/qtype with ID 0xBEEF; edns < 0 means no OPT record.
+func query(_ testing.TB, name string, qtype uint16, edns int, do bool) []byte {
+	opts := []dnstest.MsgOption{dnstest.ID(0xBEEF)}
 	if edns >= 0 {
-		m.SetEdns0(uint16(edns), do)
+		opts = append(opts, dnstest.EDNS(uint16(edns), do))
 	}
-	b, err := m.Pack()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return dnstest.Query(name, qtype, opts...)
 }
 
 func wireName(t testing.TB, name string) []byte {
@@ -394,11 +389,11 @@ func BenchmarkParse(b *testing.B) {
 	pkt := query(b, "www.Example.com.", dns.TypeAAAA, 1232, true)
 	var r Request
 	b.ReportAllocs()
-	start := cpuTime(b)
+	start := dnstest.CPUTime(b)
 	for b.Loop() {
 		if err := r.Parse(pkt); err != nil {
 			b.Fatal(err)
 		}
 	}
-	b.ReportMetric(float64(cpuTime(b)-start)/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(dnstest.CPUTime(b)-start)/float64(b.N), "cpu-ns/op")
 }
