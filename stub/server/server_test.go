@@ -17,6 +17,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/rs/zerolog"
 
+	"github.com/podns/podns/internal/dnstest"
 	"github.com/podns/podns/stub/cache"
 	"github.com/podns/podns/stub/wire"
 )
@@ -93,18 +94,6 @@ func records(n int) func(q *dns.Msg) (*dns.Msg, error) {
 	}
 }
 
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 func startServer(t *testing.T, fwd Forwarder, mod func(*Config)) (*Server, string) {
 	t.Helper()
 	cfg := Config{
@@ -120,13 +109,8 @@ func startServer(t *testing.T, fwd Forwarder, mod func(*Config)) (*Server, strin
 	// port and retry if TCP happens to have it taken.
 	var s *Server
 	for try := 0; ; try++ {
-		u, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ap := u.LocalAddr().(*net.UDPAddr).AddrPort()
-		u.Close()
-		cfg.Listen = []netip.AddrPort{ap}
+		cfg.Listen = []netip.AddrPort{netip.MustParseAddrPort(dnstest.FreeAddr(t))}
+		var err error
 		s, err = New(cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -148,24 +132,15 @@ func startServer(t *testing.T, fwd Forwarder, mod func(*Config)) (*Server, strin
 
 func query(t *testing.T, proto, addr, name string, qtype uint16, edns int) *dns.Msg {
 	t.Helper()
-	m := new(dns.Msg)
-	m.SetQuestion(name, qtype)
+	var opts []dnstest.MsgOption
 	if edns > 0 {
-		m.SetEdns0(uint16(edns), false)
+		opts = append(opts, dnstest.EDNS(uint16(edns), false))
 	}
-	c := &dns.Client{Net: proto, Timeout: 3 * time.Second, UDPSize: 65535}
-	r, _, err := c.Exchange(m, addr)
-	if err != nil {
-		t.Fatalf("%s query %s: %v", proto, name, err)
-	}
-	if r.Id != m.Id {
-		t.Fatalf("reply ID %d, query ID %d", r.Id, m.Id)
-	}
-	return r
+	return dnstest.Exchange(t, proto, addr, dnstest.Msg(name, qtype, opts...))
 }
 
 func TestMissThenHitEchoesCaseAndCountsTTLDown(t *testing.T) {
-	clock := &testClock{t: time.Unix(1_700_000_000, 0)}
+	clock := dnstest.NewClock(time.Unix(1_700_000_000, 0))
 	fwd := &fakeForwarder{answer: records(1)}
 	_, addr := startServer(t, fwd, func(c *Config) { c.Cache = cache.New(cache.Config{Size: 100, Now: clock.Now}) })
 

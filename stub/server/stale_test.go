@@ -8,6 +8,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/podns/podns/internal/dnstest"
 	"github.com/podns/podns/stub/cache"
 )
 
@@ -43,7 +44,7 @@ func TestServeStale(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			clock := &testClock{t: time.Unix(1_700_000_000, 0)}
+			clock := dnstest.NewClock(time.Unix(1_700_000_000, 0))
 			fwd := &fakeForwarder{answer: records(1)}
 			_, addr := startServer(t, fwd, func(c *Config) {
 				c.Cache = cache.New(cache.Config{Size: 100, StaleWindow: time.Hour, Now: clock.Now})
@@ -88,7 +89,7 @@ func TestServeStale(t *testing.T) {
 }
 
 func TestStaleAnswerRefreshedInBackground(t *testing.T) {
-	clock := &testClock{t: time.Unix(1_700_000_000, 0)}
+	clock := dnstest.NewClock(time.Unix(1_700_000_000, 0))
 	fwd := &fakeForwarder{answer: records(1)}
 	_, addr := startServer(t, fwd, func(c *Config) {
 		c.Cache = cache.New(cache.Config{Size: 100, StaleWindow: time.Hour, Now: clock.Now})
@@ -112,7 +113,7 @@ func TestStaleAnswerRefreshedInBackground(t *testing.T) {
 }
 
 func TestPrefetchRefreshesHotEntryBeforeExpiry(t *testing.T) {
-	clock := &testClock{t: time.Unix(1_700_000_000, 0)}
+	clock := dnstest.NewClock(time.Unix(1_700_000_000, 0))
 	fwd := &fakeForwarder{answer: records(1)}
 	_, addr := startServer(t, fwd, func(c *Config) {
 		c.Cache = cache.New(cache.Config{Size: 100, PrefetchHits: 2, Now: clock.Now})
@@ -193,7 +194,7 @@ func sameSet(a, b []string) bool {
 // A lookup that walks the search list makes several stale-eligible misses in a row. Once the
 // upstream has failed to answer one in time, the next ones must not each wait StaleTimeout.
 func TestStaleAtOnceAfterATimedOutUpstream(t *testing.T) {
-	clock := &testClock{t: time.Unix(1_700_000_000, 0)}
+	clock := dnstest.NewClock(time.Unix(1_700_000_000, 0))
 	fwd := &fakeForwarder{answer: records(1)}
 	s, addr := startServer(t, fwd, func(c *Config) {
 		c.Cache = cache.New(cache.Config{Size: 100, StaleWindow: time.Hour, Now: clock.Now})
