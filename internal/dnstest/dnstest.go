@@ -59,8 +59,8 @@ func TCPOnly() ServeOption { return func(c *serveConfig) { c.udp, c.tcp = false,
 // A handler that writes nothing leaves the client waiting: over TCP the connection stays open
 // and the next query on it is read. Unlike the miekg/dns defaults, the server never closes a
 // TCP connection on its own (no read or idle timeout, no limit of queries per connection), so
-// that a slow test machine cannot make it drop one; and it reads UDP queries of up to 65535
-// bytes. Queries run on goroutines of their own (UDP) or one at a time per connection (TCP).
+// that a slow test machine cannot make it drop one. It reads UDP queries of up to 512 bytes
+// (the miekg/dns default; a larger one is dropped). Queries run on goroutines of their own (UDP) or one at a time per connection (TCP).
 //
 // It fails the test when no port is free or a server cannot start.
 func Serve(tb testing.TB, h dns.HandlerFunc, opts ...ServeOption) string {
@@ -97,7 +97,7 @@ func Serve(tb testing.TB, h dns.HandlerFunc, opts ...ServeOption) string {
 	var servers []*dns.Server
 	never := func() time.Duration { return 24 * time.Hour }
 	if pc != nil {
-		servers = append(servers, &dns.Server{PacketConn: pc, Handler: h, UDPSize: dns.MaxMsgSize, ReadTimeout: 24 * time.Hour})
+		servers = append(servers, &dns.Server{PacketConn: pc, Handler: h, ReadTimeout: 24 * time.Hour})
 	}
 	if l != nil {
 		servers = append(servers, &dns.Server{Listener: l, Handler: h, ReadTimeout: 24 * time.Hour, IdleTimeout: never, MaxTCPQueries: -1})
