@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/podns/podns/internal/dnstest"
 )
 
 // startCoreDNS runs the pinned CoreDNS (`make tools` puts it on PATH) on a loopback port with
@@ -24,7 +26,7 @@ func startCoreDNS(t *testing.T, corefile string) string {
 	if err != nil {
 		t.Skip("coredns not on PATH (make tools installs it into .tools/bin):", err)
 	}
-	addr := freeAddr(t)
+	addr := dnstest.FreeAddr(t)
 	_, port, _ := net.SplitHostPort(addr)
 	conf := filepath.Join(t.TempDir(), "Corefile")
 	body := []byte(fmt.Sprintf(corefile, port, port))

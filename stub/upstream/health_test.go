@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"net"
 	"runtime"
 	"strings"
 	"sync"
@@ -14,6 +13,8 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/rs/zerolog"
+
+	"github.com/podns/podns/internal/dnstest"
 )
 
 // scripted is a loopback DNS server (TCP or UDP) that answers each query with respond(q), or
@@ -27,45 +28,17 @@ type scripted struct {
 func startScripted(t *testing.T, proto string, respond func(q *dns.Msg) *dns.Msg) *scripted {
 	t.Helper()
 	s := &scripted{}
-	count := func(q *dns.Msg) {
+	only := dnstest.TCPOnly()
+	if proto == "udp" {
+		only = dnstest.UDPOnly()
+	}
+	s.addr = dnstest.Serve(t, dnstest.Reply(func(q *dns.Msg) *dns.Msg {
 		s.received.Add(1)
 		if q.Question[0].Qtype == dns.TypeNS {
 			s.probes.Add(1)
 		}
-	}
-	if proto == "udp" {
-		s.addr = startUDP(t, func(pc net.PacketConn) {
-			buf := make([]byte, 65535)
-			for {
-				n, from, err := pc.ReadFrom(buf)
-				if err != nil {
-					return
-				}
-				q := new(dns.Msg)
-				if q.Unpack(buf[:n]) != nil || len(q.Question) != 1 {
-					continue
-				}
-				count(q)
-				if r := respond(q); r != nil {
-					b, _ := r.Pack()
-					pc.WriteTo(b, from)
-				}
-			}
-		})
-		return s
-	}
-	s.addr = startTCP(t, func(_ int, c net.Conn) {
-		for {
-			q, err := readMsg(c)
-			if err != nil || len(q.Question) != 1 {
-				return
-			}
-			count(q)
-			if r := respond(q); r != nil && writeMsg(c, r) != nil {
-				return
-			}
-		}
-	}).addr
+		return respond(q)
+	}), only)
 	return s
 }
 
@@ -324,7 +297,7 @@ func TestAllServersDown(t *testing.T) {
 // When every server is down, the one that went down last is tried first; while one is up, only
 // the up ones are tried, in the configured order.
 func TestOrder(t *testing.T) {
-	clock := newFakeClock()
+	clock := dnstest.NewClock(time.Now())
 	addrs := []string{"127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"}
 	for _, tc := range []struct {
 		name string
@@ -341,7 +314,7 @@ func TestOrder(t *testing.T) {
 			f := newForwarder(t, Config{Servers: addrs, Now: clock.Now})
 			f.probeWait = noProbes
 			for _, i := range tc.down {
-				clock.Add(time.Second)
+				clock.Advance(time.Second)
 				f.servers[i].markDown(errors.New("test"))
 			}
 			var got []int
@@ -449,7 +422,7 @@ func TestSlowQueryDoesNotMarkDown(t *testing.T) {
 func TestCloseStopsProbers(t *testing.T) {
 	protos(t, func(t *testing.T, proto string) {
 		silent := startScripted(t, proto, silentReply)
-		refused := freeAddr(t)
+		refused := dnstest.FreeAddr(t)
 		before := runtime.NumGoroutine()
 		f, err := New(Config{Servers: []string{silent.addr, refused}, Protocol: proto, Timeout: time.Minute,
 			ProbeInterval: time.Millisecond, ProbeMaxInterval: 20 * time.Millisecond})
@@ -499,7 +472,7 @@ func TestCloseStopsProbers(t *testing.T) {
 
 // One line when a server goes down and one when it comes back, rate-limited per server.
 func TestHealthLogs(t *testing.T) {
-	clock := newFakeClock()
+	clock := dnstest.NewClock(time.Now())
 	var buf bytes.Buffer
 	var mu sync.Mutex
 	f := newForwarder(t, Config{Servers: []string{"127.0.0.1:1"}, Now: clock.Now,
@@ -512,7 +485,7 @@ func TestHealthLogs(t *testing.T) {
 		return buf.String()
 	}
 	s.markDown(errors.New("boom"))
-	clock.Add(time.Second)
+	clock.Advance(time.Second)
 	s.markUp("reply")
 	if l := lines(); strings.Count(l, "upstream down") != 1 || !strings.Contains(l, "boom") || strings.Contains(l, "up again") {
 		t.Errorf("logs %q: want one down line naming the error, the up line held back", l)
@@ -521,13 +494,13 @@ func TestHealthLogs(t *testing.T) {
 		s.markDown(errors.New("boom"))
 		s.markUp("reply")
 	}
-	clock.Add(logInterval)
+	clock.Advance(logInterval)
 	s.markDown(errors.New("again"))
 	l := lines()
 	if strings.Count(l, "\n") != 2 || !strings.Contains(l, `"suppressed":7`) {
 		t.Errorf("logs %q: want a second line counting 7 held-back changes", l)
 	}
-	clock.Add(logInterval)
+	clock.Advance(logInterval)
 	s.markUp("probe")
 	if l := lines(); !strings.Contains(l, "up again") || !strings.Contains(l, `"by":"probe"`) {
 		t.Errorf("logs %q: want an up line", l)

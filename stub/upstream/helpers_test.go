@@ -16,6 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/podns/podns/internal/dnstest"
 )
 
 // clientID is the ID every test query carries; upstream IDs must never be it.
@@ -144,12 +146,8 @@ func serveAll(c net.Conn) {
 	}
 }
 
-func query(name string) *dns.Msg {
-	q := new(dns.Msg)
-	q.SetQuestion(name, dns.TypeA)
-	q.Id = clientID
-	return q
-}
+// query is an A query for name with the ID clientID.
+func query(name string) *dns.Msg { return dnstest.Msg(name, dns.TypeA, dnstest.ID(clientID)) }
 
 func qname(i int) string { return "q" + strconv.Itoa(i) + ".example." }
 
@@ -239,29 +237,4 @@ func histCount(t *testing.T, o prometheus.Observer) uint64 {
 	return m.GetHistogram().GetSampleCount()
 }
 
-// freeAddr returns a loopback TCP address nobody listens on: connections are refused.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
-
 func isTimeout(err error) bool { return errors.Is(err, errTimeout) }
-
-// fakeClock is a Config.Now that moves only when told: it keeps idle expiry and stall
-// detection out of tests that are not about them, however slow the machine.
-type fakeClock struct{ ns atomic.Int64 }
-
-func newFakeClock() *fakeClock {
-	c := &fakeClock{}
-	c.ns.Store(time.Now().UnixNano())
-	return c
-}
-
-func (c *fakeClock) Now() time.Time      { return time.Unix(0, c.ns.Load()) }
-func (c *fakeClock) Add(d time.Duration) { c.ns.Add(int64(d)) }

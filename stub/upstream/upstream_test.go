@@ -15,6 +15,8 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/rs/zerolog"
+
+	"github.com/podns/podns/internal/dnstest"
 )
 
 func TestNewValidates(t *testing.T) {
@@ -96,7 +98,7 @@ func TestNewHealthSettings(t *testing.T) {
 }
 
 func TestExchangeRejectsBadQuery(t *testing.T) {
-	f := newForwarder(t, Config{Servers: []string{freeAddr(t)}})
+	f := newForwarder(t, Config{Servers: []string{dnstest.FreeAddr(t)}})
 	two := query(qname(1))
 	two.Question = append(two.Question, two.Question[0])
 	for _, q := range []*dns.Msg{nil, new(dns.Msg), two} {
@@ -129,7 +131,7 @@ func TestPipeliningReverseOrder(t *testing.T) {
 		serveAll(c)
 	})
 	// The frozen clock keeps stall detection from spreading the queries over connections.
-	f := newForwarder(t, Config{Servers: []string{srv.addr}, Now: newFakeClock().Now})
+	f := newForwarder(t, Config{Servers: []string{srv.addr}, Now: dnstest.NewClock(time.Now()).Now})
 	replies, errs := exchangeAll(f, n)
 	for i := range n {
 		if errs[i] != nil {
@@ -193,23 +195,21 @@ func TestStubClosesIdleConnection(t *testing.T) {
 		waitFor(t, "open connections to drop to 0", func() bool { return metric(open) == 0 })
 	})
 	t.Run("clock", func(t *testing.T) {
-		var now atomic.Int64
-		now.Store(time.Now().UnixNano())
-		clock := func() time.Time { return time.Unix(0, now.Load()) }
+		clock := dnstest.NewClock(time.Now())
 		eof := make(chan int, 2)
 		srv := startTCP(t, func(n int, c net.Conn) { serveAll(c); eof <- n })
-		f := newForwarder(t, Config{Servers: []string{srv.addr}, IdleTimeout: time.Hour, Now: clock})
+		f := newForwarder(t, Config{Servers: []string{srv.addr}, IdleTimeout: time.Hour, Now: clock.Now})
 		if _, err := f.Exchange(context.Background(), query(qname(1))); err != nil {
 			t.Fatal(err)
 		}
-		now.Add(int64(59 * time.Minute))
+		clock.Advance(59 * time.Minute)
 		if _, err := f.Exchange(context.Background(), query(qname(2))); err != nil {
 			t.Fatal(err)
 		}
 		if got := srv.accepted.Load(); got != 1 {
 			t.Fatalf("%d connections before IdleTimeout, want 1", got)
 		}
-		now.Add(int64(time.Hour))
+		clock.Advance(time.Hour)
 		if _, err := f.Exchange(context.Background(), query(qname(3))); err != nil {
 			t.Fatal(err)
 		}
@@ -284,7 +284,7 @@ func TestServerClosesWithQueriesInFlight(t *testing.T) {
 		}
 		serveAll(c)
 	})
-	f := newForwarder(t, Config{Servers: []string{srv.addr}, Now: newFakeClock().Now})
+	f := newForwarder(t, Config{Servers: []string{srv.addr}, Now: dnstest.NewClock(time.Now()).Now})
 	m := f.servers[0].m
 	reconnects, closed, netErrs := metric(m.reconnects), metric(m.errClosed), metric(m.errNetwork)
 	replies, errs := exchangeAll(f, n)
@@ -385,7 +385,7 @@ func TestFailover(t *testing.T) {
 // A refused connection fails the attempt at once, not after Timeout.
 func TestRefusedFailsOverAtOnce(t *testing.T) {
 	good := startDNSBoth(t, false)
-	refused := freeAddr(t)
+	refused := dnstest.FreeAddr(t)
 	f := newForwarder(t, Config{Servers: []string{refused, good}, Timeout: 5 * time.Second})
 	netErrs := metric(f.servers[0].m.errNetwork)
 	start := time.Now()
@@ -413,22 +413,7 @@ func startDNSBoth(t testing.TB, truncate bool) string {
 		}
 		w.WriteMsg(r)
 	})
-	for range 20 { // the UDP port may be taken for TCP
-		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		l, err := net.Listen("tcp", pc.LocalAddr().String())
-		if err != nil {
-			pc.Close()
-			continue
-		}
-		startDNS(t, &dns.Server{PacketConn: pc, Handler: h})
-		startDNS(t, &dns.Server{Listener: l, Handler: h, MaxTCPQueries: -1}) // like CoreDNS
-		return l.Addr().String()
-	}
-	t.Fatal("no port free for both UDP and TCP")
-	return ""
+	return dnstest.Serve(t, h)
 }
 
 func TestUDPTruncatedRetriesOverTCP(t *testing.T) {
@@ -697,7 +682,7 @@ func TestContextCancels(t *testing.T) {
 				})
 			}
 			// The second server must not be tried once the caller gave up.
-			f := newForwarder(t, Config{Servers: []string{addr, freeAddr(t)}, Protocol: proto, Timeout: time.Minute})
+			f := newForwarder(t, Config{Servers: []string{addr, dnstest.FreeAddr(t)}, Protocol: proto, Timeout: time.Minute})
 			next := f.servers[1].m
 			tried := metric(next.queriesTCP) + metric(next.queriesUDP)
 			ctx, cancel := context.WithCancel(context.Background())
@@ -748,13 +733,12 @@ func TestMetrics(t *testing.T) {
 
 // Failures are logged at most once per server per 10s, with the number suppressed.
 func TestFailureLogRateLimited(t *testing.T) {
-	var now atomic.Int64
-	now.Store(time.Now().UnixNano())
+	clock := dnstest.NewClock(time.Now())
 	var buf bytes.Buffer
 	var mu sync.Mutex
 	logger := zerolog.New(zerolog.SyncWriter(lockedWriter{&mu, &buf}))
-	f := newForwarder(t, Config{Servers: []string{freeAddr(t)}, Logger: logger,
-		Now: func() time.Time { return time.Unix(0, now.Load()) }})
+	f := newForwarder(t, Config{Servers: []string{dnstest.FreeAddr(t)}, Logger: logger,
+		Now: clock.Now})
 	fail := func(k int) {
 		for range k {
 			if _, err := f.Exchange(context.Background(), query(qname(1))); err == nil {
@@ -779,7 +763,7 @@ func TestFailureLogRateLimited(t *testing.T) {
 	if l := lines(); len(l) != 1 {
 		t.Fatalf("%d log lines for 5 failures within 10s, want 1: %q", len(l), l)
 	}
-	now.Add(int64(11 * time.Second))
+	clock.Advance(11 * time.Second)
 	fail(1)
 	l := lines()
 	if len(l) != 2 || !strings.Contains(l[1], `"suppressed":4`) {
@@ -818,7 +802,7 @@ func TestLearnedBudgetResets(t *testing.T) {
 		}
 		serveAll(c)
 	})
-	clock := newFakeClock()
+	clock := dnstest.NewClock(time.Now())
 	f := newForwarder(t, Config{Servers: []string{srv.addr}, IdleTimeout: 100 * time.Millisecond, Now: clock.Now})
 	budget := func() int {
 		s := f.servers[0]
@@ -836,7 +820,7 @@ func TestLearnedBudgetResets(t *testing.T) {
 	if b := budget(); b != 2 {
 		t.Fatalf("budget %d after a close following 2 answers, want 2", b)
 	}
-	clock.Add(time.Second) // the retired connection is now idle past IdleTimeout
+	clock.Advance(time.Second) // the retired connection is now idle past IdleTimeout
 	waitFor(t, "the budget to reset after an idle close by the stub", func() bool { return budget() == 0 })
 	accepted := srv.accepted.Load()
 	for i := range 5 {
@@ -871,7 +855,7 @@ func TestStalledConnectionPassedOver(t *testing.T) {
 			writeMsg(c, answer(q, nameIndex(q)))
 		}
 	})
-	clock := newFakeClock()
+	clock := dnstest.NewClock(time.Now())
 	f := newForwarder(t, Config{Servers: []string{srv.addr}, Now: clock.Now, Timeout: 10 * time.Second})
 	slow := make(chan error, 1)
 	go func() {
@@ -882,7 +866,7 @@ func TestStalledConnectionPassedOver(t *testing.T) {
 		slow <- err
 	}()
 	wait(t, "the slow query to reach the server", slowRead)
-	clock.Add(stallAfter)
+	clock.Advance(stallAfter)
 	for i := 1; i <= 3; i++ {
 		r, err := f.Exchange(context.Background(), query(qname(i)))
 		if err != nil {
@@ -918,12 +902,12 @@ func TestStalledConnectionsCapped(t *testing.T) {
 			writeMsg(c, answer(q, nameIndex(q)))
 		}
 	})
-	clock := newFakeClock()
+	clock := dnstest.NewClock(time.Now())
 	f := newForwarder(t, Config{Servers: []string{srv.addr}, Now: clock.Now, Timeout: 10 * time.Second})
 	for i := range maxConns {
 		go f.Exchange(context.Background(), query(qname(i)))
 		wait(t, "the query to reach the server", read)
-		clock.Add(stallAfter) // every connection so far is stalled
+		clock.Advance(stallAfter) // every connection so far is stalled
 	}
 	go f.Exchange(context.Background(), query(qname(maxConns)))
 	s := f.servers[0]
