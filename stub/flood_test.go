@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"net"
 	"os"
@@ -16,6 +15,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/podns/podns/internal/dnstest"
 )
 
 const dnsHeaderLen = 12
@@ -37,7 +38,7 @@ func TestFloodOfUniqueNamesStaysUnderMemoryLimit(t *testing.T) {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	up := floodUpstream(t)
-	dnsAddr, httpAddr := freePort(t), freePort(t)
+	dnsAddr, httpAddr := dnstest.FreeAddr(t), dnstest.FreeAddr(t)
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(), "PODNS_LISTEN="+dnsAddr, "PODNS_UPSTREAMS="+up, "PODNS_HTTP_LISTEN="+httpAddr, "PODNS_LOG_LEVEL=warn")
 	cmd.Stderr = os.Stderr
@@ -108,24 +109,13 @@ func TestFloodOfUniqueNamesStaysUnderMemoryLimit(t *testing.T) {
 // floodUpstream answers every A question with one address, over TCP (the stub's default).
 func floodUpstream(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
 		m := new(dns.Msg)
 		m.SetReply(r)
 		m.Answer = []dns.RR{&dns.A{Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 300}, A: net.IPv4(10, 9, 8, 7)}}
 		_ = w.WriteMsg(m)
 	})
-	srv := &dns.Server{Listener: l, Handler: h, MaxTCPQueries: -1}
-	go func() { _ = srv.ActivateAndServe() }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_ = srv.ShutdownContext(ctx)
-	})
-	return l.Addr().String()
+	return dnstest.Serve(t, h, dnstest.TCPOnly()) // no limit of queries per connection
 }
 
 func vmHWMKiB(t *testing.T, pid int) int64 {

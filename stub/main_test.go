@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/podns/podns/internal/dnstest"
 )
 
 // syncBuffer is a goroutine-safe log sink.
@@ -68,26 +70,6 @@ func TestLoopRefused(t *testing.T) {
 	}
 }
 
-// freePort returns a loopback port free for both UDP and TCP at the time of the call.
-func freePort(t *testing.T) string {
-	t.Helper()
-	for range 20 {
-		u, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := u.LocalAddr().String()
-		l, err := net.Listen("tcp", addr)
-		u.Close()
-		if err == nil {
-			l.Close()
-			return addr
-		}
-	}
-	t.Fatal("no free port")
-	return ""
-}
-
 // upstreamServer is a loopback DNS server answering every A query with 10.1.2.3.
 func upstreamServer(t *testing.T) string {
 	t.Helper()
@@ -100,14 +82,7 @@ func upstreamServer(t *testing.T) string {
 		}
 		_ = w.WriteMsg(m)
 	})
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &dns.Server{Listener: l, Handler: h}
-	go func() { _ = srv.ActivateAndServe() }()
-	t.Cleanup(func() { _ = srv.Shutdown() })
-	return l.Addr().String()
+	return dnstest.Serve(t, h, dnstest.TCPOnly())
 }
 
 func httpGet(url string) (int, string, error) {
@@ -140,7 +115,7 @@ func waitReady(t *testing.T, url string, exited <-chan int) string {
 
 func TestServesThenDrainsOnSIGTERM(t *testing.T) {
 	up := upstreamServer(t)
-	dnsAddr, httpAddr := freePort(t), freePort(t)
+	dnsAddr, httpAddr := dnstest.FreeAddr(t), dnstest.FreeAddr(t)
 	ctx, sigterm := context.WithCancel(context.Background())
 	defer sigterm()
 	var logs syncBuffer
@@ -208,7 +183,7 @@ func TestDisabledMarkerServesProbesOnly(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "disabled"), []byte("hostNetwork pod: PODNS_POD_IP equals PODNS_HOST_IP\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	dnsAddr, httpAddr := freePort(t), freePort(t)
+	dnsAddr, httpAddr := dnstest.FreeAddr(t), dnstest.FreeAddr(t)
 	ctx, sigterm := context.WithCancel(context.Background())
 	exited := make(chan int, 1)
 	go func() {
@@ -262,41 +237,11 @@ func TestPortInUseExits1(t *testing.T) {
 	}
 }
 
-// silentUpstream accepts TCP connections and never answers: a dead nameserver as the stub sees
-// it behind a DNAT to a backend that is gone.
-func silentUpstream(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-	})
-	return l.Addr().String()
-}
-
 func TestStartupProbeMakesFirstLookupAvoidDeadUpstream(t *testing.T) {
-	dead, good := silentUpstream(t), upstreamServer(t)
-	dnsAddr, httpAddr := freePort(t), freePort(t)
+	// dead accepts TCP connections and never answers: a dead nameserver as the stub sees it
+	// behind a DNAT to a backend that is gone.
+	dead, good := dnstest.Serve(t, dnstest.Silent, dnstest.TCPOnly()), upstreamServer(t)
+	dnsAddr, httpAddr := dnstest.FreeAddr(t), dnstest.FreeAddr(t)
 	ctx, sigterm := context.WithCancel(context.Background())
 	defer sigterm()
 	var logs syncBuffer
