@@ -23,6 +23,7 @@ import (
 	"github.com/podns/podns/e2e/internal/lookup"
 	"github.com/podns/podns/e2e/internal/netsim"
 	"github.com/podns/podns/e2e/internal/scenario"
+	"github.com/podns/podns/internal/dnstest"
 )
 
 // staleWindow is how long TestServeStale keeps every cluster DNS backend down: the issue's
@@ -94,17 +95,6 @@ func dialStub(t *testing.T, p *netsim.Pod) *net.UDPConn {
 	}
 	t.Cleanup(func() { conn.Close() })
 	return conn.(*net.UDPConn)
-}
-
-func query(name string, qtype uint16, id uint16) []byte {
-	m := new(dns.Msg)
-	m.SetQuestion(dns.Fqdn(name), qtype)
-	m.Id = id
-	b, err := m.Pack()
-	if err != nil {
-		panic(err)
-	}
-	return b
 }
 
 // readReply reads one DNS message from conn before the deadline.
@@ -383,7 +373,7 @@ func testMuslSafe(t *testing.T, ctx context.Context, env *scenario.Env, c *netsi
 		for k := range trials {
 			name := netsim.ColdName(i*trials + k)
 			deadline := time.Now().Add(3 * time.Second)
-			if _, err := conn.Write(query(name, dns.TypeAAAA, uint16(1000+k))); err != nil {
+			if _, err := conn.Write(dnstest.Query(dns.Fqdn(name), dns.TypeAAAA, dnstest.ID(uint16(1000+k)))); err != nil {
 				t.Fatal(err)
 			}
 			if m, err := readReply(conn, deadline); err != nil || m.Id != uint16(1000+k) || len(m.Answer) == 0 {
@@ -392,7 +382,7 @@ func testMuslSafe(t *testing.T, ctx context.Context, env *scenario.Env, c *netsi
 			id := uint16(2000 + k)
 			sent := time.Now()
 			for _, qt := range []uint16{dns.TypeA, dns.TypeAAAA} {
-				if _, err := conn.Write(query(name, qt, id)); err != nil {
+				if _, err := conn.Write(dnstest.Query(dns.Fqdn(name), qt, dnstest.ID(id))); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -529,7 +519,7 @@ func testCoalescing(t *testing.T, ctx context.Context, env *scenario.Env, c *net
 		if i%2 == 1 {
 			qt = dns.TypeAAAA
 		}
-		if _, err := conn.Write(query(name, qt, uint16(i+1))); err != nil {
+		if _, err := conn.Write(dnstest.Query(dns.Fqdn(name), qt, dnstest.ID(uint16(i+1)))); err != nil {
 			t.Fatal(err)
 		}
 	}

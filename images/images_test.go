@@ -4,17 +4,17 @@ import (
 	"debug/elf"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/podns/podns/internal/dnstest"
 )
 
 const (
@@ -124,7 +124,7 @@ func TestImages(t *testing.T) {
 
 	t.Run("stub image resolves a name from the host", func(t *testing.T) {
 		upstream := startTestDNS(t)
-		listen := freePort(t)
+		listen := dnstest.FreeAddr(t) // for a listener in a container on the host network
 		name := containerName(t, "stub")
 		if _, err := pm.output("run", "-d", "--name", name, "--network", "host",
 			"--read-only", "--cap-drop=ALL", "--security-opt", "no-new-privileges",
@@ -338,27 +338,6 @@ func containerName(t *testing.T, what string) string {
 	return fmt.Sprintf("podns-imagetest-%s-%d", what, os.Getpid())
 }
 
-// freePort returns a loopback ip:port free for both UDP and TCP, for a listener in a
-// container on the host network.
-func freePort(t *testing.T) string {
-	t.Helper()
-	for i := 0; i < 20; i++ {
-		u, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := u.LocalAddr().String()
-		l, err := net.Listen("tcp", addr)
-		u.Close()
-		if err == nil {
-			l.Close()
-			return addr
-		}
-	}
-	t.Fatal("no free loopback port")
-	return ""
-}
-
 // startTestDNS serves a test zone on loopback, UDP and TCP on one port: the stub's upstream.
 // Nothing is forwarded anywhere.
 func startTestDNS(t *testing.T) string {
@@ -375,35 +354,7 @@ func startTestDNS(t *testing.T) string {
 		}
 		w.WriteMsg(m)
 	})
-	for i := 0; i < 20; i++ {
-		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		l, err := net.Listen("tcp", pc.LocalAddr().String())
-		if err != nil {
-			pc.Close()
-			continue
-		}
-		var wg sync.WaitGroup
-		servers := []*dns.Server{{PacketConn: pc, Handler: handler}, {Listener: l, Handler: handler}}
-		for _, s := range servers {
-			started := make(chan struct{})
-			s.NotifyStartedFunc = func() { close(started) }
-			wg.Add(1)
-			go func() { defer wg.Done(); s.ActivateAndServe() }()
-			<-started
-		}
-		t.Cleanup(func() {
-			for _, s := range servers {
-				s.Shutdown()
-			}
-			wg.Wait()
-		})
-		return pc.LocalAddr().String()
-	}
-	t.Fatal("no free loopback port for the test DNS server")
-	return ""
+	return dnstest.Serve(t, handler)
 }
 
 // queryUntil asks addr until it answers or the deadline passes (the container is starting);

@@ -9,8 +9,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/podns/podns/internal/dnstest"
 )
 
 func TestParseStatCPU(t *testing.T) {
@@ -152,30 +157,17 @@ func TestCheckTargets(t *testing.T) {
 	}
 }
 
-// responder answers DNS queries on a loopback UDP socket by echoing them with the QR bit set;
-// with dropEvery > 0 it ignores every dropEvery-th query.
+// responder answers DNS queries on loopback UDP with an empty NOERROR reply that keeps the
+// query's ID and question; with dropEvery > 0 it ignores every dropEvery-th query.
 func responder(t *testing.T, dropEvery int) string {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 512)
-		for n := 1; ; n++ {
-			k, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			if dropEvery > 0 && n%dropEvery == 0 {
-				continue
-			}
-			buf[2] |= 0x80
-			_, _ = pc.WriteTo(buf[:k], from)
+	var n atomic.Int64
+	return dnstest.Serve(t, dnstest.Reply(func(q *dns.Msg) *dns.Msg {
+		if dropEvery > 0 && n.Add(1)%int64(dropEvery) == 0 {
+			return nil
 		}
-	}()
-	return pc.LocalAddr().String()
+		return new(dns.Msg).SetReply(q)
+	}), dnstest.UDPOnly())
 }
 
 func TestLoadgen(t *testing.T) {
