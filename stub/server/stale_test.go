@@ -10,6 +10,7 @@ import (
 
 	"github.com/podns/podns/internal/dnstest"
 	"github.com/podns/podns/stub/cache"
+	"github.com/podns/podns/stub/wire"
 )
 
 func TestServeStale(t *testing.T) {
@@ -157,13 +158,16 @@ func TestSearchPathPrefetch(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			fwd := &fakeForwarder{answer: records(1)}
-			_, addr := startServer(t, fwd, func(c *Config) { c.Search = search; c.Ndots = 5 })
+			s, addr := startServer(t, fwd, func(c *Config) { c.Search = search; c.Ndots = 5 })
 			query(t, "udp", addr, tt.query, dns.TypeA, 0)
 			waitFor(t, func() bool { return len(fwd.names()) >= len(tt.want) })
 			got := fwd.names()
 			if !sameSet(got, tt.want) {
 				t.Fatalf("asked upstream %q, want %q", got, tt.want)
 			}
+			// Being asked is not being stored: wait until every prefetched answer is in the
+			// cache, or a follow-up on a loaded machine can overtake its own prefetch.
+			waitFor(t, func() bool { return cached(t, s, tt.want[1:]...) })
 			// The client's follow-up queries are now hits.
 			for _, name := range tt.want[1:] {
 				query(t, "udp", addr, name, dns.TypeA, 0)
@@ -182,6 +186,21 @@ func TestSearchPathPrefetch(t *testing.T) {
 			t.Fatalf("asked %q", got)
 		}
 	})
+}
+
+// cached reports whether the server's cache holds an A answer for every name.
+func cached(t *testing.T, s *Server, names ...string) bool {
+	t.Helper()
+	var r wire.Request
+	for _, n := range names {
+		if err := r.Parse(dnstest.Query(n, dns.TypeA)); err != nil {
+			t.Fatal(err)
+		}
+		if _, st := s.cfg.Cache.Lookup(nil, &r); st == cache.Miss {
+			return false
+		}
+	}
+	return true
 }
 
 func sameSet(a, b []string) bool {
