@@ -13,19 +13,28 @@ import (
 
 	"github.com/podns/podns/initc/apply"
 	"github.com/podns/podns/initc/config"
-	"github.com/podns/podns/internal/envconfig"
+	"github.com/podns/podns/internal/cli"
 	"github.com/podns/podns/internal/resolvconf"
+	"github.com/podns/podns/internal/statedir"
 	"github.com/podns/podns/internal/version"
 )
 
-// Exit codes. 1 is a refusal or failure on the pod's files (resolv.conf untouched), 2 a bad
-// configuration; both stop the pod from starting, which is the point: an app with a resolv.conf
-// pointing at a stub that has nowhere to forward would fail in subtler ways.
+// Exit codes (internal/cli). 1 is a refusal or failure on the pod's files (resolv.conf
+// untouched), 2 a bad configuration; both stop the pod from starting, which is the point: an app
+// with a resolv.conf pointing at a stub that has nowhere to forward would fail in subtler ways.
 const (
-	exitOK     = 0
-	exitFail   = 1
-	exitConfig = 2
+	exitOK     = cli.ExitOK
+	exitFail   = cli.ExitFail
+	exitConfig = cli.ExitConfig
 )
+
+var program = cli.Program{
+	Name:    "initc",
+	Summary: "points the pod's resolv.conf at podns's stub",
+	Config:  &config.Config{},
+	Footer: fmt.Sprintf("Exit status: %d done (rewritten, already in place, or disabled for hostNetwork), %d refused or failed (resolv.conf untouched), %d bad configuration.",
+		exitOK, exitFail, exitConfig),
+}
 
 func main() {
 	os.Exit(run(os.Args[1:], nil, os.Stdout, os.Stderr))
@@ -33,25 +42,12 @@ func main() {
 
 // run is the whole program; environ nil means the process environment.
 func run(args []string, environ map[string]string, stdout, stderr io.Writer) int {
-	for _, a := range args {
-		switch a {
-		case "-h", "-help", "--help":
-			fmt.Fprintf(stdout, "initc %s: points the pod's resolv.conf at podns's stub. Configured by environment:\n\n", version.Version)
-			envconfig.Usage(stdout, &config.Config{})
-			fmt.Fprintf(stdout, "\nExit status: %d done (rewritten, already in place, or disabled for hostNetwork), %d refused or failed (resolv.conf untouched), %d bad configuration.\n", exitOK, exitFail, exitConfig)
-			return exitOK
-		case "-version", "--version":
-			fmt.Fprintln(stdout, version.Version)
-			return exitOK
-		default:
-			fmt.Fprintf(stderr, "initc: unknown argument %q (configuration is by PODNS_* environment variables; see -help)\n", a)
-			return exitConfig
-		}
+	if exit, done := program.Args(args, stdout, stderr); done {
+		return exit
 	}
 	cfg, err := config.Load(environ)
 	if err != nil {
-		fmt.Fprintf(stderr, "initc: invalid configuration:\n%v\n", err)
-		return exitConfig
+		return program.BadConfig(stderr, err)
 	}
 	log := cfg.Logger(stderr).With().Str("version", version.Version).Logger()
 
@@ -74,7 +70,7 @@ func run(args []string, environ map[string]string, stdout, stderr io.Writer) int
 	}
 	switch rep.Action {
 	case apply.Disabled:
-		log.Warn().Str("resolv_conf", cfg.ResolvConf).Str("marker", cfg.StateDir+"/"+apply.DisabledMarkerName).
+		log.Warn().Str("resolv_conf", cfg.ResolvConf).Str("marker", statedir.DisabledMarkerPath(cfg.StateDir)).
 			Str("pod_ip", cfg.PodIP).Str("host_ip", cfg.HostIP).
 			Msg("podns disabled: " + p.HostNetworkReason)
 		return exitOK
@@ -86,7 +82,7 @@ func run(args []string, environ map[string]string, stdout, stderr io.Writer) int
 		ev = log.Warn().Str("hostnetwork_check", "off: PODNS_POD_IP and PODNS_HOST_IP not both set")
 	}
 	msg := "resolv.conf rewritten to use podns"
-	if rep.Action == apply.InPlace {
+	if rep.Action == apply.Unchanged {
 		msg = "resolv.conf already uses podns; nothing written"
 	}
 	ev.Str("action", string(rep.Action)).
@@ -95,7 +91,7 @@ func run(args []string, environ map[string]string, stdout, stderr io.Writer) int
 			Strs("nameservers", addrStrings(rep.Original)).
 			Strs("search", rep.Original.Search).
 			Strs("options", optionStrings(rep.Original.Options))).
-		Str("upstream_conf", cfg.StateDir+"/"+apply.UpstreamConfName).
+		Str("upstream_conf", statedir.UpstreamConfPath(cfg.StateDir)).
 		Str("upstream_conf_state", string(rep.Saved)).
 		Dict("wrote", zerolog.Dict().
 			Str("nameserver", cfg.Nameserver).

@@ -6,10 +6,10 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"sync/atomic"
@@ -20,7 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
 
-	"github.com/podns/podns/internal/envconfig"
+	"github.com/podns/podns/internal/cli"
 	"github.com/podns/podns/internal/version"
 	"github.com/podns/podns/stub/admin"
 	"github.com/podns/podns/stub/cache"
@@ -29,13 +29,15 @@ import (
 	"github.com/podns/podns/stub/upstream"
 )
 
-// Exit codes: 2 for anything the operator must fix in the configuration (bad variable, no
-// upstream, a forwarding loop), 1 for runtime failures (a port already taken).
+// Exit codes (internal/cli): 2 for anything the operator must fix in the configuration (bad
+// variable, no upstream, a forwarding loop), 1 for runtime failures (a port already taken).
 const (
-	exitOK     = 0
-	exitFail   = 1
-	exitConfig = 2
+	exitOK     = cli.ExitOK
+	exitFail   = cli.ExitFail
+	exitConfig = cli.ExitConfig
 )
+
+var program = cli.Program{Name: "stub", Summary: "podns's per-pod DNS cache", Config: &config.Config{}}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -43,47 +45,22 @@ func main() {
 	os.Exit(run(ctx, os.Args[1:], nil, os.Stdout, os.Stderr))
 }
 
-// run is the whole program; ctx ending is SIGTERM. environ nil means the process environment.
+// run is the whole program: it wires the parts stub/config describes. ctx ending is SIGTERM.
+// environ nil means the process environment.
 func run(ctx context.Context, args []string, environ map[string]string, stdout, stderr io.Writer) int {
-	for _, a := range args {
-		switch a {
-		case "-h", "-help", "--help":
-			fmt.Fprintf(stdout, "stub %s: podns's per-pod DNS cache. Configured by environment:\n\n", version.Version)
-			envconfig.Usage(stdout, &config.Config{})
-			return exitOK
-		case "-version", "--version":
-			fmt.Fprintln(stdout, version.Version)
-			return exitOK
-		default:
-			fmt.Fprintf(stderr, "stub: unknown argument %q (configuration is by PODNS_* environment variables; see -help)\n", a)
-			return exitConfig
-		}
+	if exit, done := program.Args(args, stdout, stderr); done {
+		return exit
 	}
 	cfg, err := config.Load(environ)
 	if err != nil {
-		fmt.Fprintf(stderr, "stub: invalid configuration:\n%v\n", err)
-		return exitConfig
+		return program.BadConfig(stderr, err)
 	}
 	log := cfg.Logger(stderr)
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	for _, cs := range [][]prometheus.Collector{server.Collectors(), cache.Collectors(), upstream.Collectors()} {
-		reg.MustRegister(cs...)
-	}
-
+	reg := registry()
 	// initc leaves a marker when podns must not take port 53 (a hostNetwork pod shares the node's
 	// loopback). Stay up so the pod's probes pass, bind nothing else.
 	if why, off := cfg.Disabled(); off {
-		log.Warn().Str("reason", why).Str("version", version.Version).Msg("podns disabled for this pod; serving probes only, no DNS")
-		stopHTTP, err := serveHTTP(cfg, reg, func() (bool, string) { return true, "disabled: " + why }, log)
-		if err != nil {
-			log.Error().Err(err).Msg("cannot serve HTTP")
-			return exitFail
-		}
-		<-ctx.Done()
-		stopHTTP()
-		return exitOK
+		return serveDisabled(ctx, cfg, reg, why, log)
 	}
 
 	ups, source, err := cfg.ResolveUpstreams()
@@ -91,58 +68,18 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 		log.Error().Err(err).Msg("cannot start")
 		return exitConfig
 	}
-	servers := make([]string, len(ups))
-	for i, u := range ups {
-		servers[i] = u.String()
-	}
-	fwd, err := upstream.New(upstream.Config{
-		Servers:          servers,
-		Protocol:         cfg.UpstreamProtocol,
-		Timeout:          cfg.UpstreamTimeout,
-		IdleTimeout:      cfg.UpstreamIdleTimeout,
-		MaxFails:         cfg.UpstreamMaxFails,
-		ProbeInterval:    cfg.UpstreamProbeInterval,
-		ProbeMaxInterval: cfg.UpstreamProbeMaxInterval,
-		ProbeName:        cfg.UpstreamProbeName,
-		Logger:           log.With().Str("part", "upstream").Logger(),
-	})
+	fwd, err := upstream.New(cfg.Upstream(ups, log.With().Str("part", "upstream").Logger()))
 	if err != nil {
 		log.Error().Err(err).Msg("cannot start")
 		return exitConfig
 	}
 	defer fwd.Close()
-
 	var c *cache.Cache
-	if cfg.CacheSize > 0 {
-		prefetchHits := 0
-		if cfg.Prefetch == "on" {
-			prefetchHits = 2
-		}
-		c = cache.New(cache.Config{
-			Size: cfg.CacheSize, MinTTL: cfg.CacheMinTTL, MaxTTL: cfg.CacheMaxTTL,
-			NegMaxTTL: cfg.CacheNegMaxTTL, ServfailTTL: cfg.CacheServfailTTL,
-			StaleWindow: cfg.StaleWindow(), PrefetchHits: prefetchHits,
-		})
+	if cc, ok := cfg.Cache(); ok {
+		c = cache.New(cc)
 	}
-	search, ndots := cfg.SearchPath()
-	// One miss may try every upstream once; half a second more lets the last attempt's reply in.
-	forwardTimeout := time.Duration(len(servers))*cfg.UpstreamTimeout + 500*time.Millisecond
-	srv, err := server.New(server.Config{
-		Listen:         cfg.ListenAddrs(),
-		Cache:          c,
-		Forwarder:      fwd,
-		TCPIdleTimeout: cfg.TCPIdleTimeout,
-		TCPMaxConns:    cfg.TCPMaxConns,
-		ForwardTimeout: forwardTimeout,
-		Coalesce:       cfg.Coalesce == "on",
-		OrderSameID:    cfg.OrderSameID == "on",
-		FilterAAAA:     cfg.AAAA == "filter",
-		ServeStale:     cfg.StaleWindow() > 0,
-		StaleTimeout:   cfg.StaleTimeout,
-		Search:         search,
-		Ndots:          ndots,
-		Logger:         log.With().Str("part", "server").Logger(),
-	})
+	scfg := cfg.Server(c, fwd, log.With().Str("part", "server").Logger())
+	srv, err := server.New(scfg)
 	if err != nil {
 		log.Error().Err(err).Msg("cannot start")
 		return exitConfig
@@ -168,25 +105,68 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 		log.Error().Err(err).Msg("cannot listen")
 		return exitFail
 	}
-	// Before reporting ready, find the dead upstreams (a stale nameserver in the node's
-	// resolv.conf is a field classic), so that even the pod's first lookup avoids them. Queries
-	// that arrive meanwhile are answered; they just may try a dead upstream.
-	if cfg.StartupProbeTimeout > 0 {
-		pctx, cancel := context.WithTimeout(ctx, cfg.StartupProbeTimeout)
-		for _, p := range fwd.ProbeAll(pctx) {
-			ev := log.Info()
-			if !p.Up {
-				ev = log.Warn().AnErr("error", p.Err)
-			}
-			ev.Str("upstream", p.Server).Bool("up", p.Up).Dur("rtt", p.RTT).Msg("startup probe")
-		}
-		cancel()
-	}
+	startupProbe(ctx, cfg, fwd, log)
 	probed.Store(true)
-	log.Info().
+	startupLog(log.Info(), cfg, ups, source, scfg).Msg("podns stub serving")
+
+	<-ctx.Done()
+	terminating.Store(true)
+	shutdown(cfg, srv, fwd, log)
+	return exitOK
+}
+
+// registry holds the Go and process collectors and every podns metric.
+func registry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, cs := range [][]prometheus.Collector{server.Collectors(), cache.Collectors(), upstream.Collectors()} {
+		reg.MustRegister(cs...)
+	}
+	return reg
+}
+
+// serveDisabled serves only the probes, ready, until ctx ends: initc disabled podns for this pod.
+func serveDisabled(ctx context.Context, cfg *config.Config, reg *prometheus.Registry, why string, log zerolog.Logger) int {
+	log.Warn().Str("reason", why).Str("version", version.Version).Msg("podns disabled for this pod; serving probes only, no DNS")
+	stopHTTP, err := serveHTTP(cfg, reg, func() (bool, string) { return true, "disabled: " + why }, log)
+	if err != nil {
+		log.Error().Err(err).Msg("cannot serve HTTP")
+		return exitFail
+	}
+	<-ctx.Done()
+	stopHTTP()
+	return exitOK
+}
+
+// startupProbe finds the dead upstreams before the stub reports ready (a stale nameserver in the
+// node's resolv.conf is a field classic), so that even the pod's first lookup avoids them.
+// Queries that arrive meanwhile are answered; they just may try a dead upstream.
+func startupProbe(ctx context.Context, cfg *config.Config, fwd *upstream.Forwarder, log zerolog.Logger) {
+	if cfg.StartupProbeTimeout <= 0 {
+		return
+	}
+	pctx, cancel := context.WithTimeout(ctx, cfg.StartupProbeTimeout)
+	defer cancel()
+	for _, p := range fwd.ProbeAll(pctx) {
+		ev := log.Info()
+		if !p.Up {
+			ev = log.Warn().AnErr("error", p.Err)
+		}
+		ev.Str("upstream", p.Server).Bool("up", p.Up).Dur("rtt", p.RTT).Msg("startup probe")
+	}
+}
+
+// startupLog adds the effective configuration to ev: every setting as the stub applies it,
+// with where the upstreams came from and the search list the search-path prefetch uses.
+func startupLog(ev *zerolog.Event, cfg *config.Config, ups []netip.AddrPort, source string, scfg server.Config) *zerolog.Event {
+	upstreams := make([]string, len(ups))
+	for i, u := range ups {
+		upstreams[i] = u.String()
+	}
+	return ev.
 		Str("version", version.Version).
-		Strs("listen", cfg.Listen).
-		Strs("upstreams", servers).
+		Strs("listen", cfg.Listen.Strings()).
+		Strs("upstreams", upstreams).
 		Str("upstreams_from", source).
 		Str("upstream_protocol", cfg.UpstreamProtocol).
 		Dur("upstream_timeout", cfg.UpstreamTimeout).
@@ -198,40 +178,40 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 		Dur("cache_neg_max_ttl", cfg.CacheNegMaxTTL).
 		Dur("cache_servfail_ttl", cfg.CacheServfailTTL).
 		Str("aaaa", cfg.AAAA).
-		Str("serve_stale", cfg.ServeStale).
+		Str("serve_stale", cfg.ServeStale.String()).
 		Dur("stale_timeout", cfg.StaleTimeout).
-		Str("prefetch", cfg.Prefetch).
-		Strs("search_prefetch", search).
-		Int("ndots", ndots).
-		Str("coalesce", cfg.Coalesce).
-		Str("order_same_id", cfg.OrderSameID).
-		Str("http_listen", cfg.HTTPListen).
-		Dur("shutdown_grace", cfg.ShutdownGrace).
-		Msg("podns stub serving")
+		Str("prefetch", cfg.Prefetch.String()).
+		Strs("search_prefetch", scfg.Search).
+		Int("ndots", scfg.Ndots).
+		Str("coalesce", cfg.Coalesce.String()).
+		Str("order_same_id", cfg.OrderSameID.String()).
+		Str("http_listen", string(cfg.HTTPListen)).
+		Dur("shutdown_grace", cfg.ShutdownGrace)
+}
 
-	<-ctx.Done()
-	terminating.Store(true)
+// shutdown keeps answering for PODNS_SHUTDOWN_GRACE (apps in a regular-sidecar pod are shutting
+// down too and may still resolve names), then drains the server, giving misses in flight the
+// forwarder's longest exchange and a second more.
+func shutdown(cfg *config.Config, srv *server.Server, fwd *upstream.Forwarder, log zerolog.Logger) {
 	if cfg.ShutdownGrace > 0 {
-		// Apps in a regular-sidecar pod are shutting down too and may still resolve names.
 		log.Info().Dur("grace", cfg.ShutdownGrace).Msg("SIGTERM: still answering during the grace period")
 		time.Sleep(cfg.ShutdownGrace)
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), forwardTimeout+time.Second)
+	sctx, cancel := context.WithTimeout(context.Background(), fwd.MaxExchangeTime()+time.Second)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn().Err(err).Msg("shutdown")
 	}
 	log.Info().Msg("stopped")
-	return exitOK
 }
 
 // serveHTTP starts /metrics, /healthz and /readyz unless PODNS_HTTP_LISTEN is off. The returned
 // func stops it.
 func serveHTTP(cfg *config.Config, reg *prometheus.Registry, ready admin.ReadyFunc, log zerolog.Logger) (func(), error) {
-	if cfg.HTTPListen == "off" {
+	if cfg.HTTPListen.Off() {
 		return func() {}, nil
 	}
-	l, err := net.Listen("tcp", cfg.HTTPListen)
+	l, err := net.Listen("tcp", string(cfg.HTTPListen))
 	if err != nil {
 		return nil, err
 	}

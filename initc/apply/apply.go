@@ -16,20 +16,11 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"syscall"
 
 	"github.com/podns/podns/initc/rewrite"
 	"github.com/podns/podns/internal/resolvconf"
-)
-
-const (
-	// UpstreamConfName is the saved original in the state dir; the stub forwards to its
-	// nameservers.
-	UpstreamConfName = "upstream.conf"
-	// DisabledMarkerName is written to the state dir when podns must stay out of the way; its
-	// content is a one-line reason. The stub then serves its probes but binds no DNS port.
-	DisabledMarkerName = "disabled"
+	"github.com/podns/podns/internal/statedir"
 )
 
 // Params is one run's input.
@@ -50,7 +41,7 @@ type Action string
 // The actions of a successful run.
 const (
 	Rewritten Action = "rewritten" // resolv.conf now points at podns
-	InPlace   Action = "unchanged" // it already did, byte for byte: a rerun
+	Unchanged Action = "unchanged" // it already did, byte for byte: a rerun; nothing written
 	Disabled  Action = "disabled"  // hostNetwork: resolv.conf untouched, marker written
 )
 
@@ -108,11 +99,11 @@ func Run(p Params) (Report, error) {
 	if err := os.MkdirAll(p.StateDir, 0o755); err != nil {
 		return Report{}, fail(p.StateDir, "cannot create the state dir", err)
 	}
-	savedPath := filepath.Join(p.StateDir, UpstreamConfName)
-	markerPath := filepath.Join(p.StateDir, DisabledMarkerName)
+	savedPath := statedir.UpstreamConfPath(p.StateDir)
+	markerPath := statedir.DisabledMarkerPath(p.StateDir)
 
 	if p.HostNetwork {
-		if err := writeAtomic(markerPath, []byte(p.HostNetworkReason+"\n")); err != nil {
+		if err := statedir.WriteDisabled(p.StateDir, p.HostNetworkReason); err != nil {
 			return Report{}, fail(markerPath, "cannot write the disabled marker", err)
 		}
 		return Report{Action: Disabled, Saved: SavedNone}, nil
@@ -176,18 +167,15 @@ func Run(p Params) (Report, error) {
 		defer out.Close()
 	}
 	if saved != SavedKept {
-		if err := writeAtomic(savedPath, origData); err != nil {
+		if err := statedir.SaveUpstreamConf(p.StateDir, origData); err != nil {
 			return Report{}, fail(savedPath, "cannot save the original", err)
 		}
 	}
-	switch err := os.Remove(markerPath); {
-	case err == nil:
-		rep.StaleMarkerRemoved = true
-	case !errors.Is(err, fs.ErrNotExist):
+	if rep.StaleMarkerRemoved, err = statedir.RemoveDisabled(p.StateDir); err != nil {
 		return Report{}, fail(markerPath, "cannot remove a stale disabled marker", err)
 	}
 	if out == nil {
-		rep.Action = InPlace
+		rep.Action = Unchanged
 		return rep, nil
 	}
 	if err := writeInPlace(out, p.ResolvConf, res.Content, curData); err != nil {
@@ -263,40 +251,4 @@ func writeInPlace(f *os.File, path string, data, previous []byte) error {
 		return fail(path, "close after write", err)
 	}
 	return nil
-}
-
-// writeAtomic writes a file in the state dir through a temporary file and a rename, so a
-// reader (the stub) sees the old file or the new one, never half of one.
-func writeAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	// 0644: the stub runs as 65532 and must read it.
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/podns/podns/internal/resolvconf"
+	"github.com/podns/podns/internal/statedir"
 )
 
 const (
@@ -42,9 +43,9 @@ func setup(t *testing.T, f podFiles) Params {
 		f.resolv = withHeader(p.StateDir, rewritten)
 	}
 	for path, content := range map[string]string{
-		p.ResolvConf: f.resolv,
-		filepath.Join(p.StateDir, UpstreamConfName):   f.saved,
-		filepath.Join(p.StateDir, DisabledMarkerName): f.marker,
+		p.ResolvConf:                            f.resolv,
+		statedir.UpstreamConfPath(p.StateDir):   f.saved,
+		statedir.DisabledMarkerPath(p.StateDir): f.marker,
 	} {
 		if content == absent {
 			continue
@@ -71,7 +72,7 @@ func read(t *testing.T, path string) string {
 // withHeader is what Render writes for a pod whose state dir is stateDir.
 func withHeader(stateDir, body string) string {
 	return "# podns: nameserver is the pod-local DNS cache; the kubelet's original is " +
-		filepath.Join(stateDir, UpstreamConfName) + "\n" + body
+		statedir.UpstreamConfPath(stateDir) + "\n" + body
 }
 
 func TestRun(t *testing.T) {
@@ -94,7 +95,7 @@ func TestRun(t *testing.T) {
 		{
 			name:   "rerun after a sandbox restart: saved copy kept, nothing written",
 			before: podFiles{resolv: "REWRITTEN", saved: clusterFirst, marker: absent},
-			action: InPlace, saved: SavedKept,
+			action: Unchanged, saved: SavedKept,
 			after: podFiles{saved: clusterFirst, marker: absent},
 		},
 		{
@@ -184,8 +185,8 @@ func TestRun(t *testing.T) {
 			tc.before.resolv = read(t, p.ResolvConf)
 			p.HostNetwork = tc.hostNetwork
 			p.HostNetworkReason = "hostNetwork pod: test"
-			savedPath := filepath.Join(p.StateDir, UpstreamConfName)
-			markerPath := filepath.Join(p.StateDir, DisabledMarkerName)
+			savedPath := statedir.UpstreamConfPath(p.StateDir)
+			markerPath := statedir.DisabledMarkerPath(p.StateDir)
 			inode := inodeOf(t, p.ResolvConf)
 
 			rep, err := Run(p)
@@ -231,7 +232,7 @@ func TestRun(t *testing.T) {
 			// Whatever the first run did, a second run changes nothing.
 			if tc.action != Disabled {
 				rep2, err := Run(p)
-				if err != nil || rep2.Action != InPlace || rep2.Saved != SavedKept {
+				if err != nil || rep2.Action != Unchanged || rep2.Saved != SavedKept {
 					t.Fatalf("rerun: %v, %s/%s; want unchanged/kept", err, rep2.Action, rep2.Saved)
 				}
 				if got := read(t, p.ResolvConf); got != wantResolv {
@@ -251,7 +252,7 @@ func TestRunCreatesStateDir(t *testing.T) {
 	if _, err := Run(p); err != nil {
 		t.Fatal(err)
 	}
-	if got := read(t, filepath.Join(p.StateDir, UpstreamConfName)); got != clusterFirst {
+	if got := read(t, statedir.UpstreamConfPath(p.StateDir)); got != clusterFirst {
 		t.Errorf("saved %q", got)
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/hashicorp/go-multierror"
 	"github.com/rs/zerolog"
@@ -44,20 +43,14 @@ type Config struct {
 // variable, one per line, each with its value and the allowed values.
 func Load(environ map[string]string) (*Config, error) {
 	var c Config
-	var errs *multierror.Error
 	if err := envconfig.Load(&c, environ); err != nil {
-		errs = multierror.Append(errs, err)
-	}
-	if err := c.validate(); err != nil {
-		errs = multierror.Append(errs, err)
-	}
-	if errs.ErrorOrNil() != nil {
-		return nil, envconfig.Format(errs)
+		return nil, err
 	}
 	return &c, nil
 }
 
-func (c *Config) validate() error {
+// Validate checks what the tags cannot, reporting every problem. envconfig.Load calls it.
+func (c *Config) Validate() error {
 	var errs *multierror.Error
 	bad := func(name, value, problem, allowed string) {
 		errs = multierror.Append(errs, fmt.Errorf("%s=%q: %s (allowed: %s)", name, value, problem, allowed))
@@ -93,6 +86,11 @@ func (c *Config) MergeOptions() []resolvconf.Option {
 	return o
 }
 
+// Logger builds the logger PODNS_LOG_LEVEL and PODNS_LOG_FORMAT ask for, writing to w.
+func (c *Config) Logger(w io.Writer) zerolog.Logger {
+	return envconfig.Logger(w, c.LogLevel, c.LogFormat, "initc")
+}
+
 // HostNetwork reports whether the downward API says this pod shares the node's network
 // namespace (pod IP equals host IP), and whether it could tell at all (both variables set).
 func (c *Config) HostNetwork() (hostNetwork, known bool) {
@@ -123,45 +121,41 @@ func ParseOptions(s string) ([]resolvconf.Option, error) {
 	}
 	var out []resolvconf.Option
 	seen := map[string]bool{}
-	var problems []string
+	var problems *multierror.Error
 	for _, w := range strings.Fields(s) {
 		o := resolvconf.ParseOption(w)
 		switch r, numeric := optionRanges[o.Name]; {
 		case !optionName.MatchString(o.Name):
-			problems = append(problems, fmt.Sprintf("%q is not an option name", w))
+			problems = multierror.Append(problems, fmt.Errorf("%q is not an option name", w))
 			continue
 		case numeric:
 			n, err := strconv.Atoi(o.Value)
 			if err != nil || n < r[0] || n > r[1] {
-				problems = append(problems, fmt.Sprintf("%q: %s takes a number from %d to %d", w, o.Name, r[0], r[1]))
+				problems = multierror.Append(problems, fmt.Errorf("%q: %s takes a number from %d to %d", w, o.Name, r[0], r[1]))
 				continue
 			}
 			o.Value = strconv.Itoa(n) // "timeout:01" -> "timeout:1"
 		case o.Value != "" || strings.HasSuffix(w, ":"):
-			problems = append(problems, fmt.Sprintf("%q: %s takes no value", w, o.Name))
+			problems = multierror.Append(problems, fmt.Errorf("%q: %s takes no value", w, o.Name))
 			continue
 		}
 		if seen[o.Name] {
-			problems = append(problems, fmt.Sprintf("%s given twice", o.Name))
+			problems = multierror.Append(problems, fmt.Errorf("%s given twice", o.Name))
 			continue
 		}
 		seen[o.Name] = true
 		out = append(out, o)
 	}
-	if len(problems) > 0 {
-		return nil, fmt.Errorf("%s", strings.Join(problems, "; "))
+	if problems != nil {
+		// One line: the problems become a single PODNS_OPTIONS line of Load's error.
+		problems.ErrorFormat = func(es []error) string {
+			parts := make([]string, len(es))
+			for i, e := range es {
+				parts[i] = e.Error()
+			}
+			return strings.Join(parts, "; ")
+		}
+		return nil, problems
 	}
 	return out, nil
-}
-
-// Logger builds the zerolog logger the config asks for, writing to w.
-func (c *Config) Logger(w io.Writer) zerolog.Logger {
-	lvl, _ := zerolog.ParseLevel(c.LogLevel) // validated by Load
-	var l zerolog.Logger
-	if c.LogFormat == "console" {
-		l = zerolog.New(zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339})
-	} else {
-		l = zerolog.New(w)
-	}
-	return l.Level(lvl).With().Timestamp().Str("component", "initc").Logger()
 }

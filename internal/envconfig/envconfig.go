@@ -10,9 +10,14 @@
 //	oneof      space-separated allowed values for a string field
 //	allowed    human text for the allowed range where min/max/oneof cannot say it
 //	help       one line: what the variable means (for -help and the README)
+//
+// A field may also have a type of its own that implements encoding.TextUnmarshaler (Switch, or
+// an address list), so that the value is parsed once, here, into what the program uses; the
+// error of its UnmarshalText becomes the problem text.
 package envconfig
 
 import (
+	"encoding"
 	"errors"
 	"fmt"
 	"io"
@@ -25,9 +30,19 @@ import (
 
 	"github.com/caarlos0/env/v10"
 	"github.com/hashicorp/go-multierror"
+	"github.com/rs/zerolog"
 )
 
-var durationType = reflect.TypeOf(time.Duration(0))
+var (
+	durationType        = reflect.TypeOf(time.Duration(0))
+	textUnmarshalerType = reflect.TypeOf((*encoding.TextUnmarshaler)(nil)).Elem()
+)
+
+// Validator is implemented by a Config with rules the tags cannot state (address syntax,
+// one field bounded by another); Load calls Validate after the tag checks.
+type Validator interface {
+	Validate() error
+}
 
 // Field describes one environment variable of a Config, for -help output and docs.
 type Field struct {
@@ -66,14 +81,18 @@ func Usage(w io.Writer, cfg any) {
 	tw.Flush()
 }
 
-// Load fills the struct pointed to by cfg from environ (nil means the process environment) and
-// checks the min/max/oneof tags. The error, if any, is a *multierror.Error with one entry per bad
-// variable, each naming the variable, its value and the allowed range.
+// Load fills the struct pointed to by cfg from environ (nil means the process environment),
+// checks the min/max/oneof tags, then calls cfg's Validate if it is a Validator. The error, if
+// any, is a *multierror.Error with one entry per problem, each naming the variable, its value
+// and the allowed values, in this order: values of plain kinds (numbers, durations, strings)
+// that do not parse or are out of range, then values of the config's own types that do not
+// parse, then what Validate reports. Validate runs even when the tags found problems, so one
+// run reports everything it can.
 func Load(cfg any, environ map[string]string) error {
 	if environ == nil {
 		environ = env.ToMap(os.Environ())
 	}
-	var errs *multierror.Error
+	var errs, typed *multierror.Error
 	t := reflect.TypeOf(cfg).Elem()
 	unparsed := map[string]bool{} // fields whose value did not parse: no bounds check on them
 	if err := env.ParseWithOptions(cfg, env.Options{Environment: environ}); err != nil {
@@ -94,6 +113,12 @@ func Load(cfg any, environ map[string]string) error {
 			}
 			unparsed[pe.Name] = true
 			name, _, _ := strings.Cut(sf.Tag.Get("env"), ",")
+			if isTextType(sf.Type) {
+				for _, problem := range problems(pe.Err) {
+					typed = multierror.Append(typed, fmt.Errorf("%s=%q: %s (allowed: %s)", name, environ[name], problem, allowed(sf)))
+				}
+				continue
+			}
 			errs = multierror.Append(errs, fmt.Errorf("%s=%q: %s (allowed: %s)", name, environ[name], kindWord(sf.Type), allowed(sf)))
 		}
 	}
@@ -106,7 +131,52 @@ func Load(cfg any, environ map[string]string) error {
 			errs = multierror.Append(errs, err)
 		}
 	}
+	if typed != nil {
+		errs = multierror.Append(errs, typed)
+	}
+	if val, ok := cfg.(Validator); ok {
+		if err := val.Validate(); err != nil {
+			errs = multierror.Append(errs, err) // Append flattens a multierror: one line each
+		}
+	}
 	return Format(errs.ErrorOrNil())
+}
+
+// isTextType reports whether values of t are parsed by their own UnmarshalText (also when t is
+// a slice of such values).
+func isTextType(t reflect.Type) bool {
+	if reflect.PointerTo(t).Implements(textUnmarshalerType) {
+		return true
+	}
+	return t.Kind() == reflect.Slice && reflect.PointerTo(t.Elem()).Implements(textUnmarshalerType)
+}
+
+// problems splits an UnmarshalText error into its problems: a *multierror.Error (a list with
+// several bad entries) gives one line per entry.
+func problems(err error) []string {
+	var me *multierror.Error
+	if errors.As(err, &me) {
+		out := make([]string, len(me.Errors))
+		for i, e := range me.Errors {
+			out[i] = e.Error()
+		}
+		return out
+	}
+	return []string{err.Error()}
+}
+
+// Logger builds the zerolog logger both binaries use: level and format as PODNS_LOG_LEVEL and
+// PODNS_LOG_FORMAT give them (both checked by their oneof tags in Load), JSON unless format is
+// "console", each line with a timestamp and the component (the binary's name).
+func Logger(w io.Writer, level, format, component string) zerolog.Logger {
+	lvl, _ := zerolog.ParseLevel(level) // checked by Load
+	var l zerolog.Logger
+	if format == "console" {
+		l = zerolog.New(zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339})
+	} else {
+		l = zerolog.New(w)
+	}
+	return l.Level(lvl).With().Timestamp().Str("component", component).Logger()
 }
 
 // Format makes a multierror print one problem per line, without the library's bullet header,

@@ -39,10 +39,23 @@ type Config struct {
 	// StaleWindow is how long past its expiry an entry may still be served by Stale (RFC 8767);
 	// 0 = never. Expired entries inside the window are evicted like live ones, not first.
 	StaleWindow time.Duration
-	// PrefetchHits is how many hits an entry needs before Lookup asks for it to be refreshed ahead
-	// of its expiry (once, in the last tenth of its lifetime, at least its last second); 0 = never.
-	PrefetchHits int
-	Now          func() time.Time // clock for tests; nil (the default) = the system's monotonic clock
+	// Prefetch makes Lookup ask for an entry hit at least PrefetchHits times to be refreshed
+	// ahead of its expiry (once, in the last tenth of its lifetime, at least its last second).
+	Prefetch bool
+	Now      func() time.Time // clock for tests; nil (the default) = the system's monotonic clock
+}
+
+// PrefetchHits is how many hits make an entry worth refreshing before it expires (with
+// Config.Prefetch; PODNS_PREFETCH documents it as "hit at least twice"). One hit is any name
+// the pod looked up once; a second within the TTL says the pod keeps using it, so refreshing it
+// is likely to save a client a miss rather than cost an upstream query for nothing.
+const PrefetchHits = 2
+
+func prefetchThreshold(on bool) uint64 {
+	if on {
+		return PrefetchHits
+	}
+	return 0 // never
 }
 
 // DefaultConfig returns the documented defaults, ServfailTTL included.
@@ -133,7 +146,7 @@ func New(cfg Config) *Cache {
 		negMaxTTL: seconds(cfg.NegMaxTTL),
 		servfail:  cfg.ServfailTTL,
 		stale:     max(cfg.StaleWindow, 0),
-		prefetch:  uint64(max(cfg.PrefetchHits, 0)),
+		prefetch:  prefetchThreshold(cfg.Prefetch),
 	}
 	// Up to 32 shards, but at least 64 entries per shard so that small
 	// caches keep a meaningful CLOCK ring and an exact size bound.

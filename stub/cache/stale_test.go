@@ -13,24 +13,25 @@ import (
 func TestPrefetchSignalledOnceForHotEntriesNearExpiry(t *testing.T) {
 	tests := []struct {
 		name     string
-		hits     int           // PrefetchHits
+		prefetch bool          // Config.Prefetch
 		ttl      int           // record TTL
 		lookups  int           // hits before the clock reaches the window
 		advance  time.Duration // then the clock moves to here
 		want     Status        // for the next lookup
 		wantNext Status        // and the one after
 	}{
-		{"hot and in the last tenth", 2, 100, 2, 91 * time.Second, Prefetch, Hit},
-		{"hot but early", 2, 100, 2, 80 * time.Second, Hit, Hit},
-		{"not hot enough", 5, 100, 2, 91 * time.Second, Hit, Hit},
-		{"short TTL: the last second", 1, 5, 1, 4 * time.Second, Prefetch, Hit},
-		{"1 s TTL is never prefetched", 1, 1, 1, 0, Hit, Hit},
-		{"prefetch off", 0, 100, 10, 95 * time.Second, Hit, Hit},
-		{"expired is a miss", 1, 100, 1, 100 * time.Second, Miss, Miss},
+		{"hot and in the last tenth", true, 100, PrefetchHits, 91 * time.Second, Prefetch, Hit},
+		{"hot but early", true, 100, PrefetchHits, 80 * time.Second, Hit, Hit},
+		// The lookups in the window count too: the first is hit 1, not hot; the second is hot.
+		{"not hot enough", true, 100, 0, 91 * time.Second, Hit, Prefetch},
+		{"short TTL: the last second", true, 5, PrefetchHits, 4 * time.Second, Prefetch, Hit},
+		{"1 s TTL is never prefetched", true, 1, PrefetchHits, 0, Hit, Hit},
+		{"prefetch off", false, 100, 10, 95 * time.Second, Hit, Hit},
+		{"expired is a miss", true, 100, PrefetchHits, 100 * time.Second, Miss, Miss},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, clk := newCache(Config{Size: 100, PrefetchHits: tt.hits})
+			c, clk := newCache(Config{Size: 100, Prefetch: tt.prefetch})
 			r := request(t, "hot.example.", dns.TypeA, false, false)
 			c.Set(r, reply(t, r, dns.RcodeSuccess, rrs(t, fmt.Sprintf("hot.example. %d IN A 192.0.2.1", tt.ttl)), nil, nil))
 			for range tt.lookups {
@@ -148,7 +149,7 @@ func TestEvictionKeepsEntriesInsideTheStaleWindow(t *testing.T) {
 }
 
 func TestLookupAndStaleAllocateNothing(t *testing.T) {
-	c, clk := newCache(Config{Size: 100, StaleWindow: time.Hour, PrefetchHits: 1})
+	c, clk := newCache(Config{Size: 100, StaleWindow: time.Hour, Prefetch: true})
 	r := request(t, "a.example.", dns.TypeA, true, false)
 	c.Set(r, reply(t, r, dns.RcodeSuccess, rrs(t, "a.example. 60 IN A 192.0.2.1"), nil, nil))
 	buf := make([]byte, 0, 4096)

@@ -3,14 +3,10 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"net/netip"
 	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/go-multierror"
@@ -19,6 +15,10 @@ import (
 
 	"github.com/podns/podns/internal/envconfig"
 	"github.com/podns/podns/internal/resolvconf"
+	"github.com/podns/podns/internal/statedir"
+	"github.com/podns/podns/stub/cache"
+	"github.com/podns/podns/stub/server"
+	"github.com/podns/podns/stub/upstream"
 )
 
 // Config is every knob of the stub. Each field's tags carry its variable, default, allowed range
@@ -26,17 +26,17 @@ import (
 type Config struct {
 	// Listen is where DNS is served, UDP and TCP on each address. The pod's resolv.conf points at
 	// 127.0.0.1, and port 53 is the only port a resolv.conf can name.
-	Listen []string `env:"PODNS_LISTEN" envDefault:"127.0.0.1:53" envSeparator:"," allowed:"comma-separated ip:port" help:"DNS listen addresses, UDP and TCP on each"`
+	Listen ListenList `env:"PODNS_LISTEN" envDefault:"127.0.0.1:53" allowed:"comma-separated ip:port" help:"DNS listen addresses, UDP and TCP on each"`
 
 	// Upstreams overrides the nameservers of the saved resolv.conf.
-	Upstreams []string `env:"PODNS_UPSTREAMS" envSeparator:"," allowed:"comma-separated ip[:port], port 53 if omitted" help:"upstream DNS servers; unset: the nameservers of $PODNS_STATE_DIR/upstream.conf"`
+	Upstreams UpstreamList `env:"PODNS_UPSTREAMS" allowed:"comma-separated ip[:port], port 53 if omitted" help:"upstream DNS servers; unset: the nameservers of $PODNS_STATE_DIR/upstream.conf"`
 
 	// StateDir is the emptyDir shared with initc: upstream.conf (the kubelet's resolv.conf) and
 	// the disabled marker live here.
 	StateDir string `env:"PODNS_STATE_DIR" envDefault:"/run/podns" allowed:"a directory" help:"state shared with initc (upstream.conf, disabled marker)"`
 
 	// HTTPListen serves /metrics, /healthz and /readyz; probes need it reachable on the pod IP.
-	HTTPListen string `env:"PODNS_HTTP_LISTEN" envDefault:":9253" allowed:"[ip]:port or off" help:"/metrics, /healthz, /readyz; off disables"`
+	HTTPListen HTTPAddr `env:"PODNS_HTTP_LISTEN" envDefault:":9253" allowed:"[ip]:port or off" help:"/metrics, /healthz, /readyz; off disables"`
 
 	LogLevel  string `env:"PODNS_LOG_LEVEL" envDefault:"info" oneof:"trace debug info warn error" help:"log level"`
 	LogFormat string `env:"PODNS_LOG_FORMAT" envDefault:"json" oneof:"json console" help:"log format"`
@@ -70,21 +70,21 @@ type Config struct {
 	// AAAA=filter is for IPv4-only pods: apps that get AAAA answers try addresses they cannot reach.
 	AAAA string `env:"PODNS_AAAA" envDefault:"pass" oneof:"pass filter" help:"filter: answer every AAAA question NODATA (NOERROR, no answer, SOA) without asking upstream"`
 	// Coalesce makes identical concurrent misses share one upstream query.
-	Coalesce string `env:"PODNS_COALESCE" envDefault:"on" oneof:"on off" help:"identical concurrent cache misses share one upstream query"`
+	Coalesce envconfig.Switch `env:"PODNS_COALESCE" envDefault:"on" oneof:"on off" help:"identical concurrent cache misses share one upstream query"`
 	// OrderSameID protects musl clients, which may send A and AAAA with the same ID and match
 	// replies by ID only.
-	OrderSameID string `env:"PODNS_ORDER_SAME_ID" envDefault:"on" oneof:"on off" help:"replies to one client socket and query ID leave in the order the queries arrived"`
+	OrderSameID envconfig.Switch `env:"PODNS_ORDER_SAME_ID" envDefault:"on" oneof:"on off" help:"replies to one client socket and query ID leave in the order the queries arrived"`
 
 	// ServeStale is the RFC 8767 window: how long past expiry an answer may still be served when
 	// the upstreams fail. Long enough by default to ride out a cluster-DNS rollout or outage.
-	ServeStale string `env:"PODNS_SERVE_STALE" envDefault:"1h" allowed:"off or 1s to 168h" help:"serve expired answers this long past expiry while the upstreams fail (RFC 8767); off disables"`
+	ServeStale StaleWindow `env:"PODNS_SERVE_STALE" envDefault:"1h" allowed:"off or 1s to 168h" help:"serve expired answers this long past expiry while the upstreams fail (RFC 8767); off disables"`
 	// StaleTimeout is the client-facing deadline before a stale answer: well under the 1 s
 	// resolver timeout initc writes, so clients never retry first.
 	StaleTimeout time.Duration `env:"PODNS_STALE_TIMEOUT" envDefault:"300ms" min:"0s" max:"5s" help:"how long a miss that has a stale answer waits for the upstream before answering stale; 0s: at once"`
 	// Prefetch refreshes entries hit at least twice when they enter the last tenth of their TTL.
-	Prefetch string `env:"PODNS_PREFETCH" envDefault:"on" oneof:"on off" help:"refresh entries hit at least twice before they expire (in the last tenth of their TTL)"`
+	Prefetch envconfig.Switch `env:"PODNS_PREFETCH" envDefault:"on" oneof:"on off" help:"refresh entries hit at least twice before they expire (in the last tenth of their TTL)"`
 	// SearchPrefetch resolves the rest of the ndots search walk in parallel with its first step.
-	SearchPrefetch string `env:"PODNS_SEARCH_PREFETCH" envDefault:"on" oneof:"on off" help:"on the first search-list candidate of a name with fewer dots than ndots, resolve the other candidates in parallel"`
+	SearchPrefetch envconfig.Switch `env:"PODNS_SEARCH_PREFETCH" envDefault:"on" oneof:"on off" help:"on the first search-list candidate of a name with fewer dots than ndots, resolve the other candidates in parallel"`
 
 	// TCPIdleTimeout cuts off client TCP connections that send nothing, so idle or slow clients
 	// cannot hold connection slots.
@@ -96,64 +96,25 @@ type Config struct {
 	ShutdownGrace time.Duration `env:"PODNS_SHUTDOWN_GRACE" envDefault:"0s" min:"0s" max:"10m" help:"keep answering this long after SIGTERM, then drain and exit"`
 }
 
-// UpstreamConfName is the kubelet's original resolv.conf, saved by initc in the state dir.
-const UpstreamConfName = "upstream.conf"
-
-// DisabledMarkerName is written by initc when podns must stay out of the way (hostNetwork pods):
-// the stub then serves its probes but binds no DNS port.
-const DisabledMarkerName = "disabled"
-
 // Load reads the environment (nil: the process's) and validates it. The error lists every bad
 // variable, one per line.
 func Load(environ map[string]string) (*Config, error) {
 	var c Config
-	err := envconfig.Load(&c, environ)
-	var errs *multierror.Error
-	if err != nil {
-		errs = multierror.Append(errs, err)
-	}
-	if verr := c.validate(); verr != nil {
-		errs = multierror.Append(errs, verr)
-	}
-	if errs.ErrorOrNil() != nil {
-		return nil, envconfig.Format(errs) // Append flattened nested multierrors: one line each
+	if err := envconfig.Load(&c, environ); err != nil {
+		return nil, err
 	}
 	return &c, nil
 }
 
-// validate checks what the tags cannot: address syntax. Every problem is reported.
-func (c *Config) validate() error {
+// Validate checks what the tags and the types cannot: one variable bounded by another, and the
+// probe name. Every problem is reported. envconfig.Load calls it.
+func (c *Config) Validate() error {
 	var errs *multierror.Error
-	if len(c.Listen) == 0 {
-		errs = multierror.Append(errs, errors.New(`PODNS_LISTEN="": at least one address (allowed: comma-separated ip:port)`))
-	}
-	for _, l := range c.Listen {
-		if _, err := netip.ParseAddrPort(strings.TrimSpace(l)); err != nil {
-			errs = multierror.Append(errs, fmt.Errorf("PODNS_LISTEN=%q: %q is not ip:port (allowed: comma-separated ip:port)", strings.Join(c.Listen, ","), l))
-		}
-	}
-	for _, u := range c.Upstreams {
-		if _, err := ParseUpstream(u); err != nil {
-			errs = multierror.Append(errs, fmt.Errorf("PODNS_UPSTREAMS=%q: %v (allowed: comma-separated ip[:port])", strings.Join(c.Upstreams, ","), err))
-		}
-	}
-	if c.HTTPListen != "off" {
-		host, port, err := splitHostPort(c.HTTPListen)
-		if err != nil || (host != "" && !isIP(host)) || !validPort(port) {
-			errs = multierror.Append(errs, fmt.Errorf("PODNS_HTTP_LISTEN=%q: not [ip]:port (allowed: [ip]:port or off)", c.HTTPListen))
-		}
-	}
 	if _, ok := dns.IsDomainName(c.UpstreamProbeName); !ok {
 		errs = multierror.Append(errs, fmt.Errorf("PODNS_UPSTREAM_PROBE_NAME=%q: not a domain name (allowed: a domain name)", c.UpstreamProbeName))
 	}
 	if c.UpstreamProbeMaxInterval < c.UpstreamProbeInterval {
 		errs = multierror.Append(errs, fmt.Errorf("PODNS_UPSTREAM_PROBE_MAX_INTERVAL=%s is below PODNS_UPSTREAM_PROBE_INTERVAL=%s (allowed: max >= first)", c.UpstreamProbeMaxInterval, c.UpstreamProbeInterval))
-	}
-	if c.ServeStale != "off" {
-		d, err := time.ParseDuration(c.ServeStale)
-		if err != nil || d < time.Second || d > 168*time.Hour {
-			errs = multierror.Append(errs, fmt.Errorf("PODNS_SERVE_STALE=%q: not off or a duration (allowed: off or 1s to 168h)", c.ServeStale))
-		}
 	}
 	if c.CacheMinTTL > c.CacheMaxTTL {
 		errs = multierror.Append(errs, fmt.Errorf("PODNS_CACHE_MIN_TTL=%s is above PODNS_CACHE_MAX_TTL=%s (allowed: min <= max)", c.CacheMinTTL, c.CacheMaxTTL))
@@ -161,19 +122,13 @@ func (c *Config) validate() error {
 	return errs.ErrorOrNil()
 }
 
-// StaleWindow returns PODNS_SERVE_STALE as a duration; 0 when off (valid after Load).
-func (c *Config) StaleWindow() time.Duration {
-	if c.ServeStale == "off" {
-		return 0
-	}
-	d, _ := time.ParseDuration(c.ServeStale)
-	return d
-}
+// StaleWindow returns PODNS_SERVE_STALE as a duration; 0 when off.
+func (c *Config) StaleWindow() time.Duration { return c.ServeStale.d }
 
 // SearchPath returns the search list and ndots of the saved resolv.conf, for the search-path
 // prefetch; nothing when the file is missing or PODNS_SEARCH_PREFETCH is off.
 func (c *Config) SearchPath() (search []string, ndots int) {
-	if c.SearchPrefetch != "on" {
+	if !c.SearchPrefetch {
 		return nil, 0
 	}
 	f, _, err := c.upstreamConf()
@@ -183,28 +138,8 @@ func (c *Config) SearchPath() (search []string, ndots int) {
 	return f.Search, f.Ndots
 }
 
-// ListenAddrs returns the parsed listen addresses (valid after Load).
-func (c *Config) ListenAddrs() []netip.AddrPort {
-	out := make([]netip.AddrPort, 0, len(c.Listen))
-	for _, l := range c.Listen {
-		out = append(out, netip.MustParseAddrPort(strings.TrimSpace(l)))
-	}
-	return out
-}
-
-// ParseUpstream accepts "ip", "ip:port" and "[ipv6]:port"; the port defaults to 53. Names are
-// refused: the stub is the pod's resolver and has nothing to resolve them with.
-func ParseUpstream(s string) (netip.AddrPort, error) {
-	s = strings.TrimSpace(s)
-	if a, err := netip.ParseAddr(s); err == nil {
-		return netip.AddrPortFrom(a, 53), nil
-	}
-	ap, err := netip.ParseAddrPort(s)
-	if err != nil || ap.Port() == 0 {
-		return netip.AddrPort{}, fmt.Errorf("%q is not an IP address with an optional port", s)
-	}
-	return ap, nil
-}
+// ListenAddrs returns the listen addresses.
+func (c *Config) ListenAddrs() []netip.AddrPort { return c.Listen }
 
 // ResolveUpstreams returns the upstream list and where it came from: PODNS_UPSTREAMS when set, else the nameservers of the
 // saved resolv.conf. It refuses an upstream that is one of the stub's own listen addresses: a
@@ -213,10 +148,7 @@ func (c *Config) ResolveUpstreams() ([]netip.AddrPort, string, error) {
 	var ups []netip.AddrPort
 	source := "PODNS_UPSTREAMS"
 	if len(c.Upstreams) > 0 {
-		for _, u := range c.Upstreams {
-			ap, _ := ParseUpstream(u) // validated by Load
-			ups = append(ups, ap)
-		}
+		ups = c.Upstreams
 	} else {
 		var f *resolvconf.File
 		var err error
@@ -256,7 +188,7 @@ func loops(u, l netip.AddrPort) bool {
 // upstreamConf reads and parses the kubelet's resolv.conf saved in the state dir, and returns its
 // path for messages.
 func (c *Config) upstreamConf() (*resolvconf.File, string, error) {
-	path := filepath.Join(c.StateDir, UpstreamConfName)
+	path := statedir.UpstreamConfPath(c.StateDir)
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, path, err
@@ -269,43 +201,56 @@ func (c *Config) upstreamConf() (*resolvconf.File, string, error) {
 }
 
 // Disabled returns the reason in the state dir's disabled marker, if initc wrote one.
-func (c *Config) Disabled() (reason string, disabled bool) {
-	data, err := os.ReadFile(filepath.Join(c.StateDir, DisabledMarkerName))
-	if err != nil {
-		return "", false
-	}
-	reason = strings.TrimSpace(string(data))
-	if reason == "" {
-		reason = "disabled by initc"
-	}
-	return reason, true
-}
+func (c *Config) Disabled() (reason string, disabled bool) { return statedir.ReadDisabled(c.StateDir) }
 
-// Logger builds the zerolog logger the config asks for, writing to w.
+// Logger builds the logger PODNS_LOG_LEVEL and PODNS_LOG_FORMAT ask for, writing to w.
 func (c *Config) Logger(w io.Writer) zerolog.Logger {
-	lvl, _ := zerolog.ParseLevel(c.LogLevel) // validated by Load
-	var l zerolog.Logger
-	if c.LogFormat == "console" {
-		l = zerolog.New(zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339})
-	} else {
-		l = zerolog.New(w)
-	}
-	return l.Level(lvl).With().Timestamp().Str("component", "stub").Logger()
+	return envconfig.Logger(w, c.LogLevel, c.LogFormat, "stub")
 }
 
-func splitHostPort(s string) (host, port string, err error) {
-	i := strings.LastIndex(s, ":")
-	if i < 0 {
-		return "", "", fmt.Errorf("missing port")
+// Upstream is the forwarder's configuration for servers (from ResolveUpstreams).
+func (c *Config) Upstream(servers []netip.AddrPort, log zerolog.Logger) upstream.Config {
+	return upstream.Config{
+		Servers:          servers,
+		Protocol:         c.UpstreamProtocol,
+		Timeout:          c.UpstreamTimeout,
+		IdleTimeout:      c.UpstreamIdleTimeout,
+		MaxFails:         c.UpstreamMaxFails,
+		ProbeInterval:    c.UpstreamProbeInterval,
+		ProbeMaxInterval: c.UpstreamProbeMaxInterval,
+		ProbeName:        c.UpstreamProbeName,
+		Logger:           log,
 	}
-	host, port = s[:i], s[i+1:]
-	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-	return host, port, nil
 }
 
-func isIP(s string) bool { _, err := netip.ParseAddr(s); return err == nil }
+// Cache is the cache's configuration; ok is false when PODNS_CACHE_SIZE=0 turns the cache off.
+func (c *Config) Cache() (cfg cache.Config, ok bool) {
+	return cache.Config{
+		Size: c.CacheSize, MinTTL: c.CacheMinTTL, MaxTTL: c.CacheMaxTTL,
+		NegMaxTTL: c.CacheNegMaxTTL, ServfailTTL: c.CacheServfailTTL,
+		StaleWindow: c.StaleWindow(), Prefetch: bool(c.Prefetch),
+	}, c.CacheSize > 0
+}
 
-func validPort(p string) bool {
-	n, err := strconv.Atoi(p)
-	return err == nil && n >= 0 && n <= 65535
+// Server is the server's configuration around the cache (nil: none) and the forwarder. It reads
+// the search list from upstream.conf (see SearchPath). A miss may take the forwarder's longest
+// exchange.
+func (c *Config) Server(ch *cache.Cache, fwd *upstream.Forwarder, log zerolog.Logger) server.Config {
+	search, ndots := c.SearchPath()
+	return server.Config{
+		Listen:         c.ListenAddrs(),
+		Cache:          ch,
+		Forwarder:      fwd,
+		TCPIdleTimeout: c.TCPIdleTimeout,
+		TCPMaxConns:    c.TCPMaxConns,
+		ForwardTimeout: fwd.MaxExchangeTime(),
+		Coalesce:       bool(c.Coalesce),
+		OrderSameID:    bool(c.OrderSameID),
+		FilterAAAA:     c.AAAA == "filter",
+		ServeStale:     c.StaleWindow() > 0,
+		StaleTimeout:   c.StaleTimeout,
+		Search:         search,
+		Ndots:          ndots,
+		Logger:         log,
+	}
 }

@@ -3,10 +3,11 @@ package config
 import (
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/podns/podns/internal/statedir"
 )
 
 func TestLoadDefaults(t *testing.T) {
@@ -109,7 +110,7 @@ func TestResolveUpstreams(t *testing.T) {
 				env[k] = v
 			}
 			if tt.conf != "" {
-				if err := os.WriteFile(filepath.Join(dir, UpstreamConfName), []byte(tt.conf), 0o644); err != nil {
+				if err := os.WriteFile(statedir.UpstreamConfPath(dir), []byte(tt.conf), 0o644); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -134,7 +135,7 @@ func TestResolveUpstreams(t *testing.T) {
 			if strings.Join(got, " ") != tt.want {
 				t.Errorf("upstreams %v, want %s", got, tt.want)
 			}
-			if tt.fromFile != (source == filepath.Join(dir, UpstreamConfName)) {
+			if tt.fromFile != (source == statedir.UpstreamConfPath(dir)) {
 				t.Errorf("source %q", source)
 			}
 		})
@@ -150,7 +151,7 @@ func TestDisabledMarker(t *testing.T) {
 	if _, off := c.Disabled(); off {
 		t.Fatal("disabled without a marker")
 	}
-	if err := os.WriteFile(filepath.Join(dir, DisabledMarkerName), []byte("hostNetwork pod\n"), 0o644); err != nil {
+	if err := os.WriteFile(statedir.DisabledMarkerPath(dir), []byte("hostNetwork pod\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if why, off := c.Disabled(); !off || why != "hostNetwork pod" {
@@ -160,7 +161,7 @@ func TestDisabledMarker(t *testing.T) {
 
 func TestStaleWindowAndSearchPath(t *testing.T) {
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, UpstreamConfName), []byte("nameserver 10.96.0.10\nsearch NS.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n"), 0o644); err != nil {
+	if err := os.WriteFile(statedir.UpstreamConfPath(dir), []byte("nameserver 10.96.0.10\nsearch NS.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	for _, tt := range []struct {
@@ -184,5 +185,30 @@ func TestStaleWindowAndSearchPath(t *testing.T) {
 		if len(search) != tt.wantSearch || (tt.wantSearch > 0 && (search[0] != "ns.svc.cluster.local" || ndots != 5)) {
 			t.Errorf("%v: search %v ndots %d", tt.env, search, ndots)
 		}
+	}
+}
+
+func TestTypedValues(t *testing.T) {
+	c, err := Load(map[string]string{
+		"PODNS_LISTEN": "127.0.0.1:53, [::1]:53", "PODNS_UPSTREAMS": "10.96.0.10,[fd00::a]:5353",
+		"PODNS_HTTP_LISTEN": "off", "PODNS_COALESCE": "off", "PODNS_PREFETCH": "on", "PODNS_SERVE_STALE": "off",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Listen.Strings(); strings.Join(got, " ") != "127.0.0.1:53 [::1]:53" {
+		t.Errorf("listen %v", got)
+	}
+	if got := addrStrings(c.Upstreams); strings.Join(got, " ") != "10.96.0.10:53 [fd00::a]:5353" {
+		t.Errorf("upstreams %v", got)
+	}
+	if !c.HTTPListen.Off() || bool(c.Coalesce) || !bool(c.Prefetch) || c.StaleWindow() != 0 || c.ServeStale.String() != "off" {
+		t.Errorf("http off %v coalesce %v prefetch %v stale %v (%s)", c.HTTPListen.Off(), c.Coalesce, c.Prefetch, c.StaleWindow(), c.ServeStale)
+	}
+	if cc, ok := c.Cache(); !ok || !cc.Prefetch || cc.StaleWindow != 0 || cc.Size != 10000 {
+		t.Errorf("cache config %+v, %v", cc, ok)
+	}
+	if _, ok := (&Config{CacheSize: 0}).Cache(); ok {
+		t.Error("PODNS_CACHE_SIZE=0 did not turn the cache off")
 	}
 }

@@ -117,7 +117,7 @@ func TestPrefetchRefreshesHotEntryBeforeExpiry(t *testing.T) {
 	clock := dnstest.NewClock(time.Unix(1_700_000_000, 0))
 	fwd := &fakeForwarder{answer: records(1)}
 	_, addr := startServer(t, fwd, func(c *Config) {
-		c.Cache = cache.New(cache.Config{Size: 100, PrefetchHits: 2, Now: clock.Now})
+		c.Cache = cache.New(cache.Config{Size: 100, Prefetch: true, Now: clock.Now})
 	})
 	for range 3 {
 		query(t, "udp", addr, "hot.example.", dns.TypeA, 0) // miss, then two hits

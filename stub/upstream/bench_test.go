@@ -16,7 +16,7 @@ const parallelism = 8
 
 func benchExchange(b *testing.B, proto string) {
 	addr := startDNSBoth(b, false)
-	f, err := New(Config{Servers: []string{addr}, Protocol: proto})
+	f, err := New(Config{Servers: servers(b, addr), Protocol: proto})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func BenchmarkFreshTCPConnPerQuery(b *testing.B) {
 
 // One miss at a time: the latency a lone lookup pays, kept-alive versus a fresh connection.
 func BenchmarkLatencyTCPKeptAlive(b *testing.B) {
-	f, err := New(Config{Servers: []string{startDNSBoth(b, false)}})
+	f, err := New(Config{Servers: servers(b, startDNSBoth(b, false))})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -84,7 +84,7 @@ func BenchmarkLatencyTCPFreshConn(b *testing.B) {
 // A miss while the first server is down: the dead server is skipped, never waited for.
 func BenchmarkExchangeFirstDown(b *testing.B) {
 	addr := startDNSBoth(b, false)
-	f, err := New(Config{Servers: []string{"127.0.0.1:1", addr}})
+	f, err := New(Config{Servers: servers(b, "127.0.0.1:1", addr)})
 	if err != nil {
 		b.Fatal(err)
 	}

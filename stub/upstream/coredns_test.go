@@ -76,7 +76,7 @@ func percentile(d []time.Duration, p float64) time.Duration {
 // Against a real CoreDNS: many concurrent misses over the pool, none lost.
 func TestCoreDNSConcurrent(t *testing.T) {
 	addr := startCoreDNS(t, coreFile)
-	f := newForwarder(t, Config{Servers: []string{addr}})
+	f := newForwarder(t, Config{Servers: servers(t, addr)})
 	const workers, per = 50, 40
 	var mu sync.Mutex
 	var lat []time.Duration
@@ -113,7 +113,7 @@ func TestCoreDNSConcurrent(t *testing.T) {
 func TestCoreDNSSlowQueriesDoNotBlock(t *testing.T) {
 	addr := startCoreDNS(t, coreFile)
 	run := func(stall time.Duration) (p50, p99 time.Duration, conns float64) {
-		f := newForwarder(t, Config{Servers: []string{addr}, Timeout: 5 * time.Second})
+		f := newForwarder(t, Config{Servers: servers(t, addr), Timeout: 5 * time.Second})
 		f.stallAfter = stall
 		var mu sync.Mutex
 		var fast []time.Duration
@@ -177,7 +177,7 @@ func TestCoreDNSDeadFirst(t *testing.T) {
 			return first, percentile(lat, .99), slices.Max(lat)
 		}
 
-		cold := newForwarder(t, Config{Servers: []string{dead.addr, addr}, Protocol: proto, Timeout: timeout})
+		cold := newForwarder(t, Config{Servers: servers(t, dead.addr, addr), Protocol: proto, Timeout: timeout})
 		cold.probeWait = noProbes
 		coldFirst, _, _ := lookups(cold, 1)
 		if coldFirst < timeout {
@@ -186,7 +186,7 @@ func TestCoreDNSDeadFirst(t *testing.T) {
 		cold.Close()
 		before := dead.received.Load()
 
-		f := newForwarder(t, Config{Servers: []string{dead.addr, addr}, Protocol: proto, Timeout: timeout})
+		f := newForwarder(t, Config{Servers: servers(t, dead.addr, addr), Protocol: proto, Timeout: timeout})
 		f.probeWait = noProbes
 		start := time.Now()
 		res := f.ProbeAll(context.Background())

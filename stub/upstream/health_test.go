@@ -91,7 +91,7 @@ func TestProbeAllDeadFirst(t *testing.T) {
 		const timeout = 2 * time.Second
 		dead := startScripted(t, proto, silentReply) // TCP: accepts, reads, never answers
 		good := startScripted(t, proto, goodReply)
-		f := newForwarder(t, Config{Servers: []string{dead.addr, good.addr}, Protocol: proto, Timeout: timeout})
+		f := newForwarder(t, Config{Servers: servers(t, dead.addr, good.addr), Protocol: proto, Timeout: timeout})
 		f.probeWait = noProbes
 		downs := metric(f.servers[0].m.markedDown)
 
@@ -155,7 +155,7 @@ func TestServerDiesAndComesBack(t *testing.T) {
 				return goodReply(q)
 			})
 			good := startScripted(t, "tcp", goodReply)
-			f := newForwarder(t, Config{Servers: []string{flaky.addr, good.addr}, Timeout: timeout,
+			f := newForwarder(t, Config{Servers: servers(t, flaky.addr, good.addr), Timeout: timeout,
 				MaxFails: maxFails, ProbeInterval: 100 * time.Millisecond, ProbeMaxInterval: 300 * time.Millisecond})
 			pd := driveProbes(f)
 			m := f.servers[0].m
@@ -241,7 +241,7 @@ func TestServerDiesAndComesBack(t *testing.T) {
 // probing.
 func TestReplyRestoresDownServer(t *testing.T) {
 	srv := startScripted(t, "tcp", goodReply)
-	f := newForwarder(t, Config{Servers: []string{srv.addr}})
+	f := newForwarder(t, Config{Servers: servers(t, srv.addr)})
 	pd := driveProbes(f)
 	s := f.servers[0]
 	s.markDown(errors.New("test"))
@@ -270,7 +270,7 @@ func TestAllServersDown(t *testing.T) {
 	const timeout = 200 * time.Millisecond
 	a := startScripted(t, "tcp", silentReply)
 	b := startScripted(t, "tcp", silentReply)
-	f := newForwarder(t, Config{Servers: []string{a.addr, b.addr}, Timeout: timeout})
+	f := newForwarder(t, Config{Servers: servers(t, a.addr, b.addr), Timeout: timeout})
 	f.probeWait = noProbes
 	for _, r := range f.ProbeAll(context.Background()) {
 		if r.Up {
@@ -311,7 +311,7 @@ func TestOrder(t *testing.T) {
 		{name: "all down, other order", down: []int{0, 1, 2}, want: []int{2, 1, 0}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newForwarder(t, Config{Servers: addrs, Now: clock.Now})
+			f := newForwarder(t, Config{Servers: servers(t, addrs...), Now: clock.Now})
 			f.probeWait = noProbes
 			for _, i := range tc.down {
 				clock.Advance(time.Second)
@@ -351,7 +351,7 @@ func TestRcodeRepliesKeepServerUp(t *testing.T) {
 			t.Run(dns.RcodeToString[rcode], func(t *testing.T) {
 				srv := startScripted(t, proto, rcodeReply(rcode))
 				other := startScripted(t, proto, goodReply)
-				f := newForwarder(t, Config{Servers: []string{srv.addr, other.addr}, Protocol: proto})
+				f := newForwarder(t, Config{Servers: servers(t, srv.addr, other.addr), Protocol: proto})
 				f.probeWait = noProbes
 				s := f.servers[0]
 				downs := metric(s.m.markedDown)
@@ -392,7 +392,7 @@ func TestSlowQueryDoesNotMarkDown(t *testing.T) {
 			}
 			return goodReply(q)
 		})
-		f := newForwarder(t, Config{Servers: []string{srv.addr}, Protocol: proto, Timeout: timeout})
+		f := newForwarder(t, Config{Servers: servers(t, srv.addr), Protocol: proto, Timeout: timeout})
 		f.probeWait = noProbes
 		errc := make(chan error, 1)
 		go func() { _, err := f.Exchange(context.Background(), query("slow.example.")); errc <- err }()
@@ -424,7 +424,7 @@ func TestCloseStopsProbers(t *testing.T) {
 		silent := startScripted(t, proto, silentReply)
 		refused := dnstest.FreeAddr(t)
 		before := runtime.NumGoroutine()
-		f, err := New(Config{Servers: []string{silent.addr, refused}, Protocol: proto, Timeout: time.Minute,
+		f, err := New(Config{Servers: servers(t, silent.addr, refused), Protocol: proto, Timeout: time.Minute,
 			ProbeInterval: time.Millisecond, ProbeMaxInterval: 20 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
@@ -475,7 +475,7 @@ func TestHealthLogs(t *testing.T) {
 	clock := dnstest.NewClock(time.Now())
 	var buf bytes.Buffer
 	var mu sync.Mutex
-	f := newForwarder(t, Config{Servers: []string{"127.0.0.1:1"}, Now: clock.Now,
+	f := newForwarder(t, Config{Servers: servers(t, "127.0.0.1:1"), Now: clock.Now,
 		Logger: zerolog.New(zerolog.SyncWriter(lockedWriter{&mu, &buf}))})
 	f.probeWait = noProbes
 	s := f.servers[0]

@@ -26,7 +26,6 @@ import (
 const (
 	defaultTimeout     = 2 * time.Second
 	defaultIdleTimeout = 5 * time.Second
-	defaultPort        = 53
 
 	// maxInflight bounds the queries outstanding on one TCP connection; beyond it another
 	// connection is opened. It keeps the pending map and the ID search small; keeping fast
@@ -59,10 +58,9 @@ var errTimeout = errors.New("timeout")
 
 // Config configures a Forwarder. Zero values take the documented defaults.
 type Config struct {
-	// Servers are the upstream servers in order of preference, each "ip:port" (IPv6 as
-	// "[addr]:port"), or a bare IP meaning port 53. Host names are refused: resolving them would
-	// ask the stub itself. Duplicates are dropped. Required.
-	Servers []string
+	// Servers are the upstream servers in order of preference. IPv4-mapped IPv6 addresses are
+	// taken as IPv4; duplicates are dropped; port 0 is refused. Required.
+	Servers []netip.AddrPort
 	// Protocol is "tcp" (default) or "udp". In udp mode a truncated reply is retried over TCP.
 	Protocol string
 	// Timeout bounds one attempt at one server, including connection set-up and re-sends;
@@ -202,7 +200,7 @@ func New(cfg Config) (*Forwarder, error) {
 	seen := make(map[netip.AddrPort]bool)
 	var bad []error
 	for _, s := range cfg.Servers {
-		ap, err := parseServer(s)
+		ap, err := checkServer(s)
 		if err != nil {
 			bad = append(bad, err)
 			continue
@@ -216,34 +214,43 @@ func New(cfg Config) (*Forwarder, error) {
 	if len(bad) > 0 {
 		return nil, fmt.Errorf("upstream: bad servers: %w", joinErrors(bad))
 	}
-	f.cfg.Servers = make([]string, len(f.servers))
+	f.cfg.Servers = make([]netip.AddrPort, len(f.servers))
 	for i, s := range f.servers {
-		f.cfg.Servers[i] = s.addr
+		f.cfg.Servers[i] = s.ap
 		s.m.healthy.Set(1) // only once New succeeds: a refused config leaves no series behind
 	}
 	f.ctx, f.cancel = context.WithCancel(context.Background())
 	return f, nil
 }
 
-// parseServer accepts "ip:port", "[ipv6]:port" and a bare IP (port 53).
-func parseServer(s string) (netip.AddrPort, error) {
-	ap, err := netip.ParseAddrPort(s)
-	if err != nil {
-		a, aerr := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(s, "["), "]"))
-		if aerr != nil {
-			return netip.AddrPort{}, fmt.Errorf("server %q: want ip:port or [ipv6]:port (host names are not resolved)", s)
-		}
-		ap = netip.AddrPortFrom(a, defaultPort)
+// checkServer refuses the zero AddrPort and port 0, and takes IPv4-mapped addresses as IPv4.
+func checkServer(ap netip.AddrPort) (netip.AddrPort, error) {
+	if !ap.Addr().IsValid() {
+		return netip.AddrPort{}, errors.New("server with no address")
 	}
 	if ap.Port() == 0 {
-		return netip.AddrPort{}, fmt.Errorf("server %q: port must be 1-65535", s)
+		return netip.AddrPort{}, fmt.Errorf("server %q: port must be 1-65535", ap)
 	}
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
 }
 
 // Servers returns the normalised server addresses, in order; they are the values of the
 // metrics' upstream label.
-func (f *Forwarder) Servers() []string { return append([]string(nil), f.cfg.Servers...) }
+func (f *Forwarder) Servers() []string {
+	out := make([]string, len(f.servers))
+	for i, s := range f.servers {
+		out[i] = s.addr
+	}
+	return out
+}
+
+// MaxExchangeTime is the longest one Exchange can take: each server tried once, Config.Timeout
+// each, plus 500 ms for the last attempt's reply to arrive and be handed back. The stub's whole-
+// miss deadline and its shutdown drain are derived from it, so a miss is never cut off while an
+// attempt could still succeed.
+func (f *Forwarder) MaxExchangeTime() time.Duration {
+	return time.Duration(len(f.servers))*f.cfg.Timeout + 500*time.Millisecond
+}
 
 // Exchange forwards q (exactly one question) and returns the first valid reply, with q.Id
 // restored. Upstream query IDs are random, never the client's. A reply counts only if it is a

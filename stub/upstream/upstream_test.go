@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,21 +28,22 @@ func TestNewValidates(t *testing.T) {
 		servers []string
 	}{
 		{name: "no servers", cfg: Config{}, wantErr: "no servers"},
-		{name: "host name", cfg: Config{Servers: []string{"kube-dns.kube-system:53"}}, wantErr: "host names are not resolved"},
-		{name: "port zero", cfg: Config{Servers: []string{"10.0.0.10:0"}}, wantErr: "port must be"},
-		{name: "bad protocol", cfg: Config{Servers: []string{"10.0.0.10:53"}, Protocol: "tls"}, wantErr: "want tcp or udp"},
-		{name: "negative timeout", cfg: Config{Servers: []string{"10.0.0.10:53"}, Timeout: -1}, wantErr: "timeout"},
-		{name: "negative idle", cfg: Config{Servers: []string{"10.0.0.10:53"}, IdleTimeout: -1}, wantErr: "idle timeout"},
-		{name: "negative max fails", cfg: Config{Servers: []string{"10.0.0.10:53"}, MaxFails: -1}, wantErr: "max fails"},
-		{name: "negative probe interval", cfg: Config{Servers: []string{"10.0.0.10:53"}, ProbeInterval: -1}, wantErr: "probe interval"},
-		{name: "negative probe max", cfg: Config{Servers: []string{"10.0.0.10:53"}, ProbeMaxInterval: -1}, wantErr: "probe max interval"},
-		{name: "probe max below interval", cfg: Config{Servers: []string{"10.0.0.10:53"}, ProbeInterval: 2 * time.Second,
+		// Host names cannot reach New any more: stub/config.ParseUpstream refuses them.
+		{name: "no address", cfg: Config{Servers: []netip.AddrPort{{}}}, wantErr: "no address"},
+		{name: "port zero", cfg: Config{Servers: servers(t, "10.0.0.10:0")}, wantErr: "port must be"},
+		{name: "bad protocol", cfg: Config{Servers: servers(t, "10.0.0.10:53"), Protocol: "tls"}, wantErr: "want tcp or udp"},
+		{name: "negative timeout", cfg: Config{Servers: servers(t, "10.0.0.10:53"), Timeout: -1}, wantErr: "timeout"},
+		{name: "negative idle", cfg: Config{Servers: servers(t, "10.0.0.10:53"), IdleTimeout: -1}, wantErr: "idle timeout"},
+		{name: "negative max fails", cfg: Config{Servers: servers(t, "10.0.0.10:53"), MaxFails: -1}, wantErr: "max fails"},
+		{name: "negative probe interval", cfg: Config{Servers: servers(t, "10.0.0.10:53"), ProbeInterval: -1}, wantErr: "probe interval"},
+		{name: "negative probe max", cfg: Config{Servers: servers(t, "10.0.0.10:53"), ProbeMaxInterval: -1}, wantErr: "probe max interval"},
+		{name: "probe max below interval", cfg: Config{Servers: servers(t, "10.0.0.10:53"), ProbeInterval: 2 * time.Second,
 			ProbeMaxInterval: time.Second}, wantErr: "at least the probe interval"},
-		{name: "probe name label too long", cfg: Config{Servers: []string{"10.0.0.10:53"},
+		{name: "probe name label too long", cfg: Config{Servers: servers(t, "10.0.0.10:53"),
 			ProbeName: strings.Repeat("a", 64) + ".example."}, wantErr: "probe name"},
-		{name: "probe name empty label", cfg: Config{Servers: []string{"10.0.0.10:53"}, ProbeName: "a..b"}, wantErr: "probe name"},
-		{name: "every bad server named", cfg: Config{Servers: []string{"a:53", "10.0.0.10:53", "b:53"}}, wantErr: `"b:53"`},
-		{name: "forms and duplicates", cfg: Config{Servers: []string{"10.0.0.10", "[fd00::a]:5353", "10.0.0.10:53", "::1"}},
+		{name: "probe name empty label", cfg: Config{Servers: servers(t, "10.0.0.10:53"), ProbeName: "a..b"}, wantErr: "probe name"},
+		{name: "every bad server named", cfg: Config{Servers: servers(t, "10.0.0.11:0", "10.0.0.10:53", "10.0.0.12:0")}, wantErr: `"10.0.0.12:0"`},
+		{name: "mapped and duplicates", cfg: Config{Servers: servers(t, "10.0.0.10:53", "[fd00::a]:5353", "[::ffff:10.0.0.10]:53", "[::1]:53")},
 			servers: []string{"10.0.0.10:53", "[fd00::a]:5353", "[::1]:53"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -83,7 +85,7 @@ func TestNewHealthSettings(t *testing.T) {
 			wantMax: time.Second, wantProbeName: "."},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tc.cfg.Servers = []string{"10.0.0.10"}
+			tc.cfg.Servers = servers(t, "10.0.0.10:53")
 			f := newForwarder(t, tc.cfg)
 			if f.cfg.ProbeMaxInterval != tc.wantMax || f.cfg.ProbeName != tc.wantProbeName {
 				t.Errorf("probe max %v name %q, want %v %q", f.cfg.ProbeMaxInterval, f.cfg.ProbeName, tc.wantMax, tc.wantProbeName)
@@ -98,7 +100,7 @@ func TestNewHealthSettings(t *testing.T) {
 }
 
 func TestExchangeRejectsBadQuery(t *testing.T) {
-	f := newForwarder(t, Config{Servers: []string{dnstest.FreeAddr(t)}})
+	f := newForwarder(t, Config{Servers: servers(t, dnstest.FreeAddr(t))})
 	two := query(qname(1))
 	two.Question = append(two.Question, two.Question[0])
 	for _, q := range []*dns.Msg{nil, new(dns.Msg), two} {
@@ -131,7 +133,7 @@ func TestPipeliningReverseOrder(t *testing.T) {
 		serveAll(c)
 	})
 	// The frozen clock keeps stall detection from spreading the queries over connections.
-	f := newForwarder(t, Config{Servers: []string{srv.addr}, Now: dnstest.NewClock(time.Now()).Now})
+	f := newForwarder(t, Config{Servers: servers(t, srv.addr), Now: dnstest.NewClock(time.Now()).Now})
 	replies, errs := exchangeAll(f, n)
 	for i := range n {
 		if errs[i] != nil {
@@ -162,7 +164,7 @@ func TestServerClosesIdleConnection(t *testing.T) {
 			writeMsg(c, answer(q, nameIndex(q)))
 		}
 	})
-	f := newForwarder(t, Config{Servers: []string{srv.addr}})
+	f := newForwarder(t, Config{Servers: servers(t, srv.addr)})
 	for i := range 3 {
 		r, err := f.Exchange(context.Background(), query(qname(i)))
 		if err != nil {
@@ -182,7 +184,7 @@ func TestStubClosesIdleConnection(t *testing.T) {
 	t.Run("timer", func(t *testing.T) {
 		eof := make(chan struct{}, 1)
 		srv := startTCP(t, func(_ int, c net.Conn) { serveAll(c); eof <- struct{}{} })
-		f := newForwarder(t, Config{Servers: []string{srv.addr}, IdleTimeout: 100 * time.Millisecond})
+		f := newForwarder(t, Config{Servers: servers(t, srv.addr), IdleTimeout: 100 * time.Millisecond})
 		open := f.servers[0].m.open
 		start := time.Now()
 		if _, err := f.Exchange(context.Background(), query(qname(1))); err != nil {
@@ -198,7 +200,7 @@ func TestStubClosesIdleConnection(t *testing.T) {
 		clock := dnstest.NewClock(time.Now())
 		eof := make(chan int, 2)
 		srv := startTCP(t, func(n int, c net.Conn) { serveAll(c); eof <- n })
-		f := newForwarder(t, Config{Servers: []string{srv.addr}, IdleTimeout: time.Hour, Now: clock.Now})
+		f := newForwarder(t, Config{Servers: servers(t, srv.addr), IdleTimeout: time.Hour, Now: clock.Now})
 		if _, err := f.Exchange(context.Background(), query(qname(1))); err != nil {
 			t.Fatal(err)
 		}
@@ -235,7 +237,7 @@ func TestServerQueryLimit(t *testing.T) {
 			startDNS(t, &dns.Server{Listener: l, MaxTCPQueries: limit, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
 				w.WriteMsg(answer(q, nameIndex(q)))
 			})})
-			f := newForwarder(t, Config{Servers: []string{l.Addr().String()}, Timeout: 5 * time.Second})
+			f := newForwarder(t, Config{Servers: servers(t, l.Addr().String()), Timeout: 5 * time.Second})
 			m := f.servers[0].m
 			netErrs, timeouts := metric(m.errNetwork), metric(m.errTimeout)
 
@@ -284,7 +286,7 @@ func TestServerClosesWithQueriesInFlight(t *testing.T) {
 		}
 		serveAll(c)
 	})
-	f := newForwarder(t, Config{Servers: []string{srv.addr}, Now: dnstest.NewClock(time.Now()).Now})
+	f := newForwarder(t, Config{Servers: servers(t, srv.addr), Now: dnstest.NewClock(time.Now()).Now})
 	m := f.servers[0].m
 	reconnects, closed, netErrs := metric(m.reconnects), metric(m.errClosed), metric(m.errNetwork)
 	replies, errs := exchangeAll(f, n)
@@ -341,7 +343,7 @@ func TestFailover(t *testing.T) {
 			dead := silent()
 			good := startDNSBoth(t, false)
 
-			f := newForwarder(t, Config{Servers: []string{dead, good}, Protocol: proto, Timeout: timeout})
+			f := newForwarder(t, Config{Servers: servers(t, dead, good), Protocol: proto, Timeout: timeout})
 			timeouts := metric(f.servers[0].m.errTimeout)
 			start := time.Now()
 			r, err := f.Exchange(context.Background(), query(qname(7)))
@@ -362,7 +364,7 @@ func TestFailover(t *testing.T) {
 				wait(t, "the stub to drop the silent connection", silentEOF)
 			}
 
-			all := newForwarder(t, Config{Servers: []string{dead, silent()}, Protocol: proto, Timeout: timeout})
+			all := newForwarder(t, Config{Servers: servers(t, dead, silent()), Protocol: proto, Timeout: timeout})
 			start = time.Now()
 			r, err = all.Exchange(context.Background(), query(qname(8)))
 			elapsed = time.Since(start)
@@ -386,7 +388,7 @@ func TestFailover(t *testing.T) {
 func TestRefusedFailsOverAtOnce(t *testing.T) {
 	good := startDNSBoth(t, false)
 	refused := dnstest.FreeAddr(t)
-	f := newForwarder(t, Config{Servers: []string{refused, good}, Timeout: 5 * time.Second})
+	f := newForwarder(t, Config{Servers: servers(t, refused, good), Timeout: 5 * time.Second})
 	netErrs := metric(f.servers[0].m.errNetwork)
 	start := time.Now()
 	r, err := f.Exchange(context.Background(), query(qname(3)))
@@ -418,7 +420,7 @@ func startDNSBoth(t testing.TB, truncate bool) string {
 
 func TestUDPTruncatedRetriesOverTCP(t *testing.T) {
 	addr := startDNSBoth(t, true)
-	f := newForwarder(t, Config{Servers: []string{addr}, Protocol: "udp"})
+	f := newForwarder(t, Config{Servers: servers(t, addr), Protocol: "udp"})
 	m := f.servers[0].m
 	udpQ, tcpQ := metric(m.queriesUDP), metric(m.queriesTCP)
 	r, err := f.Exchange(context.Background(), query(qname(9)))
@@ -511,7 +513,7 @@ func TestBadRepliesIgnored(t *testing.T) {
 						}
 					})
 				}
-				f := newForwarder(t, Config{Servers: []string{addr}, Protocol: proto, Timeout: timeout})
+				f := newForwarder(t, Config{Servers: servers(t, addr), Protocol: proto, Timeout: timeout})
 				bad := f.servers[0].m.errBadReply
 				before := metric(bad)
 				r, err := f.Exchange(context.Background(), query(qname(5)))
@@ -572,7 +574,7 @@ func TestUpstreamIDs(t *testing.T) {
 					}
 				})
 			}
-			f := newForwarder(t, Config{Servers: []string{addr}, Protocol: proto})
+			f := newForwarder(t, Config{Servers: servers(t, addr), Protocol: proto})
 			for i := range n {
 				r, err := f.Exchange(context.Background(), query(qname(i)))
 				if err != nil {
@@ -620,7 +622,7 @@ func TestCloseWithQueriesInFlight(t *testing.T) {
 					}
 				})
 			}
-			f, err := New(Config{Servers: []string{addr}, Protocol: proto, Timeout: time.Minute})
+			f, err := New(Config{Servers: servers(t, addr), Protocol: proto, Timeout: time.Minute})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -682,7 +684,7 @@ func TestContextCancels(t *testing.T) {
 				})
 			}
 			// The second server must not be tried once the caller gave up.
-			f := newForwarder(t, Config{Servers: []string{addr, dnstest.FreeAddr(t)}, Protocol: proto, Timeout: time.Minute})
+			f := newForwarder(t, Config{Servers: servers(t, addr, dnstest.FreeAddr(t)), Protocol: proto, Timeout: time.Minute})
 			next := f.servers[1].m
 			tried := metric(next.queriesTCP) + metric(next.queriesUDP)
 			ctx, cancel := context.WithCancel(context.Background())
@@ -702,7 +704,7 @@ func TestContextCancels(t *testing.T) {
 
 func TestMetrics(t *testing.T) {
 	srv := startTCP(t, func(_ int, c net.Conn) { serveAll(c) })
-	f := newForwarder(t, Config{Servers: []string{srv.addr}})
+	f := newForwarder(t, Config{Servers: servers(t, srv.addr)})
 	m := f.servers[0].m
 	q0, h0 := metric(m.queriesTCP), histCount(t, m.duration)
 	for i := range 3 {
@@ -737,7 +739,7 @@ func TestFailureLogRateLimited(t *testing.T) {
 	var buf bytes.Buffer
 	var mu sync.Mutex
 	logger := zerolog.New(zerolog.SyncWriter(lockedWriter{&mu, &buf}))
-	f := newForwarder(t, Config{Servers: []string{dnstest.FreeAddr(t)}, Logger: logger,
+	f := newForwarder(t, Config{Servers: servers(t, dnstest.FreeAddr(t)), Logger: logger,
 		Now: clock.Now})
 	fail := func(k int) {
 		for range k {
@@ -803,7 +805,7 @@ func TestLearnedBudgetResets(t *testing.T) {
 		serveAll(c)
 	})
 	clock := dnstest.NewClock(time.Now())
-	f := newForwarder(t, Config{Servers: []string{srv.addr}, IdleTimeout: 100 * time.Millisecond, Now: clock.Now})
+	f := newForwarder(t, Config{Servers: servers(t, srv.addr), IdleTimeout: 100 * time.Millisecond, Now: clock.Now})
 	budget := func() int {
 		s := f.servers[0]
 		s.mu.Lock()
@@ -856,7 +858,7 @@ func TestStalledConnectionPassedOver(t *testing.T) {
 		}
 	})
 	clock := dnstest.NewClock(time.Now())
-	f := newForwarder(t, Config{Servers: []string{srv.addr}, Now: clock.Now, Timeout: 10 * time.Second})
+	f := newForwarder(t, Config{Servers: servers(t, srv.addr), Now: clock.Now, Timeout: 10 * time.Second})
 	slow := make(chan error, 1)
 	go func() {
 		r, err := f.Exchange(context.Background(), query(qname(0)))
@@ -903,7 +905,7 @@ func TestStalledConnectionsCapped(t *testing.T) {
 		}
 	})
 	clock := dnstest.NewClock(time.Now())
-	f := newForwarder(t, Config{Servers: []string{srv.addr}, Now: clock.Now, Timeout: 10 * time.Second})
+	f := newForwarder(t, Config{Servers: servers(t, srv.addr), Now: clock.Now, Timeout: 10 * time.Second})
 	for i := range maxConns {
 		go f.Exchange(context.Background(), query(qname(i)))
 		wait(t, "the query to reach the server", read)
@@ -946,7 +948,7 @@ func (c *failingConn) Write(p []byte) (int, error) {
 
 func TestWriteFailureResends(t *testing.T) {
 	srv := startTCP(t, func(_ int, c net.Conn) { serveAll(c) })
-	f := newForwarder(t, Config{Servers: []string{srv.addr}, Timeout: 2 * time.Second})
+	f := newForwarder(t, Config{Servers: servers(t, srv.addr), Timeout: 2 * time.Second})
 	var dials atomic.Int32
 	dial := f.dialTCP
 	f.dialTCP = func(ctx context.Context, addr string) (net.Conn, error) {
