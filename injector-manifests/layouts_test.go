@@ -171,3 +171,146 @@ func write(t *testing.T, fSys filesys.FileSystem, name, s string) {
 		t.Fatal(err)
 	}
 }
+
+// TestLayoutNamespace (issue 13 item 1). podns-config is generated in the kustomization that
+// includes the component; kustomize gives a referrer the hashed name only when the ConfigMap is in
+// the referrer's namespace at the end of the build, and leaves the plain name otherwise. A
+// component cannot learn a workload's namespace (a replacement source must be one resource) and
+// nothing of it runs after the including kustomization's `namespace:`, so a namespace set only
+// below the component cannot be followed or detected: the README states the rule, and this test
+// pins both the broken layout (so the README changes if kustomize does) and every working form.
+func TestLayoutNamespace(t *testing.T) {
+	nsDep := strings.Replace(layoutDeployment, "  name: web\n", "  name: web\n  namespace: team-a\n", 1)
+	for _, tc := range []struct {
+		name   string
+		files  map[string]string
+		wantNS string // namespace of the workload and podns-config; "" = broken (pinned)
+		broken bool
+	}{
+		{name: "namespace in the base, podns in the overlay (broken)", broken: true, files: map[string]string{
+			"base/deployment.yaml": layoutDeployment, "base/kustomization.yaml": "namespace: team-a\nresources: [deployment.yaml]\n",
+			"app/kustomization.yaml": "resources: [../base]\ncomponents: [../components/podns]\n"}},
+		{name: "namespace in the manifest (broken)", broken: true, files: map[string]string{
+			"app/deployment.yaml": nsDep, "app/kustomization.yaml": "resources: [deployment.yaml]\ncomponents: [../components/podns]\n"}},
+		{name: "fix: namespace next to the component", wantNS: "team-a", files: map[string]string{
+			"base/deployment.yaml": layoutDeployment, "base/kustomization.yaml": "namespace: team-a\nresources: [deployment.yaml]\n",
+			"app/kustomization.yaml": "namespace: team-a\nresources: [../base]\ncomponents: [../components/podns]\n"}},
+		{name: "fix: manifest namespace repeated next to the component", wantNS: "team-a", files: map[string]string{
+			"app/deployment.yaml": nsDep, "app/kustomization.yaml": "namespace: team-a\nresources: [deployment.yaml]\ncomponents: [../components/podns]\n"}},
+		{name: "podns in the base that sets the namespace, prefix and suffix above", wantNS: "team-a", files: map[string]string{
+			"base/deployment.yaml": layoutDeployment, "base/kustomization.yaml": "namespace: team-a\nresources: [deployment.yaml]\ncomponents: [../components/podns]\n",
+			"app/kustomization.yaml": "namePrefix: p-\nnameSuffix: -s\nresources: [../base]\n"}},
+		{name: "namespace in an overlay above the including kustomization", wantNS: "prod", files: map[string]string{
+			"base/deployment.yaml": layoutDeployment, "base/kustomization.yaml": "namespace: team-a\nresources: [deployment.yaml]\ncomponents: [../components/podns]\n",
+			"app/kustomization.yaml": "namespace: prod\nnamePrefix: p-\nresources: [../base]\n"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fSys := layout(t, tc.files)
+			r := build(t, fSys, "/m/app")
+			cm := r.configMap(t)
+			ws := r.workloads()
+			if len(ws) != 1 {
+				t.Fatalf("%d workloads", len(ws))
+			}
+			tmpl := podTemplate(ws[0].Obj)
+			ref := container(t, tmpl.Spec.InitContainers, initName).EnvFrom[0].ConfigMapRef.Name
+			wsNS := objectNamespace(ws[0].Obj)
+			if tc.broken {
+				if cm.Namespace != "" || wsNS != "team-a" || ref != "podns-config" {
+					t.Errorf("kustomize no longer leaves this layout broken (ConfigMap %s/%s, workload in %s references %s): simplify the README's namespace rule",
+						cm.Namespace, cm.Name, wsNS, ref)
+				}
+				return
+			}
+			if cm.Namespace != tc.wantNS || wsNS != tc.wantNS || ref != cm.Name {
+				t.Errorf("ConfigMap %s/%s, workload in %s references %s; want both in %s and the hashed name",
+					cm.Namespace, cm.Name, wsNS, ref, tc.wantNS)
+			}
+		})
+	}
+
+	// Several namespaces in one build: podns included once per namespace, where it is set.
+	base := func(ns string) string {
+		return "namespace: " + ns + "\nresources: [../../base]\ncomponents: [../../components/podns]\n"
+	}
+	fSys := layout(t, map[string]string{
+		"base/deployment.yaml": layoutDeployment, "base/kustomization.yaml": "resources: [deployment.yaml]\n",
+		"ns/a/kustomization.yaml": base("team-a"), "ns/b/kustomization.yaml": base("team-b"),
+		"app/kustomization.yaml": "resources: [../ns/a, ../ns/b]\n",
+	})
+	r := build(t, fSys, "/m/app")
+	cms := map[string]string{}
+	for _, o := range r {
+		if o.Kind == "ConfigMap" {
+			cms[objectNamespace(o.Obj)] = o.Name
+		}
+	}
+	for _, w := range r.workloads() {
+		ns := objectNamespace(w.Obj)
+		ref := container(t, podTemplate(w.Obj).Spec.InitContainers, stubName).EnvFrom[0].ConfigMapRef.Name
+		if cms[ns] == "" || ref != cms[ns] {
+			t.Errorf("workload in %s references %s; ConfigMaps %v", ns, ref, cms)
+		}
+	}
+	if len(cms) != 2 {
+		t.Errorf("ConfigMaps %v, want one per namespace", cms)
+	}
+}
+
+func objectNamespace(obj any) string {
+	if o, ok := obj.(interface{ GetNamespace() string }); ok {
+		return o.GetNamespace()
+	}
+	return ""
+}
+
+// TestLayoutOptOutByTransformer (issue 13 item 2). The including kustomization's `labels:`,
+// `commonLabels:` and patches run after its components, so an opt-out label added there comes
+// too late: pinned here (if kustomize changes, the README can drop the rule). The forms the
+// README gives, where the label exists before the component runs, render exactly as without it.
+func TestLayoutOptOutByTransformer(t *testing.T) {
+	hostNet := strings.Replace(layoutDeployment, "    spec:\n", "    spec:\n      hostNetwork: true\n", 1)
+	label := "labels:\n- pairs: {podns.io/inject: \"false\"}\n"
+	for _, tc := range []struct {
+		name     string
+		files    map[string]string
+		optedOut bool
+	}{
+		{name: "labels: next to the component (too late)", files: map[string]string{
+			"app/deployment.yaml": hostNet, "app/kustomization.yaml": label + "resources: [deployment.yaml]\ncomponents: [../components/podns]\n"}},
+		{name: "commonLabels: next to the component (too late)", files: map[string]string{
+			"app/deployment.yaml": hostNet, "app/kustomization.yaml": "commonLabels: {podns.io/inject: \"false\"}\nresources: [deployment.yaml]\ncomponents: [../components/podns]\n"}},
+		{name: "labels: in the base", optedOut: true, files: map[string]string{
+			"base/deployment.yaml": hostNet, "base/kustomization.yaml": label + "resources: [deployment.yaml]\n",
+			"app/kustomization.yaml": "resources: [../base]\ncomponents: [../components/podns]\n"}},
+		{name: "labels: in a component listed before podns", optedOut: true, files: map[string]string{
+			"app/deployment.yaml":            hostNet,
+			"app/opt-out/kustomization.yaml": "apiVersion: kustomize.config.k8s.io/v1alpha1\nkind: Component\n" + label,
+			"app/kustomization.yaml":         "resources: [deployment.yaml]\ncomponents: [opt-out, ../components/podns]\n"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fSys := layout(t, tc.files)
+			with := build(t, fSys, "/m/app")
+			got := with.get(t, "Deployment", "web")
+			if got.Labels["podns.io/inject"] != "false" {
+				t.Fatalf("label not applied: %v", got.Labels)
+			}
+			injected := len(podTemplate(got.Obj).Spec.InitContainers) > 0
+			if !tc.optedOut {
+				if !injected {
+					t.Error("kustomize now applies this label before the component: update the README's opt-out rule")
+				}
+				return
+			}
+			without := renderWithoutFS(t, fSys, "/m/app")
+			// The opt-out component is listed in components too; render it alone for the reference.
+			if strings.Contains(tc.name, "component") {
+				write(t, fSys, "/m/app/kustomization.yaml", "resources: [deployment.yaml]\ncomponents: [opt-out]\n")
+				without = build(t, fSys, "/m/app")
+			}
+			if d := cmp.Diff(without.get(t, "Deployment", "web").Obj, got.Obj); d != "" {
+				t.Errorf("opted-out workload changed (-as written +rendered):\n%s", d)
+			}
+		})
+	}
+}
