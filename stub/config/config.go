@@ -5,6 +5,7 @@ package config
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"time"
@@ -141,9 +142,11 @@ func (c *Config) SearchPath() (search []string, ndots int) {
 // ListenAddrs returns the listen addresses.
 func (c *Config) ListenAddrs() []netip.AddrPort { return c.Listen }
 
-// ResolveUpstreams returns the upstream list and where it came from: PODNS_UPSTREAMS when set, else the nameservers of the
-// saved resolv.conf. It refuses an upstream that is one of the stub's own listen addresses: a
-// resolv.conf that already says 127.0.0.1 would make the stub forward to itself forever.
+// ResolveUpstreams returns the upstream list and where it came from: PODNS_UPSTREAMS when set,
+// else the nameservers of the saved resolv.conf. It refuses an upstream that a packet from the
+// stub would deliver to one of the stub's own listeners (see loops): a resolv.conf that already
+// says 127.0.0.1, or 0.0.0.0, would make the stub forward to itself until the upstream timeout.
+// The host's addresses for that check are read once, here, from net.InterfaceAddrs.
 func (c *Config) ResolveUpstreams() ([]netip.AddrPort, string, error) {
 	var ups []netip.AddrPort
 	source := "PODNS_UPSTREAMS"
@@ -162,27 +165,59 @@ func (c *Config) ResolveUpstreams() ([]netip.AddrPort, string, error) {
 			return nil, source, fmt.Errorf("no upstreams: %s has no nameserver line", source)
 		}
 	}
+	local := interfaceAddrs()
 	for _, u := range ups {
 		for _, l := range c.ListenAddrs() {
-			if loops(u, l) {
-				return nil, source, fmt.Errorf("refusing to start: upstream %s (from %s) is the stub's own listen address %s; forwarding to it would loop", u, source, l)
+			if loops(u, l, local) {
+				return nil, source, fmt.Errorf("refusing to start: upstream %s (from %s) reaches the stub's own listen address %s; forwarding to it would loop", u, source, l)
 			}
 		}
 	}
 	return ups, source, nil
 }
 
-// loops reports whether sending to upstream u would reach the listener l.
-func loops(u, l netip.AddrPort) bool {
+// loops reports whether a packet the stub sends to upstream u would be delivered to its listener
+// l, on Linux. local holds the addresses of the host's interfaces (the pod IP among them).
+// Addresses compare without IPv4 mapping (::ffff:127.0.0.1 is 127.0.0.1) and without zone. With
+// equal ports, u reaches l when:
+//   - they are the same address;
+//   - u is unspecified (0.0.0.0, ::): Linux sends a connection to the unspecified address to the
+//     host itself (127.0.0.1, ::1), so it is never a real server; it is refused whatever the
+//     listener;
+//   - l is unspecified (a wildcard listener, which Go opens dual-stack and which receives on
+//     every local address) and u is a loopback address (all of 127.0.0.0/8, ::1) or in local.
+//
+// A specific listener is reached only at its own address: 127.0.0.2 does not reach a listener
+// on 127.0.0.1, nor does the pod IP.
+func loops(u, l netip.AddrPort, local map[netip.Addr]bool) bool {
 	if u.Port() != l.Port() {
 		return false
 	}
-	ua, la := u.Addr().Unmap(), l.Addr().Unmap()
-	if ua == la {
+	ua, la := u.Addr().Unmap().WithZone(""), l.Addr().Unmap().WithZone("")
+	switch {
+	case ua == la, ua.IsUnspecified():
 		return true
+	case la.IsUnspecified():
+		return ua.IsLoopback() || local[ua]
 	}
-	// A wildcard listener answers on every local address; loopback upstreams certainly reach it.
-	return la.IsUnspecified() && (ua.IsLoopback() || ua.IsUnspecified())
+	return false
+}
+
+// interfaceAddrs returns the addresses of the host's interfaces (in a pod: its network
+// namespace's, so the pod IP), for loops. An error leaves the set empty: the check then still
+// covers loopback, unspecified and equal addresses.
+func interfaceAddrs() map[netip.Addr]bool {
+	local := map[netip.Addr]bool{}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return local
+	}
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil {
+			local[p.Addr().Unmap().WithZone("")] = true
+		}
+	}
+	return local
 }
 
 // upstreamConf reads and parses the kubelet's resolv.conf saved in the state dir, and returns its

@@ -1,9 +1,13 @@
 package config
 
 import (
+	"errors"
+	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -100,6 +104,10 @@ func TestResolveUpstreams(t *testing.T) {
 		{name: "loop via the file", conf: "nameserver 127.0.0.1\n", wantErr: "refusing to start: upstream 127.0.0.1:53"},
 		{name: "loop via env", env: map[string]string{"PODNS_LISTEN": "127.0.0.1:5353", "PODNS_UPSTREAMS": "127.0.0.1:5353"}, wantErr: "would loop"},
 		{name: "wildcard listener loops to loopback", env: map[string]string{"PODNS_LISTEN": "0.0.0.0:53", "PODNS_UPSTREAMS": "127.0.0.53"}, wantErr: "would loop"},
+		{name: "unspecified via the file", conf: "nameserver 0.0.0.0\n", wantErr: "refusing to start: upstream 0.0.0.0:53"},
+		{name: "unspecified IPv6 via the file", env: map[string]string{"PODNS_LISTEN": "[::1]:53"}, conf: "nameserver ::\n", wantErr: "refusing to start: upstream [::]:53"},
+		{name: "unspecified via env", env: map[string]string{"PODNS_LISTEN": "127.0.0.1:5353", "PODNS_UPSTREAMS": "0.0.0.0:5353"}, wantErr: "would loop"},
+		{name: "second upstream loops", env: map[string]string{"PODNS_UPSTREAMS": "10.96.0.10,::ffff:127.0.0.1"}, wantErr: "upstream [::ffff:127.0.0.1]:53"},
 		{name: "other port is fine", env: map[string]string{"PODNS_LISTEN": "127.0.0.1:53", "PODNS_UPSTREAMS": "127.0.0.1:5353"}, want: "127.0.0.1:5353"},
 	}
 	for _, tt := range tests {
@@ -210,5 +218,120 @@ func TestTypedValues(t *testing.T) {
 	}
 	if _, ok := (&Config{CacheSize: 0}).Cache(); ok {
 		t.Error("PODNS_CACHE_SIZE=0 did not turn the cache off")
+	}
+}
+
+func TestLoops(t *testing.T) {
+	// podIP stands for an address of a local interface other than loopback; the caller passes
+	// what net.InterfaceAddrs says.
+	const podIP = "10.244.1.7"
+	local := map[netip.Addr]bool{netip.MustParseAddr(podIP): true, netip.MustParseAddr("fd00:10:244::7"): true}
+	tests := []struct {
+		upstream, listen string
+		want             bool
+	}{
+		{"127.0.0.1:53", "127.0.0.1:53", true},
+		{"[::1]:53", "[::1]:53", true},
+		{"0.0.0.0:53", "127.0.0.1:53", true},
+		{"0.0.0.0:5353", "127.0.0.1:5353", true},
+		{"[::]:53", "[::1]:53", true},
+		{"[::]:53", "127.0.0.1:53", true},
+		{"0.0.0.0:53", "[::1]:53", true},
+		{"0.0.0.0:53", "10.244.1.7:53", true},
+		{"[::ffff:127.0.0.1]:53", "127.0.0.1:53", true},
+		{"127.0.0.1:53", "[::ffff:127.0.0.1]:53", true},
+		{"[::ffff:0.0.0.0]:53", "127.0.0.1:53", true},
+		{"127.0.0.53:53", "0.0.0.0:53", true},
+		{"[::1]:53", "0.0.0.0:53", true},
+		{"127.0.0.1:53", "[::]:53", true},
+		{podIP + ":53", "0.0.0.0:53", true},
+		{podIP + ":53", "[::]:53", true},
+		{"[fd00:10:244::7]:53", "[::]:53", true},
+		{"0.0.0.0:53", "0.0.0.0:53", true},
+		{"[fe80::1%eth0]:53", "[fe80::1]:53", true},
+		// Not a loop.
+		{"0.0.0.0:53", "127.0.0.1:5353", false},
+		{"127.0.0.1:5353", "127.0.0.1:53", false},
+		{"127.0.0.1:53", "0.0.0.0:5353", false},
+		{"127.0.0.2:53", "127.0.0.1:53", false},
+		{podIP + ":53", "127.0.0.1:53", false},
+		{"10.96.0.10:53", "0.0.0.0:53", false},
+		{"[fd00::a]:53", "[::]:53", false},
+		{"127.0.0.1:53", "[::1]:53", false},
+	}
+	for _, tt := range tests {
+		u, l := netip.MustParseAddrPort(tt.upstream), netip.MustParseAddrPort(tt.listen)
+		if got := loops(u, l, local); got != tt.want {
+			t.Errorf("loops(upstream %s, listen %s) = %v, want %v", u, l, got, tt.want)
+		}
+	}
+}
+
+// TestLoopsAgreesWithLinux checks the kernel behaviour loops relies on by a real connect on
+// loopback: a listener on listen, a TCP connect to upstream on the same port. Cases loops refuses
+// as a policy (0.0.0.0 upstream with a [::1] listener: the kernel sends it to 127.0.0.1) are in
+// TestLoops only.
+func TestLoopsAgreesWithLinux(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("loops describes Linux")
+	}
+	for _, tt := range []struct {
+		upstream, listen string
+		v6               bool
+	}{
+		{"0.0.0.0", "127.0.0.1", false},
+		{"::ffff:127.0.0.1", "127.0.0.1", false},
+		{"::ffff:0.0.0.0", "127.0.0.1", false},
+		{"127.0.0.2", "127.0.0.1", false},
+		{"127.0.0.1", "127.0.0.2", false},
+		{"::", "::1", true},
+		{"::1", "::", true},
+		{"127.0.0.2", "::", true},
+	} {
+		t.Run(tt.upstream+" to "+tt.listen, func(t *testing.T) {
+			ln, err := net.Listen("tcp", net.JoinHostPort(tt.listen, "0"))
+			if err != nil {
+				if tt.v6 {
+					t.Skipf("no IPv6 loopback: %v", err)
+				}
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			l := netip.MustParseAddrPort(ln.Addr().String())
+			l = netip.AddrPortFrom(netip.MustParseAddr(tt.listen), l.Port())
+			u := netip.AddrPortFrom(netip.MustParseAddr(tt.upstream), l.Port())
+			conn, err := net.DialTimeout("tcp", u.String(), 2*time.Second)
+			reached := err == nil
+			if reached {
+				conn.Close()
+			} else if !errors.Is(err, syscall.ECONNREFUSED) {
+				t.Fatalf("connect %s: %v, want success or connection refused", u, err)
+			}
+			if got := loops(u, l, nil); got != reached {
+				t.Errorf("loops(upstream %s, listen %s) = %v, but a connect reached the listener: %v", u, l, got, reached)
+			}
+		})
+	}
+}
+
+// TestLoopViaInterfaceAddress: the host's own interface addresses (a pod IP) reach a wildcard
+// listener; ResolveUpstreams learns them from net.InterfaceAddrs.
+func TestLoopViaInterfaceAddress(t *testing.T) {
+	var own netip.Addr
+	for a := range interfaceAddrs() {
+		if !a.IsLoopback() && !a.IsLinkLocalUnicast() {
+			own = a
+			break
+		}
+	}
+	if !own.IsValid() {
+		t.Skip("no interface address besides loopback and link-local")
+	}
+	c, err := Load(map[string]string{"PODNS_STATE_DIR": t.TempDir(), "PODNS_LISTEN": "0.0.0.0:5353", "PODNS_UPSTREAMS": netip.AddrPortFrom(own, 5353).String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.ResolveUpstreams(); err == nil || !strings.Contains(err.Error(), "would loop") {
+		t.Fatalf("upstream %s with listener 0.0.0.0:5353: err = %v, want the loop refusal", own, err)
 	}
 }
