@@ -311,3 +311,56 @@ func TestStartupProbeMakesFirstLookupAvoidDeadUpstream(t *testing.T) {
 	sigterm()
 	<-exited
 }
+
+// TestSearchPathFromThePodsResolvConf: the search-path prefetch gets the search list and ndots
+// the pod's resolver uses, from PODNS_RESOLV_CONF, as the startup log's effective configuration
+// shows: the ndots:3 initc wrote over the saved ndots:1, or the only file of a pod without initc.
+func TestSearchPathFromThePodsResolvConf(t *testing.T) {
+	const kubelet = "nameserver 10.96.0.10\nsearch ns.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:1\n"
+	// What initc writes over kubelet with PODNS_OPTIONS="ndots:3 timeout:1 attempts:3".
+	const rewritten = "# podns: nameserver is the pod-local DNS cache; the kubelet's original is /run/podns/upstream.conf\n" +
+		"nameserver 127.0.0.1\nsearch ns.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:3 timeout:1 attempts:3\n"
+	const restricted = "nameserver 127.0.0.1\nsearch ns.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:3\n"
+	for _, tt := range []struct {
+		name        string
+		saved, live string // "" = no file
+	}{
+		{"initc's rewrite over the saved original", kubelet, rewritten},
+		{"no initc: the pod's dnsConfig only", "", restricted},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			up := upstreamServer(t)
+			dir := t.TempDir()
+			live := filepath.Join(dir, "resolv.conf")
+			for path, content := range map[string]string{filepath.Join(dir, "upstream.conf"): tt.saved, live: tt.live} {
+				if content == "" {
+					continue
+				}
+				if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			dnsAddr, httpAddr := dnstest.FreeAddr(t), dnstest.FreeAddr(t)
+			ctx, sigterm := context.WithCancel(context.Background())
+			defer sigterm()
+			var logs syncBuffer
+			exited := make(chan int, 1)
+			go func() {
+				exited <- run(ctx, nil, map[string]string{
+					"PODNS_STATE_DIR": dir, "PODNS_RESOLV_CONF": live, "PODNS_UPSTREAMS": up,
+					"PODNS_LISTEN": dnsAddr, "PODNS_HTTP_LISTEN": httpAddr, "PODNS_UPSTREAM_STARTUP_PROBE_TIMEOUT": "0s",
+				}, io.Discard, &logs)
+			}()
+			waitReady(t, "http://"+httpAddr+"/readyz", exited)
+			for _, want := range []string{`"search_prefetch":["ns.svc.cluster.local","svc.cluster.local","cluster.local"]`, `"ndots":3,`, `"upstreams":["` + up + `"]`} {
+				if !strings.Contains(logs.String(), want) {
+					t.Errorf("startup log lacks %s:\n%s", want, logs.String())
+				}
+			}
+			sigterm()
+			if code := <-exited; code != exitOK {
+				t.Fatalf("exit %d", code)
+			}
+		})
+	}
+}

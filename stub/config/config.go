@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/hashicorp/go-multierror"
@@ -35,6 +36,10 @@ type Config struct {
 	// StateDir is the emptyDir shared with initc: upstream.conf (the kubelet's resolv.conf) and
 	// the disabled marker live here.
 	StateDir string `env:"PODNS_STATE_DIR" envDefault:"/run/podns" allowed:"a directory" help:"state shared with initc (upstream.conf, disabled marker)"`
+	// ResolvConf is the resolv.conf the pod's resolver reads (initc's rewrite, or the pod's
+	// dnsConfig when there is no initc): the search-path prefetch takes the search list and
+	// ndots from it. Same variable and meaning as initc's.
+	ResolvConf string `env:"PODNS_RESOLV_CONF" envDefault:"/etc/resolv.conf" allowed:"absolute path" help:"the pod's resolv.conf: search list and ndots for the search-path prefetch (never its nameservers)"`
 
 	// HTTPListen serves /metrics, /healthz and /readyz; probes need it reachable on the pod IP.
 	HTTPListen HTTPAddr `env:"PODNS_HTTP_LISTEN" envDefault:":9253" allowed:"[ip]:port or off" help:"/metrics, /healthz, /readyz; off disables"`
@@ -111,6 +116,9 @@ func Load(environ map[string]string) (*Config, error) {
 // probe name. Every problem is reported. envconfig.Load calls it.
 func (c *Config) Validate() error {
 	var errs *multierror.Error
+	if !filepath.IsAbs(c.ResolvConf) {
+		errs = multierror.Append(errs, fmt.Errorf("PODNS_RESOLV_CONF=%q: not an absolute path (allowed: absolute path)", c.ResolvConf))
+	}
 	if _, ok := dns.IsDomainName(c.UpstreamProbeName); !ok {
 		errs = multierror.Append(errs, fmt.Errorf("PODNS_UPSTREAM_PROBE_NAME=%q: not a domain name (allowed: a domain name)", c.UpstreamProbeName))
 	}
@@ -126,17 +134,37 @@ func (c *Config) Validate() error {
 // StaleWindow returns PODNS_SERVE_STALE as a duration; 0 when off.
 func (c *Config) StaleWindow() time.Duration { return c.ServeStale.d }
 
-// SearchPath returns the search list and ndots of the saved resolv.conf, for the search-path
-// prefetch; nothing when the file is missing or PODNS_SEARCH_PREFETCH is off.
+// SearchPath returns the search list and ndots the pod's resolver uses, for the search-path
+// prefetch. They come from the live resolv.conf (PODNS_RESOLV_CONF): in a pod with initc that is
+// initc's rewrite, whose options (PODNS_OPTIONS, ndots:2 for example) the resolver applies; in a
+// pod without initc (dnsPolicy None with a dnsConfig) it is the only source. What the live file
+// lacks (no search or domain line; no ndots option) comes from the saved upstream.conf; ndots
+// is resolvconf.DefaultNdots when a file is read but neither sets it. The live file's
+// nameservers are never used: they name the stub itself. Nothing when PODNS_SEARCH_PREFETCH is
+// off or neither file can be read.
 func (c *Config) SearchPath() (search []string, ndots int) {
 	if !c.SearchPrefetch {
 		return nil, 0
 	}
-	f, _, err := c.upstreamConf()
-	if err != nil {
+	live, _ := readResolvConf(c.ResolvConf)
+	saved, _, _ := c.upstreamConf()
+	if live == nil && saved == nil {
 		return nil, 0
 	}
-	return f.Search, f.Ndots
+	ndots = resolvconf.DefaultNdots
+	// saved first, so that the live file wins wherever it says something.
+	for _, f := range []*resolvconf.File{saved, live} {
+		if f == nil {
+			continue
+		}
+		if len(f.Search) > 0 {
+			search = f.Search
+		}
+		if _, ok := f.Option("ndots"); ok {
+			ndots = f.Ndots
+		}
+	}
+	return search, ndots
 }
 
 // ListenAddrs returns the listen addresses.
@@ -224,15 +252,21 @@ func interfaceAddrs() map[netip.Addr]bool {
 // path for messages.
 func (c *Config) upstreamConf() (*resolvconf.File, string, error) {
 	path := statedir.UpstreamConfPath(c.StateDir)
+	f, err := readResolvConf(path)
+	return f, path, err
+}
+
+// readResolvConf reads and parses the resolv.conf at path.
+func readResolvConf(path string) (*resolvconf.File, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, path, err
+		return nil, err
 	}
 	f, err := resolvconf.Parse(data)
 	if err != nil {
-		return nil, path, fmt.Errorf("%s: %v", path, err)
+		return nil, fmt.Errorf("%s: %v", path, err)
 	}
-	return f, path, nil
+	return f, nil
 }
 
 // Disabled returns the reason in the state dir's disabled marker, if initc wrote one.
@@ -268,8 +302,8 @@ func (c *Config) Cache() (cfg cache.Config, ok bool) {
 }
 
 // Server is the server's configuration around the cache (nil: none) and the forwarder. It reads
-// the search list from upstream.conf (see SearchPath). A miss may take the forwarder's longest
-// exchange.
+// the search list and ndots from the pod's resolv.conf and upstream.conf (see SearchPath). A
+// miss may take the forwarder's longest exchange.
 func (c *Config) Server(ch *cache.Cache, fwd *upstream.Forwarder, log zerolog.Logger) server.Config {
 	search, ndots := c.SearchPath()
 	return server.Config{

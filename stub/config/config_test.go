@@ -5,12 +5,16 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	initcconfig "github.com/podns/podns/initc/config"
+	"github.com/podns/podns/initc/rewrite"
+	"github.com/podns/podns/internal/resolvconf"
 	"github.com/podns/podns/internal/statedir"
 )
 
@@ -182,6 +186,8 @@ func TestStaleWindowAndSearchPath(t *testing.T) {
 		{map[string]string{"PODNS_SERVE_STALE": "90s"}, 90 * time.Second, 3},
 	} {
 		tt.env["PODNS_STATE_DIR"] = dir
+		// No live resolv.conf: the host's /etc/resolv.conf must not leak into the result.
+		tt.env["PODNS_RESOLV_CONF"] = filepath.Join(dir, "missing")
 		c, err := Load(tt.env)
 		if err != nil {
 			t.Fatal(err)
@@ -333,5 +339,120 @@ func TestLoopViaInterfaceAddress(t *testing.T) {
 	}
 	if _, _, err := c.ResolveUpstreams(); err == nil || !strings.Contains(err.Error(), "would loop") {
 		t.Fatalf("upstream %s with listener 0.0.0.0:5353: err = %v, want the loop refusal", own, err)
+	}
+}
+
+// kubeletConf is the kubelet's ClusterFirst resolv.conf, as initc saves it to upstream.conf.
+const kubeletConf = "nameserver 10.96.0.10\nsearch ns.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n"
+
+// initcRewrite is what initc writes over the pod's resolv.conf for original with PODNS_OPTIONS
+// options: the same rewrite code, so the test follows initc's contract.
+func initcRewrite(t *testing.T, original, options string) string {
+	t.Helper()
+	parsed, err := resolvconf.Parse([]byte(original))
+	if err != nil {
+		t.Fatal(err)
+	}
+	merge, err := initcconfig.ParseOptions(options)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := rewrite.Render([]byte(original), parsed, netip.MustParseAddr("127.0.0.1"), merge, "/run/podns/upstream.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(r.Content)
+}
+
+func TestSearchPathFromTheLiveResolvConf(t *testing.T) {
+	withNdots2 := initcRewrite(t, kubeletConf, "ndots:2 timeout:1 attempts:3")
+	if !strings.Contains(withNdots2, "ndots:2") {
+		t.Fatalf("initc's rewrite lacks ndots:2:\n%s", withNdots2)
+	}
+	kubeSearch := "ns.svc.cluster.local svc.cluster.local cluster.local"
+	tests := []struct {
+		name        string
+		live, saved string // "" = no file
+		env         map[string]string
+		wantSearch  string
+		wantNdots   int
+	}{
+		{name: "initc's PODNS_OPTIONS=ndots:2 wins over the saved ndots:5", live: withNdots2, saved: kubeletConf,
+			wantSearch: kubeSearch, wantNdots: 2},
+		{name: "initc's default options keep the kubelet's ndots", live: initcRewrite(t, kubeletConf, "timeout:1 attempts:3"), saved: kubeletConf,
+			wantSearch: kubeSearch, wantNdots: 5},
+		{name: "no live file: the saved file's", saved: kubeletConf, wantSearch: kubeSearch, wantNdots: 5},
+		{name: "no saved file (restricted mode): the live file's", live: "nameserver 127.0.0.1\nsearch app.svc.cluster.local svc.cluster.local\noptions ndots:3 timeout:1\n",
+			wantSearch: "app.svc.cluster.local svc.cluster.local", wantNdots: 3},
+		{name: "live file without ndots: the saved file's", live: "nameserver 127.0.0.1\nsearch other.example\noptions timeout:1\n", saved: kubeletConf,
+			wantSearch: "other.example", wantNdots: 5},
+		{name: "live file without search: the saved file's", live: "nameserver 127.0.0.1\noptions ndots:2\n", saved: kubeletConf,
+			wantSearch: kubeSearch, wantNdots: 2},
+		{name: "neither sets ndots: the resolver default", live: "nameserver 127.0.0.1\nsearch a.example\n",
+			wantSearch: "a.example", wantNdots: resolvconf.DefaultNdots},
+		{name: "no file at all", wantSearch: "", wantNdots: 0},
+		{name: "prefetch off", live: withNdots2, saved: kubeletConf, env: map[string]string{"PODNS_SEARCH_PREFETCH": "off"}, wantSearch: "", wantNdots: 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			live := filepath.Join(dir, "resolv.conf")
+			env := map[string]string{"PODNS_STATE_DIR": dir, "PODNS_RESOLV_CONF": live}
+			for k, v := range tt.env {
+				env[k] = v
+			}
+			for path, content := range map[string]string{live: tt.live, statedir.UpstreamConfPath(dir): tt.saved} {
+				if content == "" {
+					continue
+				}
+				if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c, err := Load(env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			search, ndots := c.SearchPath()
+			if strings.Join(search, " ") != tt.wantSearch || ndots != tt.wantNdots {
+				t.Errorf("search %q ndots %d, want %q ndots %d", search, ndots, tt.wantSearch, tt.wantNdots)
+			}
+		})
+	}
+}
+
+// TestUpstreamsNeverFromTheLiveResolvConf: the live file names the stub; without upstream.conf and
+// PODNS_UPSTREAMS there is no upstream, and with PODNS_UPSTREAMS (the restricted mode) those
+// are the upstreams while the live file still gives the search list.
+func TestUpstreamsNeverFromTheLiveResolvConf(t *testing.T) {
+	dir := t.TempDir()
+	live := filepath.Join(dir, "resolv.conf")
+	if err := os.WriteFile(live, []byte("nameserver 10.0.0.53\nsearch app.svc.cluster.local\noptions ndots:2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(map[string]string{"PODNS_STATE_DIR": dir, "PODNS_RESOLV_CONF": live})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ups, _, err := c.ResolveUpstreams(); err == nil || !strings.Contains(err.Error(), "no upstreams") {
+		t.Fatalf("upstreams %v, err %v; want no upstreams", ups, err)
+	}
+	c, err = Load(map[string]string{"PODNS_STATE_DIR": dir, "PODNS_RESOLV_CONF": live, "PODNS_UPSTREAMS": "10.96.0.10"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ups, source, err := c.ResolveUpstreams()
+	if err != nil || len(ups) != 1 || ups[0].String() != "10.96.0.10:53" || source != "PODNS_UPSTREAMS" {
+		t.Fatalf("upstreams %v from %s, err %v", ups, source, err)
+	}
+	if search, ndots := c.SearchPath(); strings.Join(search, " ") != "app.svc.cluster.local" || ndots != 2 {
+		t.Errorf("search %q ndots %d", search, ndots)
+	}
+}
+
+func TestResolvConfMustBeAbsolute(t *testing.T) {
+	_, err := Load(map[string]string{"PODNS_RESOLV_CONF": "resolv.conf"})
+	if err == nil || !strings.Contains(err.Error(), `PODNS_RESOLV_CONF="resolv.conf": not an absolute path`) {
+		t.Fatalf("err = %v", err)
 	}
 }
