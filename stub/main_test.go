@@ -3,11 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -58,15 +61,53 @@ func TestBadConfigExits2NamingEveryVariable(t *testing.T) {
 	}
 }
 
+// TestLoopRefused: an upstream that a packet from the stub would deliver to its own listener
+// stops the stub with exit 2 before it binds anything. A regression starts the stub instead;
+// the deadline then ends run with exit 0, and the test fails rather than hangs.
 func TestLoopRefused(t *testing.T) {
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "upstream.conf"), []byte("nameserver 127.0.0.1\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	var errOut syncBuffer
-	code := run(context.Background(), nil, map[string]string{"PODNS_STATE_DIR": dir, "PODNS_HTTP_LISTEN": "off"}, io.Discard, &errOut)
-	if code != exitConfig || !strings.Contains(errOut.String(), "would loop") {
-		t.Fatalf("exit %d, log:\n%s", code, errOut.String())
+	port := netip.MustParseAddrPort(dnstest.FreeAddr(t)).Port()
+	p := strconv.Itoa(int(port))
+	for _, tt := range []struct {
+		name string
+		conf string // upstream.conf; "" = none
+		env  map[string]string
+		want string
+	}{
+		{name: "loopback in upstream.conf", conf: "nameserver 127.0.0.1\n",
+			want: "upstream 127.0.0.1:53 (from %s) reaches the stub's own listen address 127.0.0.1:53"},
+		{name: "0.0.0.0 in upstream.conf", conf: "nameserver 0.0.0.0\n",
+			want: "upstream 0.0.0.0:53 (from %s) reaches the stub's own listen address 127.0.0.1:53"},
+		{name: ":: in upstream.conf with a [::1] listener", conf: "nameserver ::\n", env: map[string]string{"PODNS_LISTEN": "[::1]:53"},
+			want: "upstream [::]:53 (from %s) reaches the stub's own listen address [::1]:53"},
+		{name: "PODNS_UPSTREAMS=0.0.0.0 on the listen port", env: map[string]string{"PODNS_UPSTREAMS": "0.0.0.0:" + p, "PODNS_LISTEN": "127.0.0.1:" + p},
+			want: "upstream 0.0.0.0:" + p + " (from PODNS_UPSTREAMS) reaches the stub's own listen address 127.0.0.1:" + p},
+		{name: "PODNS_UPSTREAMS=:: on the listen port", env: map[string]string{"PODNS_UPSTREAMS": "[::]:" + p, "PODNS_LISTEN": "[::1]:" + p},
+			want: "upstream [::]:" + p + " (from PODNS_UPSTREAMS) reaches the stub's own listen address [::1]:" + p},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			env := map[string]string{"PODNS_STATE_DIR": dir, "PODNS_HTTP_LISTEN": "off", "PODNS_UPSTREAM_STARTUP_PROBE_TIMEOUT": "0s"}
+			for k, v := range tt.env {
+				env[k] = v
+			}
+			conf := filepath.Join(dir, "upstream.conf")
+			if tt.conf != "" {
+				if err := os.WriteFile(conf, []byte(tt.conf), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want := "refusing to start: " + tt.want + "; forwarding to it would loop"
+			if strings.Contains(want, "%s") {
+				want = fmt.Sprintf(want, conf)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			var errOut syncBuffer
+			code := run(ctx, nil, env, io.Discard, &errOut)
+			if code != exitConfig || !strings.Contains(errOut.String(), want) {
+				t.Fatalf("exit %d, want %d with %q; log:\n%s", code, exitConfig, want, errOut.String())
+			}
+		})
 	}
 }
 
@@ -269,4 +310,57 @@ func TestStartupProbeMakesFirstLookupAvoidDeadUpstream(t *testing.T) {
 	}
 	sigterm()
 	<-exited
+}
+
+// TestSearchPathFromThePodsResolvConf: the search-path prefetch gets the search list and ndots
+// the pod's resolver uses, from PODNS_RESOLV_CONF, as the startup log's effective configuration
+// shows: the ndots:3 initc wrote over the saved ndots:1, or the only file of a pod without initc.
+func TestSearchPathFromThePodsResolvConf(t *testing.T) {
+	const kubelet = "nameserver 10.96.0.10\nsearch ns.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:1\n"
+	// What initc writes over kubelet with PODNS_OPTIONS="ndots:3 timeout:1 attempts:3".
+	const rewritten = "# podns: nameserver is the pod-local DNS cache; the kubelet's original is /run/podns/upstream.conf\n" +
+		"nameserver 127.0.0.1\nsearch ns.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:3 timeout:1 attempts:3\n"
+	const restricted = "nameserver 127.0.0.1\nsearch ns.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:3\n"
+	for _, tt := range []struct {
+		name        string
+		saved, live string // "" = no file
+	}{
+		{"initc's rewrite over the saved original", kubelet, rewritten},
+		{"no initc: the pod's dnsConfig only", "", restricted},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			up := upstreamServer(t)
+			dir := t.TempDir()
+			live := filepath.Join(dir, "resolv.conf")
+			for path, content := range map[string]string{filepath.Join(dir, "upstream.conf"): tt.saved, live: tt.live} {
+				if content == "" {
+					continue
+				}
+				if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			dnsAddr, httpAddr := dnstest.FreeAddr(t), dnstest.FreeAddr(t)
+			ctx, sigterm := context.WithCancel(context.Background())
+			defer sigterm()
+			var logs syncBuffer
+			exited := make(chan int, 1)
+			go func() {
+				exited <- run(ctx, nil, map[string]string{
+					"PODNS_STATE_DIR": dir, "PODNS_RESOLV_CONF": live, "PODNS_UPSTREAMS": up,
+					"PODNS_LISTEN": dnsAddr, "PODNS_HTTP_LISTEN": httpAddr, "PODNS_UPSTREAM_STARTUP_PROBE_TIMEOUT": "0s",
+				}, io.Discard, &logs)
+			}()
+			waitReady(t, "http://"+httpAddr+"/readyz", exited)
+			for _, want := range []string{`"search_prefetch":["ns.svc.cluster.local","svc.cluster.local","cluster.local"]`, `"ndots":3,`, `"upstreams":["` + up + `"]`} {
+				if !strings.Contains(logs.String(), want) {
+					t.Errorf("startup log lacks %s:\n%s", want, logs.String())
+				}
+			}
+			sigterm()
+			if code := <-exited; code != exitOK {
+				t.Fatalf("exit %d", code)
+			}
+		})
+	}
 }

@@ -5,8 +5,10 @@ package config
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/hashicorp/go-multierror"
@@ -34,6 +36,10 @@ type Config struct {
 	// StateDir is the emptyDir shared with initc: upstream.conf (the kubelet's resolv.conf) and
 	// the disabled marker live here.
 	StateDir string `env:"PODNS_STATE_DIR" envDefault:"/run/podns" allowed:"a directory" help:"state shared with initc (upstream.conf, disabled marker)"`
+	// ResolvConf is the resolv.conf the pod's resolver reads (initc's rewrite, or the pod's
+	// dnsConfig when there is no initc): the search-path prefetch takes the search list and
+	// ndots from it. Same variable and meaning as initc's.
+	ResolvConf string `env:"PODNS_RESOLV_CONF" envDefault:"/etc/resolv.conf" allowed:"absolute path" help:"the pod's resolv.conf: search list and ndots for the search-path prefetch (never its nameservers)"`
 
 	// HTTPListen serves /metrics, /healthz and /readyz; probes need it reachable on the pod IP.
 	HTTPListen HTTPAddr `env:"PODNS_HTTP_LISTEN" envDefault:":9253" allowed:"[ip]:port or off" help:"/metrics, /healthz, /readyz; off disables"`
@@ -110,6 +116,9 @@ func Load(environ map[string]string) (*Config, error) {
 // probe name. Every problem is reported. envconfig.Load calls it.
 func (c *Config) Validate() error {
 	var errs *multierror.Error
+	if !filepath.IsAbs(c.ResolvConf) {
+		errs = multierror.Append(errs, fmt.Errorf("PODNS_RESOLV_CONF=%q: not an absolute path (allowed: absolute path)", c.ResolvConf))
+	}
 	if _, ok := dns.IsDomainName(c.UpstreamProbeName); !ok {
 		errs = multierror.Append(errs, fmt.Errorf("PODNS_UPSTREAM_PROBE_NAME=%q: not a domain name (allowed: a domain name)", c.UpstreamProbeName))
 	}
@@ -125,25 +134,47 @@ func (c *Config) Validate() error {
 // StaleWindow returns PODNS_SERVE_STALE as a duration; 0 when off.
 func (c *Config) StaleWindow() time.Duration { return c.ServeStale.d }
 
-// SearchPath returns the search list and ndots of the saved resolv.conf, for the search-path
-// prefetch; nothing when the file is missing or PODNS_SEARCH_PREFETCH is off.
+// SearchPath returns the search list and ndots the pod's resolver uses, for the search-path
+// prefetch. They come from the live resolv.conf (PODNS_RESOLV_CONF): in a pod with initc that is
+// initc's rewrite, whose options (PODNS_OPTIONS, ndots:2 for example) the resolver applies; in a
+// pod without initc (dnsPolicy None with a dnsConfig) it is the only source. What the live file
+// lacks (no search or domain line; no ndots option) comes from the saved upstream.conf; ndots
+// is resolvconf.DefaultNdots when a file is read but neither sets it. The live file's
+// nameservers are never used: they name the stub itself. Nothing when PODNS_SEARCH_PREFETCH is
+// off or neither file can be read.
 func (c *Config) SearchPath() (search []string, ndots int) {
 	if !c.SearchPrefetch {
 		return nil, 0
 	}
-	f, _, err := c.upstreamConf()
-	if err != nil {
+	live, _ := readResolvConf(c.ResolvConf)
+	saved, _, _ := c.upstreamConf()
+	if live == nil && saved == nil {
 		return nil, 0
 	}
-	return f.Search, f.Ndots
+	ndots = resolvconf.DefaultNdots
+	// saved first, so that the live file wins wherever it says something.
+	for _, f := range []*resolvconf.File{saved, live} {
+		if f == nil {
+			continue
+		}
+		if len(f.Search) > 0 {
+			search = f.Search
+		}
+		if _, ok := f.Option("ndots"); ok {
+			ndots = f.Ndots
+		}
+	}
+	return search, ndots
 }
 
 // ListenAddrs returns the listen addresses.
 func (c *Config) ListenAddrs() []netip.AddrPort { return c.Listen }
 
-// ResolveUpstreams returns the upstream list and where it came from: PODNS_UPSTREAMS when set, else the nameservers of the
-// saved resolv.conf. It refuses an upstream that is one of the stub's own listen addresses: a
-// resolv.conf that already says 127.0.0.1 would make the stub forward to itself forever.
+// ResolveUpstreams returns the upstream list and where it came from: PODNS_UPSTREAMS when set,
+// else the nameservers of the saved resolv.conf. It refuses an upstream that a packet from the
+// stub would deliver to one of the stub's own listeners (see loops): a resolv.conf that already
+// says 127.0.0.1, or 0.0.0.0, would make the stub forward to itself until the upstream timeout.
+// The host's addresses for that check are read once, here, from net.InterfaceAddrs.
 func (c *Config) ResolveUpstreams() ([]netip.AddrPort, string, error) {
 	var ups []netip.AddrPort
 	source := "PODNS_UPSTREAMS"
@@ -162,42 +193,80 @@ func (c *Config) ResolveUpstreams() ([]netip.AddrPort, string, error) {
 			return nil, source, fmt.Errorf("no upstreams: %s has no nameserver line", source)
 		}
 	}
+	local := interfaceAddrs()
 	for _, u := range ups {
 		for _, l := range c.ListenAddrs() {
-			if loops(u, l) {
-				return nil, source, fmt.Errorf("refusing to start: upstream %s (from %s) is the stub's own listen address %s; forwarding to it would loop", u, source, l)
+			if loops(u, l, local) {
+				return nil, source, fmt.Errorf("refusing to start: upstream %s (from %s) reaches the stub's own listen address %s; forwarding to it would loop", u, source, l)
 			}
 		}
 	}
 	return ups, source, nil
 }
 
-// loops reports whether sending to upstream u would reach the listener l.
-func loops(u, l netip.AddrPort) bool {
+// loops reports whether a packet the stub sends to upstream u would be delivered to its listener
+// l, on Linux. local holds the addresses of the host's interfaces (the pod IP among them).
+// Addresses compare without IPv4 mapping (::ffff:127.0.0.1 is 127.0.0.1) and without zone. With
+// equal ports, u reaches l when:
+//   - they are the same address;
+//   - u is unspecified (0.0.0.0, ::): Linux sends a connection to the unspecified address to the
+//     host itself (127.0.0.1, ::1), so it is never a real server; it is refused whatever the
+//     listener;
+//   - l is unspecified (a wildcard listener, which Go opens dual-stack and which receives on
+//     every local address) and u is a loopback address (all of 127.0.0.0/8, ::1) or in local.
+//
+// A specific listener is reached only at its own address: 127.0.0.2 does not reach a listener
+// on 127.0.0.1, nor does the pod IP.
+func loops(u, l netip.AddrPort, local map[netip.Addr]bool) bool {
 	if u.Port() != l.Port() {
 		return false
 	}
-	ua, la := u.Addr().Unmap(), l.Addr().Unmap()
-	if ua == la {
+	ua, la := u.Addr().Unmap().WithZone(""), l.Addr().Unmap().WithZone("")
+	switch {
+	case ua == la, ua.IsUnspecified():
 		return true
+	case la.IsUnspecified():
+		return ua.IsLoopback() || local[ua]
 	}
-	// A wildcard listener answers on every local address; loopback upstreams certainly reach it.
-	return la.IsUnspecified() && (ua.IsLoopback() || ua.IsUnspecified())
+	return false
+}
+
+// interfaceAddrs returns the addresses of the host's interfaces (in a pod: its network
+// namespace's, so the pod IP), for loops. An error leaves the set empty: the check then still
+// covers loopback, unspecified and equal addresses.
+func interfaceAddrs() map[netip.Addr]bool {
+	local := map[netip.Addr]bool{}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return local
+	}
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil {
+			local[p.Addr().Unmap().WithZone("")] = true
+		}
+	}
+	return local
 }
 
 // upstreamConf reads and parses the kubelet's resolv.conf saved in the state dir, and returns its
 // path for messages.
 func (c *Config) upstreamConf() (*resolvconf.File, string, error) {
 	path := statedir.UpstreamConfPath(c.StateDir)
+	f, err := readResolvConf(path)
+	return f, path, err
+}
+
+// readResolvConf reads and parses the resolv.conf at path.
+func readResolvConf(path string) (*resolvconf.File, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, path, err
+		return nil, err
 	}
 	f, err := resolvconf.Parse(data)
 	if err != nil {
-		return nil, path, fmt.Errorf("%s: %v", path, err)
+		return nil, fmt.Errorf("%s: %v", path, err)
 	}
-	return f, path, nil
+	return f, nil
 }
 
 // Disabled returns the reason in the state dir's disabled marker, if initc wrote one.
@@ -233,8 +302,8 @@ func (c *Config) Cache() (cfg cache.Config, ok bool) {
 }
 
 // Server is the server's configuration around the cache (nil: none) and the forwarder. It reads
-// the search list from upstream.conf (see SearchPath). A miss may take the forwarder's longest
-// exchange.
+// the search list and ndots from the pod's resolv.conf and upstream.conf (see SearchPath). A
+// miss may take the forwarder's longest exchange.
 func (c *Config) Server(ch *cache.Cache, fwd *upstream.Forwarder, log zerolog.Logger) server.Config {
 	search, ndots := c.SearchPath()
 	return server.Config{

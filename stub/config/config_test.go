@@ -1,12 +1,20 @@
 package config
 
 import (
+	"errors"
+	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
+	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	initcconfig "github.com/podns/podns/initc/config"
+	"github.com/podns/podns/initc/rewrite"
+	"github.com/podns/podns/internal/resolvconf"
 	"github.com/podns/podns/internal/statedir"
 )
 
@@ -100,6 +108,10 @@ func TestResolveUpstreams(t *testing.T) {
 		{name: "loop via the file", conf: "nameserver 127.0.0.1\n", wantErr: "refusing to start: upstream 127.0.0.1:53"},
 		{name: "loop via env", env: map[string]string{"PODNS_LISTEN": "127.0.0.1:5353", "PODNS_UPSTREAMS": "127.0.0.1:5353"}, wantErr: "would loop"},
 		{name: "wildcard listener loops to loopback", env: map[string]string{"PODNS_LISTEN": "0.0.0.0:53", "PODNS_UPSTREAMS": "127.0.0.53"}, wantErr: "would loop"},
+		{name: "unspecified via the file", conf: "nameserver 0.0.0.0\n", wantErr: "refusing to start: upstream 0.0.0.0:53"},
+		{name: "unspecified IPv6 via the file", env: map[string]string{"PODNS_LISTEN": "[::1]:53"}, conf: "nameserver ::\n", wantErr: "refusing to start: upstream [::]:53"},
+		{name: "unspecified via env", env: map[string]string{"PODNS_LISTEN": "127.0.0.1:5353", "PODNS_UPSTREAMS": "0.0.0.0:5353"}, wantErr: "would loop"},
+		{name: "second upstream loops", env: map[string]string{"PODNS_UPSTREAMS": "10.96.0.10,::ffff:127.0.0.1"}, wantErr: "upstream [::ffff:127.0.0.1]:53"},
 		{name: "other port is fine", env: map[string]string{"PODNS_LISTEN": "127.0.0.1:53", "PODNS_UPSTREAMS": "127.0.0.1:5353"}, want: "127.0.0.1:5353"},
 	}
 	for _, tt := range tests {
@@ -174,6 +186,8 @@ func TestStaleWindowAndSearchPath(t *testing.T) {
 		{map[string]string{"PODNS_SERVE_STALE": "90s"}, 90 * time.Second, 3},
 	} {
 		tt.env["PODNS_STATE_DIR"] = dir
+		// No live resolv.conf: the host's /etc/resolv.conf must not leak into the result.
+		tt.env["PODNS_RESOLV_CONF"] = filepath.Join(dir, "missing")
 		c, err := Load(tt.env)
 		if err != nil {
 			t.Fatal(err)
@@ -210,5 +224,235 @@ func TestTypedValues(t *testing.T) {
 	}
 	if _, ok := (&Config{CacheSize: 0}).Cache(); ok {
 		t.Error("PODNS_CACHE_SIZE=0 did not turn the cache off")
+	}
+}
+
+func TestLoops(t *testing.T) {
+	// podIP stands for an address of a local interface other than loopback; the caller passes
+	// what net.InterfaceAddrs says.
+	const podIP = "10.244.1.7"
+	local := map[netip.Addr]bool{netip.MustParseAddr(podIP): true, netip.MustParseAddr("fd00:10:244::7"): true}
+	tests := []struct {
+		upstream, listen string
+		want             bool
+	}{
+		{"127.0.0.1:53", "127.0.0.1:53", true},
+		{"[::1]:53", "[::1]:53", true},
+		{"0.0.0.0:53", "127.0.0.1:53", true},
+		{"0.0.0.0:5353", "127.0.0.1:5353", true},
+		{"[::]:53", "[::1]:53", true},
+		{"[::]:53", "127.0.0.1:53", true},
+		{"0.0.0.0:53", "[::1]:53", true},
+		{"0.0.0.0:53", "10.244.1.7:53", true},
+		{"[::ffff:127.0.0.1]:53", "127.0.0.1:53", true},
+		{"127.0.0.1:53", "[::ffff:127.0.0.1]:53", true},
+		{"[::ffff:0.0.0.0]:53", "127.0.0.1:53", true},
+		{"127.0.0.53:53", "0.0.0.0:53", true},
+		{"[::1]:53", "0.0.0.0:53", true},
+		{"127.0.0.1:53", "[::]:53", true},
+		{podIP + ":53", "0.0.0.0:53", true},
+		{podIP + ":53", "[::]:53", true},
+		{"[fd00:10:244::7]:53", "[::]:53", true},
+		{"0.0.0.0:53", "0.0.0.0:53", true},
+		{"[fe80::1%eth0]:53", "[fe80::1]:53", true},
+		// Not a loop.
+		{"0.0.0.0:53", "127.0.0.1:5353", false},
+		{"127.0.0.1:5353", "127.0.0.1:53", false},
+		{"127.0.0.1:53", "0.0.0.0:5353", false},
+		{"127.0.0.2:53", "127.0.0.1:53", false},
+		{podIP + ":53", "127.0.0.1:53", false},
+		{"10.96.0.10:53", "0.0.0.0:53", false},
+		{"[fd00::a]:53", "[::]:53", false},
+		{"127.0.0.1:53", "[::1]:53", false},
+	}
+	for _, tt := range tests {
+		u, l := netip.MustParseAddrPort(tt.upstream), netip.MustParseAddrPort(tt.listen)
+		if got := loops(u, l, local); got != tt.want {
+			t.Errorf("loops(upstream %s, listen %s) = %v, want %v", u, l, got, tt.want)
+		}
+	}
+}
+
+// TestLoopsAgreesWithLinux checks the kernel behaviour loops relies on by a real connect on
+// loopback: a listener on listen, a TCP connect to upstream on the same port. Cases loops refuses
+// as a policy (0.0.0.0 upstream with a [::1] listener: the kernel sends it to 127.0.0.1) are in
+// TestLoops only.
+func TestLoopsAgreesWithLinux(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("loops describes Linux")
+	}
+	for _, tt := range []struct {
+		upstream, listen string
+		v6               bool
+	}{
+		{"0.0.0.0", "127.0.0.1", false},
+		{"::ffff:127.0.0.1", "127.0.0.1", false},
+		{"::ffff:0.0.0.0", "127.0.0.1", false},
+		{"127.0.0.2", "127.0.0.1", false},
+		{"127.0.0.1", "127.0.0.2", false},
+		{"::", "::1", true},
+		{"::1", "::", true},
+		{"127.0.0.2", "::", true},
+	} {
+		t.Run(tt.upstream+" to "+tt.listen, func(t *testing.T) {
+			ln, err := net.Listen("tcp", net.JoinHostPort(tt.listen, "0"))
+			if err != nil {
+				if tt.v6 {
+					t.Skipf("no IPv6 loopback: %v", err)
+				}
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			l := netip.MustParseAddrPort(ln.Addr().String())
+			l = netip.AddrPortFrom(netip.MustParseAddr(tt.listen), l.Port())
+			u := netip.AddrPortFrom(netip.MustParseAddr(tt.upstream), l.Port())
+			conn, err := net.DialTimeout("tcp", u.String(), 2*time.Second)
+			reached := err == nil
+			if reached {
+				conn.Close()
+			} else if !errors.Is(err, syscall.ECONNREFUSED) {
+				t.Fatalf("connect %s: %v, want success or connection refused", u, err)
+			}
+			if got := loops(u, l, nil); got != reached {
+				t.Errorf("loops(upstream %s, listen %s) = %v, but a connect reached the listener: %v", u, l, got, reached)
+			}
+		})
+	}
+}
+
+// TestLoopViaInterfaceAddress: the host's own interface addresses (a pod IP) reach a wildcard
+// listener; ResolveUpstreams learns them from net.InterfaceAddrs.
+func TestLoopViaInterfaceAddress(t *testing.T) {
+	var own netip.Addr
+	for a := range interfaceAddrs() {
+		if !a.IsLoopback() && !a.IsLinkLocalUnicast() {
+			own = a
+			break
+		}
+	}
+	if !own.IsValid() {
+		t.Skip("no interface address besides loopback and link-local")
+	}
+	c, err := Load(map[string]string{"PODNS_STATE_DIR": t.TempDir(), "PODNS_LISTEN": "0.0.0.0:5353", "PODNS_UPSTREAMS": netip.AddrPortFrom(own, 5353).String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.ResolveUpstreams(); err == nil || !strings.Contains(err.Error(), "would loop") {
+		t.Fatalf("upstream %s with listener 0.0.0.0:5353: err = %v, want the loop refusal", own, err)
+	}
+}
+
+// kubeletConf is the kubelet's ClusterFirst resolv.conf, as initc saves it to upstream.conf.
+const kubeletConf = "nameserver 10.96.0.10\nsearch ns.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n"
+
+// initcRewrite is what initc writes over the pod's resolv.conf for original with PODNS_OPTIONS
+// options: the same rewrite code, so the test follows initc's contract.
+func initcRewrite(t *testing.T, original, options string) string {
+	t.Helper()
+	parsed, err := resolvconf.Parse([]byte(original))
+	if err != nil {
+		t.Fatal(err)
+	}
+	merge, err := initcconfig.ParseOptions(options)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := rewrite.Render([]byte(original), parsed, netip.MustParseAddr("127.0.0.1"), merge, "/run/podns/upstream.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(r.Content)
+}
+
+func TestSearchPathFromTheLiveResolvConf(t *testing.T) {
+	withNdots2 := initcRewrite(t, kubeletConf, "ndots:2 timeout:1 attempts:3")
+	if !strings.Contains(withNdots2, "ndots:2") {
+		t.Fatalf("initc's rewrite lacks ndots:2:\n%s", withNdots2)
+	}
+	kubeSearch := "ns.svc.cluster.local svc.cluster.local cluster.local"
+	tests := []struct {
+		name        string
+		live, saved string // "" = no file
+		env         map[string]string
+		wantSearch  string
+		wantNdots   int
+	}{
+		{name: "initc's PODNS_OPTIONS=ndots:2 wins over the saved ndots:5", live: withNdots2, saved: kubeletConf,
+			wantSearch: kubeSearch, wantNdots: 2},
+		{name: "initc's default options keep the kubelet's ndots", live: initcRewrite(t, kubeletConf, "timeout:1 attempts:3"), saved: kubeletConf,
+			wantSearch: kubeSearch, wantNdots: 5},
+		{name: "no live file: the saved file's", saved: kubeletConf, wantSearch: kubeSearch, wantNdots: 5},
+		{name: "no saved file (restricted mode): the live file's", live: "nameserver 127.0.0.1\nsearch app.svc.cluster.local svc.cluster.local\noptions ndots:3 timeout:1\n",
+			wantSearch: "app.svc.cluster.local svc.cluster.local", wantNdots: 3},
+		{name: "live file without ndots: the saved file's", live: "nameserver 127.0.0.1\nsearch other.example\noptions timeout:1\n", saved: kubeletConf,
+			wantSearch: "other.example", wantNdots: 5},
+		{name: "live file without search: the saved file's", live: "nameserver 127.0.0.1\noptions ndots:2\n", saved: kubeletConf,
+			wantSearch: kubeSearch, wantNdots: 2},
+		{name: "neither sets ndots: the resolver default", live: "nameserver 127.0.0.1\nsearch a.example\n",
+			wantSearch: "a.example", wantNdots: resolvconf.DefaultNdots},
+		{name: "no file at all", wantSearch: "", wantNdots: 0},
+		{name: "prefetch off", live: withNdots2, saved: kubeletConf, env: map[string]string{"PODNS_SEARCH_PREFETCH": "off"}, wantSearch: "", wantNdots: 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			live := filepath.Join(dir, "resolv.conf")
+			env := map[string]string{"PODNS_STATE_DIR": dir, "PODNS_RESOLV_CONF": live}
+			for k, v := range tt.env {
+				env[k] = v
+			}
+			for path, content := range map[string]string{live: tt.live, statedir.UpstreamConfPath(dir): tt.saved} {
+				if content == "" {
+					continue
+				}
+				if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c, err := Load(env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			search, ndots := c.SearchPath()
+			if strings.Join(search, " ") != tt.wantSearch || ndots != tt.wantNdots {
+				t.Errorf("search %q ndots %d, want %q ndots %d", search, ndots, tt.wantSearch, tt.wantNdots)
+			}
+		})
+	}
+}
+
+// TestUpstreamsNeverFromTheLiveResolvConf: the live file names the stub; without upstream.conf and
+// PODNS_UPSTREAMS there is no upstream, and with PODNS_UPSTREAMS (the restricted mode) those
+// are the upstreams while the live file still gives the search list.
+func TestUpstreamsNeverFromTheLiveResolvConf(t *testing.T) {
+	dir := t.TempDir()
+	live := filepath.Join(dir, "resolv.conf")
+	if err := os.WriteFile(live, []byte("nameserver 10.0.0.53\nsearch app.svc.cluster.local\noptions ndots:2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(map[string]string{"PODNS_STATE_DIR": dir, "PODNS_RESOLV_CONF": live})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ups, _, err := c.ResolveUpstreams(); err == nil || !strings.Contains(err.Error(), "no upstreams") {
+		t.Fatalf("upstreams %v, err %v; want no upstreams", ups, err)
+	}
+	c, err = Load(map[string]string{"PODNS_STATE_DIR": dir, "PODNS_RESOLV_CONF": live, "PODNS_UPSTREAMS": "10.96.0.10"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ups, source, err := c.ResolveUpstreams()
+	if err != nil || len(ups) != 1 || ups[0].String() != "10.96.0.10:53" || source != "PODNS_UPSTREAMS" {
+		t.Fatalf("upstreams %v from %s, err %v", ups, source, err)
+	}
+	if search, ndots := c.SearchPath(); strings.Join(search, " ") != "app.svc.cluster.local" || ndots != 2 {
+		t.Errorf("search %q ndots %d", search, ndots)
+	}
+}
+
+func TestResolvConfMustBeAbsolute(t *testing.T) {
+	_, err := Load(map[string]string{"PODNS_RESOLV_CONF": "resolv.conf"})
+	if err == nil || !strings.Contains(err.Error(), `PODNS_RESOLV_CONF="resolv.conf": not an absolute path`) {
+		t.Fatalf("err = %v", err)
 	}
 }
