@@ -9,14 +9,6 @@ import (
 	"github.com/podns/podns/stub/wire"
 )
 
-// record is what build needs to know about one packed resource record.
-type record struct {
-	section int // 0 answer, 1 authority, 2 additional
-	typ     uint16
-	ttlOff  int
-	rdata   []byte
-}
-
 // build packs msg into an entry for r, applying the caching rules of Set.
 // It returns nil when msg must not be cached.
 func (c *Cache) build(r *wire.Request, msg *dns.Msg) *entry {
@@ -68,11 +60,11 @@ func (c *Cache) build(r *wire.Request, msg *dns.Msg) *entry {
 	// The question name is the first name in the packet, so it is never
 	// compressed and sits at offset 12 with the same length as r.QName.
 	n := len(r.QName)
-	if len(b) < wire.HeaderLen+n+4 || !equalFold(b[wire.HeaderLen:wire.HeaderLen+n], r.QName) {
+	if len(b) < wire.HeaderLen+n+4 || !wire.EqualFoldName(b[wire.HeaderLen:wire.HeaderLen+n], r.QName) {
 		return nil
 	}
-	lower(b[wire.HeaderLen : wire.HeaderLen+n])
-	rrs, ok := walk(b, wire.HeaderLen+n+4)
+	wire.Lower(b[wire.HeaderLen : wire.HeaderLen+n])
+	rrs, ok := records(b)
 	if !ok {
 		return nil
 	}
@@ -83,14 +75,14 @@ func (c *Cache) build(r *wire.Request, msg *dns.Msg) *entry {
 		lifetime = c.servfail
 		ceil := seconds(c.servfail + time.Second - 1)
 		for _, x := range rrs {
-			setTTL(b, x, min(getTTL(b, x), ceil))
+			setTTL(b, x, min(getTTL(x), ceil))
 		}
 	default:
 		negative := msg.Rcode == dns.RcodeNameError || !answers(rrs, r.QType)
 		soa := -1
 		if negative {
 			for i, x := range rrs {
-				if x.section == 1 && x.typ == dns.TypeSOA && len(x.rdata) >= 22 {
+				if x.Section == wire.Authority && x.Type == dns.TypeSOA && len(x.RData) >= 22 {
 					soa = i
 					break
 				}
@@ -101,13 +93,13 @@ func (c *Cache) build(r *wire.Request, msg *dns.Msg) *entry {
 		}
 		low := uint32(1<<31 - 1)
 		for i, x := range rrs {
-			ttl := getTTL(b, x)
+			ttl := getTTL(x)
 			if i == soa {
-				minimum := binary.BigEndian.Uint32(x.rdata[len(x.rdata)-4:])
+				minimum := binary.BigEndian.Uint32(x.RData[len(x.RData)-4:])
 				ttl = min(ttl, sane(minimum))
 			}
 			cap := c.maxTTL
-			if negative && x.section == 1 {
+			if negative && x.Section == wire.Authority {
 				cap = c.negMaxTTL
 			}
 			ttl = min(max(ttl, c.minTTL), cap)
@@ -131,7 +123,7 @@ func (c *Cache) build(r *wire.Request, msg *dns.Msg) *entry {
 		lifetime: lifetime,
 	}
 	for i, x := range rrs {
-		e.ttlOffs[i] = uint16(x.ttlOff)
+		e.ttlOffs[i] = uint16(x.TTLOff)
 	}
 	var buf [maxName + 5]byte
 	_, e.hash = c.key(&buf, r.QName, r.QType, r.QClass, e.flags)
@@ -140,9 +132,9 @@ func (c *Cache) build(r *wire.Request, msg *dns.Msg) *entry {
 
 // answers reports whether the answer section holds data for qtype, which
 // tells a positive reply from NODATA (possibly after a CNAME chain).
-func answers(rrs []record, qtype uint16) bool {
+func answers(rrs []wire.RR, qtype uint16) bool {
 	for _, x := range rrs {
-		if x.section == 0 && (x.typ == qtype || qtype == dns.TypeANY) {
+		if x.Section == wire.Answer && (x.Type == qtype || qtype == dns.TypeANY) {
 			return true
 		}
 	}
@@ -157,87 +149,19 @@ func sane(ttl uint32) uint32 {
 	return ttl
 }
 
-func getTTL(b []byte, x record) uint32      { return sane(binary.BigEndian.Uint32(b[x.ttlOff:])) }
-func setTTL(b []byte, x record, ttl uint32) { binary.BigEndian.PutUint32(b[x.ttlOff:], ttl) }
+func getTTL(x wire.RR) uint32                { return sane(x.TTL) }
+func setTTL(b []byte, x wire.RR, ttl uint32) { binary.BigEndian.PutUint32(b[x.TTLOff:], ttl) }
 
-// walk lists the resource records of the packed message b whose question
-// ends at off. OPT records are skipped (their TTL field is not a TTL).
-func walk(b []byte, off int) ([]record, bool) {
-	counts := [3]int{
-		int(binary.BigEndian.Uint16(b[6:])),
-		int(binary.BigEndian.Uint16(b[8:])),
-		int(binary.BigEndian.Uint16(b[10:])),
-	}
-	rrs := make([]record, 0, counts[0]+counts[1]+counts[2])
-	for section, count := range counts {
-		for range count {
-			end, ok := skipName(b, off)
-			if !ok || end+10 > len(b) {
-				return nil, false
-			}
-			typ := binary.BigEndian.Uint16(b[end:])
-			rdlen := int(binary.BigEndian.Uint16(b[end+8:]))
-			rd := end + 10
-			if rd+rdlen > len(b) {
-				return nil, false
-			}
-			if typ != dns.TypeOPT {
-				rrs = append(rrs, record{section: section, typ: typ, ttlOff: end + 4, rdata: b[rd : rd+rdlen]})
-			}
-			off = rd + rdlen
+// records lists the resource records of the packed message b, OPT records
+// left out (their TTL field is not a TTL). ok is false when b does not walk
+// to its last octet.
+func records(b []byte) (rrs []wire.RR, ok bool) {
+	it := wire.Records(b)
+	rrs = make([]wire.RR, 0, wire.Count(b, wire.Answer)+wire.Count(b, wire.Authority)+wire.Count(b, wire.Additional))
+	for it.Next() {
+		if rr := it.RR(); rr.Type != wire.TypeOPT {
+			rrs = append(rrs, rr)
 		}
 	}
-	return rrs, off == len(b)
-}
-
-// skipName returns the offset after the (possibly compressed) name at off.
-func skipName(b []byte, off int) (int, bool) {
-	for off < len(b) {
-		c := b[off]
-		switch c & 0xC0 {
-		case 0x00:
-			if c == 0 {
-				return off + 1, true
-			}
-			off += 1 + int(c)
-		case 0xC0:
-			if off+2 > len(b) {
-				return 0, false
-			}
-			return off + 2, true
-		default:
-			return 0, false
-		}
-	}
-	return 0, false
-}
-
-// lower lowercases ASCII letters in place; DNS names compare case-insensitively
-// over ASCII only (RFC 4343).
-func lower(b []byte) {
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + ('a' - 'A')
-		}
-	}
-}
-
-// equalFold compares two wire names ASCII case-insensitively.
-func equalFold(a, b []byte) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		x, y := a[i], b[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
+	return rrs, it.Err() == nil && it.Offset() == len(b)
 }

@@ -117,7 +117,7 @@ type entry struct {
 
 // servfail reports whether the entry holds an upstream SERVFAIL (never served stale, and never
 // allowed to displace an entry that could be).
-func (e *entry) servfail() bool { return e.msg[3]&0x0f == dns.RcodeServerFailure }
+func (e *entry) servfail() bool { return wire.Rcode(e.msg) == dns.RcodeServerFailure }
 
 const (
 	keyDO = 1 << iota
@@ -197,11 +197,7 @@ func (c *Cache) shard(h uint64) *shard {
 // It returns the lowercased name (a prefix of buf).
 func (c *Cache) key(buf *[maxName + 5]byte, name []byte, qtype, qclass uint16, flags uint8) ([]byte, uint64) {
 	n := copy(buf[:maxName], name)
-	for i := range n {
-		if b := buf[i]; 'A' <= b && b <= 'Z' {
-			buf[i] = b + ('a' - 'A')
-		}
-	}
+	wire.Lower(buf[:n])
 	binary.BigEndian.PutUint16(buf[n:], qtype)
 	binary.BigEndian.PutUint16(buf[n+2:], qclass)
 	buf[n+4] = flags
@@ -311,15 +307,9 @@ func serve(dst []byte, e *entry, r *wire.Request, elapsed, setTTL uint32) []byte
 	start := len(dst)
 	dst = append(dst, e.msg...)
 	out := dst[start:]
-	binary.BigEndian.PutUint16(out, r.ID)
-	out[2] &^= 0x01 // RD
-	if r.RD {
-		out[2] |= 0x01
-	}
-	out[3] &^= 0x10 // CD
-	if r.CD {
-		out[3] |= 0x10
-	}
+	wire.SetID(out, r.ID)
+	wire.SetRD(out, r.RD)
+	wire.SetCD(out, r.CD)
 	copy(out[wire.HeaderLen:], r.QName)
 	switch {
 	case setTTL > 0:

@@ -12,11 +12,6 @@ import (
 	"github.com/podns/podns/stub/wire"
 )
 
-const (
-	typeAAAA  = 28
-	classINET = 1
-)
-
 // verdict says what to do with a query after the fast path looked at it.
 type verdict int
 
@@ -43,9 +38,9 @@ func (s *Server) answer(r *wire.Request, buf, pkt []byte, proto int) ([]byte, ve
 		return wire.AppendError(buf[:0], r, wire.RcodeFormErr), reply
 	}
 	countRequest(proto, r.QType)
-	if s.cfg.FilterAAAA && r.QType == typeAAAA && r.QClass == classINET {
+	if s.cfg.FilterAAAA && r.QType == dns.TypeAAAA && r.QClass == dns.ClassINET {
 		filteredTotal.Inc()
-		return finish(appendNoData(buf[:0], r), buf, r, proto), reply
+		return finish(wire.AppendNoData(buf[:0], r, filteredTTL), buf, r, proto), reply
 	}
 	if s.cfg.Cache == nil {
 		return nil, forward
@@ -283,7 +278,7 @@ func pack(resp *dns.Msg, question []dns.Question, r *wire.Request, buf []byte) (
 			m.Extra = append(m.Extra, rr)
 		}
 	}
-	m.Rcode &= 0x0f // an extended rcode only means something with the upstream's OPT
+	m.Rcode = wire.HeaderRcode(m.Rcode) // an extended rcode only means something with the upstream's OPT
 	m.Compress = true
 	return m.PackBuffer(buf)
 }

@@ -3,6 +3,8 @@ package server
 import (
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/podns/podns/stub/wire"
 )
 
 // The request and response counters are resolved to plain Counters once, at package init, for
@@ -103,10 +105,10 @@ func countRequest(proto int, qtype uint16) {
 	requestCounters[proto].other.Inc()
 }
 
-// countResponse reads the rcode from the reply's header (low 4 bits of byte 3).
+// countResponse counts the reply by the rcode in its header.
 func countResponse(resp []byte) {
-	if len(resp) >= 4 {
-		rcodeCounters[resp[3]&0x0f].Inc()
+	if len(resp) >= wire.HeaderLen {
+		rcodeCounters[wire.Rcode(resp)].Inc()
 	}
 }
 

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/podns/podns/stub/wire"
 )
 
 // Health tracking. A node image once shipped a stale nameserver first in resolv.conf, and every
@@ -274,8 +276,8 @@ func (s *server) probe(ctx context.Context) (time.Duration, error) {
 	defer context.AfterFunc(f.ctx, cancel)()
 
 	id := randID()
-	wire := append([]byte(nil), f.probeWire...)
-	wire[2], wire[3] = byte(id>>8), byte(id)
+	framed := append([]byte(nil), f.probeWire...) // TCP length prefix, then the query
+	wire.SetID(framed[2:], id)
 	start := time.Now()
 	var nc net.Conn
 	var err error
@@ -295,9 +297,9 @@ func (s *server) probe(ctx context.Context) (time.Duration, error) {
 	defer context.AfterFunc(ctx, func() { nc.SetDeadline(aLongTimeAgo) })()
 
 	if f.udp {
-		_, err = nc.Write(wire[2:])
+		_, err = nc.Write(framed[2:])
 	} else {
-		_, err = nc.Write(wire)
+		_, err = nc.Write(framed)
 	}
 	if err != nil {
 		return 0, s.probeErr(ctx, err)
@@ -322,7 +324,7 @@ func (s *server) probe(ctx context.Context) (time.Duration, error) {
 			}
 		}
 		// The header is enough: a response with the probe's ID is a live server.
-		if len(msg) >= 12 && msg[0] == byte(id>>8) && msg[1] == byte(id) && msg[2]&0x80 != 0 {
+		if len(msg) >= wire.HeaderLen && wire.ID(msg) == id && wire.IsResponse(msg) {
 			return time.Since(start), nil
 		}
 	}

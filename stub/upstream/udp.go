@@ -11,6 +11,8 @@ import (
 	"context"
 
 	"github.com/miekg/dns"
+
+	"github.com/podns/podns/stub/wire"
 )
 
 // udpBufs holds receive buffers large enough for any datagram, so that a large EDNS reply is
@@ -52,7 +54,7 @@ func (s *server) exchangeUDP(ex *exchange, deadline time.Time) (*dns.Msg, error)
 		m := new(dns.Msg)
 		if err := m.Unpack(buf[:n]); err != nil || m.Id != id || !matches(m, ex.call.q) {
 			// A truncated reply may fail to unpack past its header; it still means "use TCP".
-			if err != nil && n >= 12 && buf[0] == byte(id>>8) && buf[1] == byte(id) && buf[2]&0x82 == 0x82 {
+			if err != nil && n >= wire.HeaderLen && wire.ID(buf) == id && wire.IsResponse(buf) && wire.IsTruncated(buf) {
 				m = &dns.Msg{MsgHdr: dns.MsgHdr{Id: id, Response: true, Truncated: true}}
 				return m, nil
 			}

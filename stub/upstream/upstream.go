@@ -21,6 +21,8 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/rs/zerolog"
+
+	"github.com/podns/podns/stub/wire"
 )
 
 const (
@@ -275,12 +277,12 @@ func (f *Forwarder) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) 
 		return nil, fmt.Errorf("upstream: query of %d bytes is too large", len(packed))
 	}
 	// One buffer carries the TCP length prefix and the message; the ID bytes [2:4] are
-	// rewritten for every send, UDP sends wire[2:].
-	wire := make([]byte, 2+len(packed))
-	wire[0], wire[1] = byte(len(packed)>>8), byte(len(packed))
-	copy(wire[2:], packed)
+	// rewritten for every send, UDP sends framed[2:].
+	framed := make([]byte, 2+len(packed))
+	framed[0], framed[1] = byte(len(packed)>>8), byte(len(packed))
+	copy(framed[2:], packed)
 
-	ex := &exchange{f: f, ctx: ctx, wire: wire}
+	ex := &exchange{f: f, ctx: ctx, wire: framed}
 	ex.call.q = &q.Question[0]
 	ex.call.done = make(chan result, 1)
 	defer ex.stopTimer()
@@ -374,7 +376,7 @@ func (ex *exchange) stopTimer() {
 // use the runtime's ChaCha8 generator, seeded from the OS's cryptographic randomness: IDs are
 // unpredictable to an off-path spoofer and cost no lock.
 func (ex *exchange) setID(id uint16) {
-	ex.wire[2], ex.wire[3] = byte(id>>8), byte(id)
+	wire.SetID(ex.wire[2:], id)
 }
 
 func randID() uint16 { return uint16(rand.Uint32()) }
@@ -465,24 +467,5 @@ func matches(m *dns.Msg, q *dns.Question) bool {
 		return false
 	}
 	a := &m.Question[0]
-	return a.Qtype == q.Qtype && a.Qclass == q.Qclass && asciiEqualFold(a.Name, q.Name)
-}
-
-func asciiEqualFold(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		x, y := a[i], b[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
+	return a.Qtype == q.Qtype && a.Qclass == q.Qclass && wire.EqualFoldName(a.Name, q.Name)
 }

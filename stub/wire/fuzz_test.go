@@ -2,6 +2,7 @@ package wire
 
 import (
 	"bytes"
+	"slices"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -66,6 +67,58 @@ func FuzzParse(f *testing.F) {
 		}
 		if m.Rcode != rcode || m.Id != r.ID {
 			t.Fatalf("error reply rcode %d id %d, want %d %d", m.Rcode, m.Id, rcode, r.ID)
+		}
+	})
+}
+
+// FuzzRecords checks that the record iterator never panics or reads outside
+// the message, that its records tile the message from the end of the
+// question, and that it reads every message miekg/dns reads in full, with the
+// same record types and the same end.
+func FuzzRecords(f *testing.F) {
+	full := reply(f)
+	f.Add(full)
+	for _, n := range []int{0, 11, 12, 30, 40, len(full) - 1} {
+		f.Add(full[:n])
+	}
+	a := []byte("\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\xc0\x00\x02\x01")
+	f.Add(raw(1, 0x8000, 1, 1, 0, 0, qExample, a))
+	f.Add(raw(1, 0x8000, 0, 0, 1, 0, a))
+	f.Add(raw(1, 0x8000, 1, 1, 0, 0, qExample, []byte{0xc0, byte(HeaderLen + len(qExample))}, a[2:])) // owner points at itself
+	f.Add(raw(1, 0x8000, 1, 1, 0, 0, qExample, []byte{0x40}, a[2:]))                                  // reserved label type
+	f.Add(raw(1, 0x8000, 1, 0, 0, 1, qExample, optV0))
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		it := Records(msg)
+		prev := it.Offset()
+		var got []uint16
+		for it.Next() {
+			rr := it.RR()
+			if rr.Off != prev || rr.Off >= rr.TTLOff || rr.TTLOff+6+len(rr.RData) != rr.End || rr.End > len(msg) ||
+				it.Offset() != rr.End || rr.Section < Answer || rr.Section > Additional {
+				t.Fatalf("record %d %+v after offset %d, Offset %d, message of %d", len(got), rr, prev, it.Offset(), len(msg))
+			}
+			prev = rr.End
+			got = append(got, rr.Type)
+		}
+		if it.Offset() > len(msg) {
+			t.Fatalf("Offset %d past the message of %d", it.Offset(), len(msg))
+		}
+		m := new(dns.Msg)
+		if m.Unpack(msg) != nil || len(m.Question) != Count(msg, Question) ||
+			len(m.Answer) != Count(msg, Answer) || len(m.Ns) != Count(msg, Authority) || len(m.Extra) != Count(msg, Additional) {
+			return // miekg/dns rejects it, or reads fewer records than the header counts
+		}
+		if it.Err() != nil {
+			t.Fatalf("miekg/dns reads every record, the iterator stops at offset %d: %v", it.Offset(), it.Err())
+		}
+		var want []uint16
+		for _, s := range [][]dns.RR{m.Answer, m.Ns, m.Extra} {
+			for _, rr := range s {
+				want = append(want, rr.Header().Rrtype)
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("types %v, miekg/dns %v", got, want)
 		}
 	})
 }

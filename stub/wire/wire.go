@@ -1,7 +1,10 @@
-// Package wire parses DNS queries in place and builds the few replies the
-// stub answers without unpacking anything: errors, truncation markers and the
-// OPT record. Everything here works on the raw packet so the cache-hit path
-// stays free of allocations.
+// Package wire is the stub's one home for the DNS wire format (RFC 1035 §4.1,
+// RFC 6891): it parses queries in place, reads and patches header fields,
+// skips and compares names, walks the resource records of a packed message,
+// and builds the few replies the stub answers without unpacking anything:
+// errors, truncation markers, NODATA and the OPT record. Everything here works
+// on the raw packet so the cache-hit path stays free of allocations. Other
+// packages use these functions rather than header masks of their own.
 package wire
 
 import (
@@ -37,6 +40,9 @@ const (
 
 	TypeOPT = 41
 
+	typeSOA   = 6
+	classINET = 1
+
 	// MinUDPSize is the payload every DNS client accepts (RFC 1035 §4.2.1).
 	MinUDPSize = 512
 	// DefaultUDPSize is the payload size this stub advertises in its own OPT
@@ -49,11 +55,9 @@ const (
 // Header flag bits, as they sit in the 16-bit flags word.
 const (
 	flagQR = 1 << 15
-	flagAA = 1 << 10
 	flagTC = 1 << 9
 	flagRD = 1 << 8
 	flagRA = 1 << 7
-	flagAD = 1 << 5
 	flagCD = 1 << 4
 )
 
@@ -152,7 +156,7 @@ func nameEnd(pkt []byte, off int) (int, bool) {
 			return 0, false
 		}
 		c := int(pkt[off])
-		if c&0xC0 != 0 { // pointer or reserved label type
+		if c&labelMask != labelNormal { // pointer or reserved label type
 			return 0, false
 		}
 		off += 1 + c
@@ -268,8 +272,8 @@ func validOptions(b []byte) bool {
 
 // appendHeader appends a reply header for r: ID, opcode, RD and CD copied,
 // QR and RA set, and the given low rcode bits and TC flag.
-func appendHeader(dst []byte, r *Request, rcode int, tc bool, qd, ar uint16) []byte {
-	flags := uint16(flagQR|flagRA) | uint16(r.Opcode&0xF)<<11 | uint16(rcode&0xF)
+func appendHeader(dst []byte, r *Request, rcode int, tc bool, qd, ns, ar uint16) []byte {
+	flags := uint16(flagQR|flagRA) | uint16(r.Opcode&0xF)<<11 | uint16(HeaderRcode(rcode))
 	if r.RD {
 		flags |= flagRD
 	}
@@ -283,7 +287,7 @@ func appendHeader(dst []byte, r *Request, rcode int, tc bool, qd, ar uint16) []b
 	dst = binary.BigEndian.AppendUint16(dst, flags)
 	dst = binary.BigEndian.AppendUint16(dst, qd)
 	dst = binary.BigEndian.AppendUint16(dst, 0)
-	dst = binary.BigEndian.AppendUint16(dst, 0)
+	dst = binary.BigEndian.AppendUint16(dst, ns)
 	return binary.BigEndian.AppendUint16(dst, ar)
 }
 
@@ -295,16 +299,21 @@ func appendReply(dst []byte, r *Request, rcode int, tc bool) []byte {
 		qd = 1
 	}
 	start := len(dst)
-	dst = appendHeader(dst, r, rcode, tc, qd, 0)
+	dst = appendHeader(dst, r, rcode, tc, qd, 0, 0)
 	if qd == 1 {
-		dst = append(dst, r.QName...)
-		dst = binary.BigEndian.AppendUint16(dst, r.QType)
-		dst = binary.BigEndian.AppendUint16(dst, r.QClass)
+		dst = appendQuestion(dst, r)
 	}
 	if r.HasEDNS {
 		dst = appendOPT(dst, start, DefaultUDPSize, uint8(rcode>>4), r.DO)
 	}
 	return dst
+}
+
+// appendQuestion appends r's question as the client wrote it.
+func appendQuestion(dst []byte, r *Request) []byte {
+	dst = append(dst, r.QName...)
+	dst = binary.BigEndian.AppendUint16(dst, r.QType)
+	return binary.BigEndian.AppendUint16(dst, r.QClass)
 }
 
 // AppendError appends a reply to r with rcode: header (ID, opcode, RD/CD
@@ -321,6 +330,28 @@ func AppendError(dst []byte, r *Request, rcode int) []byte {
 // retries over TCP.
 func AppendTruncated(dst []byte, r *Request) []byte {
 	return appendReply(dst, r, RcodeSuccess, true)
+}
+
+// AppendNoData appends a NODATA reply to r, which must have parsed without
+// error: NOERROR, the question, no answer, and in the authority section an
+// SOA with TTL and MINIMUM ttl (seconds), which makes the reply negatively
+// cacheable for ttl (RFC 2308 §3, §5). The SOA is synthetic: its owner is the
+// question name (a compression pointer to it), MNAME and RNAME are the root,
+// SERIAL 1, REFRESH 3600, RETRY 600, EXPIRE 86400; it stands in for a zone apex
+// nobody asked upstream for. Header as in AppendError; no OPT record: add one
+// with AppendOPT. Allocates nothing when dst has capacity.
+func AppendNoData(dst []byte, r *Request, ttl uint32) []byte {
+	dst = appendHeader(dst, r, RcodeSuccess, false, 1, 1, 0)
+	dst = appendQuestion(dst, r)
+	dst = append(dst, labelPointer, HeaderLen) // owner: a pointer to the question name
+	dst = binary.BigEndian.AppendUint16(dst, typeSOA)
+	dst = binary.BigEndian.AppendUint16(dst, classINET)
+	dst = binary.BigEndian.AppendUint32(dst, ttl)
+	dst = append(dst, 0, 22, 0, 0) // RDLENGTH, MNAME ".", RNAME "."
+	for _, v := range [5]uint32{1, 3600, 600, 86400, ttl} {
+		dst = binary.BigEndian.AppendUint32(dst, v) // SERIAL, REFRESH, RETRY, EXPIRE, MINIMUM
+	}
+	return dst
 }
 
 // AppendOPT appends an OPT RR (given payload size, DO bit) to the message msg
