@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -25,6 +26,7 @@ import (
 	"github.com/podns/podns/stub/admin"
 	"github.com/podns/podns/stub/cache"
 	"github.com/podns/podns/stub/config"
+	"github.com/podns/podns/stub/memlimit"
 	"github.com/podns/podns/stub/server"
 	"github.com/podns/podns/stub/upstream"
 )
@@ -36,6 +38,11 @@ const (
 	exitFail   = cli.ExitFail
 	exitConfig = cli.ExitConfig
 )
+
+// cgroupRoot is where the container's memory limit is read (stub/memlimit): "/", the real
+// /proc and /sys/fs/cgroup. A test hook, not a setting: tests build the binary with
+// -ldflags "-X main.cgroupRoot=<fixture dir>".
+var cgroupRoot = "/"
 
 var program = cli.Program{Name: "stub", Summary: "podns's per-pod DNS cache", Config: &config.Config{}}
 
@@ -63,6 +70,20 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 		return serveDisabled(ctx, cfg, reg, why, log)
 	}
 
+	mem, err := memlimit.Apply(cgroupRoot, os.Getenv("GOMEMLIMIT"))
+	if err != nil {
+		log.Warn().Err(err).Msg("cannot read the container's memory limit; going on without one")
+	}
+	cc, cacheOn := cfg.Cache()
+	if cacheOn && mem.GoLimit > 0 {
+		if largest, ok := memlimit.Fit(cfg.CacheSize, cache.SmallEntryBytes, mem.CacheBudget); !ok {
+			fmt.Fprintf(stderr, "stub: refusing to start: PODNS_CACHE_SIZE=%d does not fit: %s leaves the cache %s, at %d bytes per entry; the largest PODNS_CACHE_SIZE that fits is %d\n",
+				cfg.CacheSize, limitText(mem), mib(mem.CacheBudget), cache.SmallEntryBytes, largest)
+			return exitConfig
+		}
+		cc.MaxBytes = mem.CacheBudget
+	}
+
 	ups, source, err := cfg.ResolveUpstreams()
 	if err != nil {
 		log.Error().Err(err).Msg("cannot start")
@@ -75,7 +96,7 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 	}
 	defer fwd.Close()
 	var c *cache.Cache
-	if cc, ok := cfg.Cache(); ok {
+	if cacheOn {
 		c = cache.New(cc)
 	}
 	scfg := cfg.Server(c, fwd, log.With().Str("part", "server").Logger())
@@ -107,7 +128,7 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 	}
 	startupProbe(ctx, cfg, fwd, log)
 	probed.Store(true)
-	startupLog(log.Info(), cfg, ups, source, scfg).Msg("podns stub serving")
+	startupLog(log.Info(), cfg, ups, source, scfg, mem).Msg("podns stub serving")
 
 	<-ctx.Done()
 	terminating.Store(true)
@@ -157,8 +178,9 @@ func startupProbe(ctx context.Context, cfg *config.Config, fwd *upstream.Forward
 }
 
 // startupLog adds the effective configuration to ev: every setting as the stub applies it,
-// with where the upstreams came from and the search list the search-path prefetch uses.
-func startupLog(ev *zerolog.Event, cfg *config.Config, ups []netip.AddrPort, source string, scfg server.Config) *zerolog.Event {
+// with where the upstreams came from, the search list the search-path prefetch uses, and the
+// memory limits in effect (bytes; 0 = none).
+func startupLog(ev *zerolog.Event, cfg *config.Config, ups []netip.AddrPort, source string, scfg server.Config, mem memlimit.Plan) *zerolog.Event {
 	upstreams := make([]string, len(ups))
 	for i, u := range ups {
 		upstreams[i] = u.String()
@@ -173,6 +195,11 @@ func startupLog(ev *zerolog.Event, cfg *config.Config, ups []netip.AddrPort, sou
 		Int("upstream_max_fails", cfg.UpstreamMaxFails).
 		Str("upstream_probe_name", cfg.UpstreamProbeName).
 		Int("cache_size", cfg.CacheSize).
+		Int64("memory_limit", mem.Cgroup.Bytes).
+		Str("memory_limit_from", mem.Cgroup.File).
+		Int64("go_memory_limit", mem.GoLimit).
+		Str("go_memory_limit_from", mem.GoLimitFrom).
+		Int64("cache_max_bytes", mem.CacheBudget).
 		Dur("cache_min_ttl", cfg.CacheMinTTL).
 		Dur("cache_max_ttl", cfg.CacheMaxTTL).
 		Dur("cache_neg_max_ttl", cfg.CacheNegMaxTTL).
@@ -188,6 +215,16 @@ func startupLog(ev *zerolog.Event, cfg *config.Config, ups []netip.AddrPort, sou
 		Str("http_listen", string(cfg.HTTPListen)).
 		Dur("shutdown_grace", cfg.ShutdownGrace)
 }
+
+// limitText names the limit the cache budget came from, for the refusal line.
+func limitText(mem memlimit.Plan) string {
+	if mem.GoLimitFrom == "GOMEMLIMIT" {
+		return "GOMEMLIMIT " + mib(mem.GoLimit)
+	}
+	return fmt.Sprintf("the memory limit %s (%s) less %s headroom", mib(mem.Cgroup.Bytes), mem.Cgroup.File, mib(memlimit.Headroom(mem.Cgroup.Bytes)))
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
 // shutdown keeps answering for PODNS_SHUTDOWN_GRACE (apps in a regular-sidecar pod are shutting
 // down too and may still resolve names), then drains the server, giving misses in flight the

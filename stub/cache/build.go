@@ -50,6 +50,11 @@ func (c *Cache) build(r *wire.Request, msg *dns.Msg) *entry {
 	if err != nil || len(b) > 65535 {
 		return nil
 	}
+	// Pack allocates for the uncompressed size: a 40-record answer packs into ~700 of ~2,000
+	// allocated octets. The entry keeps b for its whole life, so keep only what it needs.
+	if cap(b)-len(b) > 16 {
+		b = append(make([]byte, 0, len(b)), b...)
+	}
 	// miekg/dns unpacks some malformed records leniently (an SOA cut short)
 	// and then packs them into something it cannot read back. Such a reply
 	// would be served broken for its whole lifetime: check it once here, on
@@ -125,6 +130,7 @@ func (c *Cache) build(r *wire.Request, msg *dns.Msg) *entry {
 	for i, x := range rrs {
 		e.ttlOffs[i] = uint16(x.TTLOff)
 	}
+	e.cost = EntryBytes(cap(b), len(rrs))
 	var buf [maxName + 5]byte
 	_, e.hash = c.key(&buf, r.QName, r.QType, r.QClass, e.flags)
 	return e

@@ -39,6 +39,12 @@ type Config struct {
 	// StaleWindow is how long past its expiry an entry may still be served by Stale (RFC 8767);
 	// 0 = never. Expired entries inside the window are evicted like live ones, not first.
 	StaleWindow time.Duration
+	// MaxBytes bounds the cache's whole heap footprint, in bytes: the slots New allocates for
+	// Size entries (SlotBytes each) plus every stored entry as EntryBytes accounts it. When an
+	// insert would exceed it, entries are evicted (CLOCK order) until it fits; a reply larger
+	// than a shard's share of the budget is not cached. 0 (the default) = bounded by Size only.
+	// The stub derives it from the container's memory limit (stub/memlimit).
+	MaxBytes int64
 	// Prefetch makes Lookup ask for an entry hit at least PrefetchHits times to be refreshed
 	// ahead of its expiry (once, in the last tenth of its lifetime, at least its last second).
 	Prefetch bool
@@ -93,7 +99,9 @@ type shard struct {
 	ring []*entry
 	cap  int
 	hand int
-	_    [56]byte // pad to 128 bytes: neighbouring shards' locks on separate cache lines
+	// bytes is what the entries in ring cost (EntryBytes); budget bounds it, 0 = no bound.
+	bytes, budget int64
+	_             [40]byte // pad to 128 bytes: neighbouring shards' locks on separate cache lines
 }
 
 // entry is immutable once published, apart from its atomics: readers copy
@@ -109,6 +117,7 @@ type entry struct {
 	stored   time.Duration // when Set stored it, as Cache.clock time
 	lifetime time.Duration // entry is fresh while age < lifetime
 	slot     int           // index in the shard ring; guarded by the shard lock
+	cost     int64         // EntryBytes of this entry
 
 	ref        atomic.Bool   // CLOCK reference bit, set by hits
 	hits       atomic.Uint64 // hits served; for prefetch decisions
@@ -167,8 +176,50 @@ func New(cfg Config) *Cache {
 		}
 		sh.m = make(map[uint64]*entry, sh.cap)
 		sh.ring = make([]*entry, 0, sh.cap)
+		if cfg.MaxBytes > 0 {
+			// At least 1: a budget too small for even the slots caches nothing rather than
+			// everything.
+			sh.budget = max(cfg.MaxBytes/int64(n)-int64(sh.cap)*SlotBytes, 1)
+		}
 	}
 	return c
+}
+
+// Heap cost model of the byte budget (Config.MaxBytes). The figures are measured, not derived:
+// TestFootprintMatchesAccounting fills caches with small and with large replies and checks that
+// the heap they hold (runtime.MemStats.HeapAlloc after a GC) is at most what this model
+// accounts, and not far below it. The README ("Memory limit") gives the figures.
+const (
+	// SlotBytes is what New allocates per unit of Size, used or not: the map's slot (key,
+	// value pointer, control byte, at the map's maximum load factor) and the ring's pointer.
+	SlotBytes = 32
+	// entryBytes is the entry struct (144 B size class) and its TTL-offset slice header costs
+	// that do not depend on the reply.
+	entryBytes = 160
+)
+
+// SmallEntryBytes is the whole footprint of one entry holding the smallest common reply: one A
+// record for a Kubernetes Service name (svc00000.team-a.svc.cluster.local, 35 octets; the reply
+// packs into 67). A cache reaches Size entries only if its replies are about this small; with
+// larger ones the byte budget bounds it first. The stub's fit check uses it.
+const SmallEntryBytes = SlotBytes + entryBytes + 80 + 16
+
+// EntryBytes is the heap, in bytes, one stored reply costs beyond its slot: the entry, the
+// packed message of msgLen octets (rounded up as the allocator's size classes do: at most
+// 1/8 above 128 B, 16 B below) and the 2-octet TTL offset of each of its rrs records.
+func EntryBytes(msgLen, rrs int) int64 {
+	return entryBytes + allocSize(msgLen) + allocSize(2*rrs)
+}
+
+// allocSize over-approximates the size class Go's allocator rounds an n-byte allocation up to.
+func allocSize(n int) int64 {
+	if n <= 0 {
+		return 0
+	}
+	if n <= 128 {
+		return int64(n+15) &^ 15
+	}
+	return int64(n + n/8 + 15)
 }
 
 // seconds converts a duration to whole seconds, saturating at the TTL range.
@@ -337,6 +388,19 @@ func (c *Cache) Len() int {
 	return n
 }
 
+// Bytes returns the heap the cache accounts against Config.MaxBytes: SlotBytes per unit of
+// Size plus EntryBytes of every entry held.
+func (c *Cache) Bytes() int64 {
+	var n int64
+	for i := range c.shards {
+		sh := &c.shards[i]
+		sh.mu.RLock()
+		n += int64(sh.cap)*SlotBytes + sh.bytes
+		sh.mu.RUnlock()
+	}
+	return n
+}
+
 // Set stores msg, the upstream's reply to r. Never cached: TC=1, a question
 // that does not match r's (case-insensitive name, type, class), rcodes other
 // than NOERROR/NXDOMAIN/SERVFAIL, NXDOMAIN/NODATA without an SOA (RFC 2308
@@ -349,8 +413,11 @@ func (c *Cache) Set(r *wire.Request, msg *dns.Msg) {
 	if e == nil {
 		return
 	}
-	insertsTotal.Inc()
 	sh := c.shard(e.hash)
+	if sh.budget > 0 && e.cost > sh.budget {
+		return // larger than the shard's whole share of the budget
+	}
+	insertsTotal.Inc()
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if old := sh.m[e.hash]; old != nil {
@@ -362,21 +429,62 @@ func (c *Cache) Set(r *wire.Request, msg *dns.Msg) {
 		e.slot = old.slot
 		sh.ring[e.slot] = e
 		sh.m[e.hash] = e
+		sh.bytes += e.cost - old.cost
+		sh.fitBudget(e, c.stale, 0)
 		return
 	}
 	if len(sh.ring) < sh.cap {
+		sh.fitBudget(e, c.stale, e.cost)
 		e.slot = len(sh.ring)
 		sh.ring = append(sh.ring, e)
 		sh.m[e.hash] = e
+		sh.bytes += e.cost
 		entriesGauge.Inc()
 		return
 	}
 	i := sh.victim(e.stored, c.stale)
 	delete(sh.m, sh.ring[i].hash)
+	sh.bytes += e.cost - sh.ring[i].cost
 	e.slot = i
 	sh.ring[i] = e
 	sh.m[e.hash] = e
 	evictionsTotal.Inc()
+	sh.fitBudget(e, c.stale, 0)
+}
+
+// fitBudget evicts entries other than keep, in CLOCK order, until the shard's bytes plus extra
+// are within its budget. It ends: keep alone is within the budget (Set checks that first).
+// Called with the shard locked.
+func (sh *shard) fitBudget(keep *entry, stale time.Duration, extra int64) {
+	if sh.budget <= 0 {
+		return
+	}
+	for sh.bytes+extra > sh.budget && len(sh.ring) > 0 {
+		i := sh.victim(keep.stored, stale)
+		if sh.ring[i] == keep {
+			continue
+		}
+		sh.remove(i)
+		evictionsTotal.Inc()
+		entriesGauge.Dec()
+	}
+}
+
+// remove takes ring[i] out of the shard: the last entry of the ring moves into its slot.
+func (sh *shard) remove(i int) {
+	e := sh.ring[i]
+	delete(sh.m, e.hash)
+	sh.bytes -= e.cost
+	last := len(sh.ring) - 1
+	if i != last {
+		sh.ring[i] = sh.ring[last]
+		sh.ring[i].slot = i
+	}
+	sh.ring[last] = nil
+	sh.ring = sh.ring[:last]
+	if sh.hand >= len(sh.ring) {
+		sh.hand = 0
+	}
 }
 
 // victim advances the CLOCK hand to the next entry to evict: the first one
