@@ -5,13 +5,14 @@ SHELL := /bin/bash
 GO        ?= go
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X github.com/podns/podns/internal/version.Version=$(VERSION)
-# Tools the tests need (CoreDNS as the real cluster DNS, staticcheck) are installed here, pinned,
-# and reused between runs.
+# Tools the tests need (CoreDNS as the real cluster DNS, staticcheck, helm for the Kustomize
+# component's Helm layouts) are installed here, pinned, and reused between runs.
 TOOLS     := $(CURDIR)/.tools/bin
 export PATH := $(TOOLS):$(PATH)
 
 COREDNS_VERSION     := v1.14.7
 STATICCHECK_VERSION := v0.8.2
+HELM_VERSION        := v3.22.0
 # How long each fuzz target runs in `make test` (CI budget), and in `make fuzz` by default.
 FUZZTIME  ?= 15s
 
@@ -24,13 +25,18 @@ build: ## static binaries bin/stub and bin/initc
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/stub ./stub
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/initc ./initc
 
-tools: $(TOOLS)/coredns $(TOOLS)/staticcheck ## pinned CoreDNS and staticcheck into .tools/bin
+tools: $(TOOLS)/coredns $(TOOLS)/staticcheck $(TOOLS)/helm ## pinned CoreDNS, staticcheck and helm into .tools/bin
 
 $(TOOLS)/coredns:
 	GOBIN=$(TOOLS) CGO_ENABLED=0 $(GO) install github.com/coredns/coredns@$(COREDNS_VERSION)
 
 $(TOOLS)/staticcheck:
 	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+# Only run by injector-manifests' tests (kustomize inflating a local chart); never contacts a
+# chart repository.
+$(TOOLS)/helm:
+	GOBIN=$(TOOLS) CGO_ENABLED=0 $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 
 lint: $(TOOLS)/staticcheck ## go vet and staticcheck, every module
 	$(GO) vet ./...
@@ -43,7 +49,7 @@ test: build tools test-unit fuzz ## the README's test command: everything CI run
 # The image test builds both images from a cold cache on a fresh machine (~5 min when loaded).
 test-unit:
 	$(GO) test -race -count=1 -timeout 20m ./...
-	cd injector-manifests && $(GO) test -race -count=1 ./...
+	cd injector-manifests && PODNS_HELM=$(TOOLS)/helm $(GO) test -race -count=1 ./...
 
 # Every fuzz target, each for a bounded time, seeded from its testdata corpus.
 fuzz: ## run each fuzz target for FUZZTIME

@@ -71,7 +71,7 @@ func TestConfigMapEqualsBinaryDefaults(t *testing.T) {
 }
 
 // TestManifestsMatchBinaryDefaults: the components set neither the state dir, the DNS and HTTP
-// listen addresses nor the nameserver, and rely on the binaries' defaults matching the mount
+// listen addresses, the nameserver nor the resolv.conf path, and rely on the binaries' defaults matching the mount
 // path, the probes' port, the sysctl and each other.
 func TestManifestsMatchBinaryDefaults(t *testing.T) {
 	bins := envDefaults(t)
@@ -84,6 +84,9 @@ func TestManifestsMatchBinaryDefaults(t *testing.T) {
 		{"stub", "PODNS_LISTEN", stub["PODNS_LISTEN"], "127.0.0.1:53"},
 		{"initc", "PODNS_NAMESERVER", initc["PODNS_NAMESERVER"], "127.0.0.1"},
 		{"initc", "PODNS_RESOLV_CONF", initc["PODNS_RESOLV_CONF"], "/etc/resolv.conf"},
+		// The stub reads the search list and ndots from the same file initc rewrote; the
+		// component mounts nothing over it, so both must default to the kubelet's path.
+		{"stub", "PODNS_RESOLV_CONF", stub["PODNS_RESOLV_CONF"], "/etc/resolv.conf"},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s default %s=%q, the manifests assume %q", c.bin, c.name, c.got, c.want)

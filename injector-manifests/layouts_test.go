@@ -46,9 +46,13 @@ func buildErr(fSys filesys.FileSystem, dir string) error {
 	return err
 }
 
+// layoutComponents are the two components every name-clash layout is rendered with.
+var layoutComponents = []string{"podns", "podns-legacy"}
+
 // TestLayoutNameClash (issue 13 item 3): a workload that already uses one of podns's names keeps
-// it, and the build fails with a message naming the clash and the fix. Before: the workload's
-// volume became podns's emptyDir, its container podns's, its sysctl value 53, silently.
+// it, and the build fails with a message naming the clash and the fix, under either component.
+// Before: the workload's volume became podns's emptyDir, its container podns's, its sysctl value
+// 53, silently (podns-legacy until this test covered it too).
 func TestLayoutNameClash(t *testing.T) {
 	for _, tc := range []struct {
 		name, spec, want string
@@ -76,6 +80,26 @@ func TestLayoutNameClash(t *testing.T) {
 		{"regular container podns-stub", `      - name: podns-stub
         image: registry.example/own:1
 `, "the workload already has a container named podns-stub; rename it"},
+		{"regular container podns-init", `      - name: podns-init
+        image: registry.example/own:1
+`, "the workload already has a container named podns-init; rename it"},
+		{"init container podns-stub first", `      initContainers:
+      - name: podns-stub
+        image: registry.example/own:1
+`, "the workload already has a container named podns-stub; rename it"},
+		{"init container podns-init after another", `      initContainers:
+      - name: wait
+        image: registry.example/own:1
+      - name: podns-init
+        image: registry.example/own:1
+`, "the workload already has a container named podns-init; rename it"},
+		{"sysctl after another", `      securityContext:
+        sysctls:
+        - name: kernel.shm_rmid_forced
+          value: "1"
+        - name: net.ipv4.ip_unprivileged_port_start
+          value: "1024"
+`, "the workload sets the sysctl ip_unprivileged_port_start itself; remove it"},
 		{"sysctl", `      securityContext:
         sysctls:
         - name: net.ipv4.ip_unprivileged_port_start
@@ -84,12 +108,12 @@ func TestLayoutNameClash(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var dep string
-			if strings.HasPrefix(tc.spec, "      - name: podns-stub") { // one more regular container
+			if strings.HasPrefix(tc.spec, "      - name: ") { // one more regular container
 				dep = layoutDeployment + tc.spec
 			} else {
 				dep = strings.Replace(layoutDeployment, "    spec:\n      containers:", "    spec:\n"+tc.spec+"      containers:", 1)
 			}
-			for _, comp := range []string{"podns"} {
+			for _, comp := range layoutComponents {
 				fSys := layout(t, map[string]string{
 					"app/deployment.yaml":    dep,
 					"app/kustomization.yaml": "resources: [deployment.yaml]\ncomponents: [../components/" + comp + "]\n",
@@ -113,7 +137,9 @@ func TestLayoutNameClash(t *testing.T) {
 }
 
 // TestLayoutNearNames: names that merely contain podns's (kyaml matches [name=...] as an
-// unanchored regular expression) are the workload's own and stay as written.
+// unanchored regular expression) are the workload's own and stay as written, under either
+// component. Before, podns-legacy replaced podns-init-db with podns-init and podns-state-backup
+// with its emptyDir.
 func TestLayoutNearNames(t *testing.T) {
 	dep := strings.Replace(layoutDeployment, "    spec:\n      containers:", `    spec:
       initContainers:
@@ -122,23 +148,45 @@ func TestLayoutNearNames(t *testing.T) {
       volumes:
       - name: podns-state-backup
         persistentVolumeClaim: {claimName: data}
-      containers:`, 1)
-	fSys := layout(t, map[string]string{
-		"app/deployment.yaml":    dep,
-		"app/kustomization.yaml": "resources: [deployment.yaml]\ncomponents: [../components/podns]\n",
-	})
-	with, without := build(t, fSys, "/m/app"), renderWithoutFS(t, fSys, "/m/app")
-	got, orig := with.get(t, "Deployment", "web"), without.get(t, "Deployment", "web")
-	tmpl := podTemplate(got.Obj)
-	if n := names(tmpl.Spec.InitContainers); !cmp.Equal(n, []string{initName, stubName, "podns-init-db"}) {
-		t.Errorf("init containers %v", n)
-	}
-	checkVolume(t, tmpl.Spec)
-	checkInit(t, container(t, tmpl.Spec.InitContainers, initName), with.configMap(t).Name, initImage)
-	stripPodns(tmpl)
-	stripPodns(podTemplate(orig.Obj))
-	if d := cmp.Diff(orig.Obj, got.Obj); d != "" {
-		t.Errorf("changed beyond what podns adds (-as written +rendered):\n%s", d)
+      containers:
+      - name: podns-stub-exporter
+        image: registry.example/own:1`, 1)
+	for _, tc := range []struct {
+		comp               string
+		wantInit, wantMain []string
+	}{
+		{"podns", []string{initName, stubName, "podns-init-db"}, []string{"podns-stub-exporter", "web"}},
+		{"podns-legacy", []string{"podns-init-db", initName}, []string{"podns-stub-exporter", "web", stubName}},
+	} {
+		t.Run(tc.comp, func(t *testing.T) {
+			fSys := layout(t, map[string]string{
+				"app/deployment.yaml":    dep,
+				"app/kustomization.yaml": "resources: [deployment.yaml]\ncomponents: [../components/" + tc.comp + "]\n",
+			})
+			with, without := build(t, fSys, "/m/app"), renderWithoutFS(t, fSys, "/m/app")
+			got, orig := with.get(t, "Deployment", "web"), without.get(t, "Deployment", "web")
+			tmpl := podTemplate(got.Obj)
+			if n := names(tmpl.Spec.InitContainers); !cmp.Equal(n, tc.wantInit) {
+				t.Errorf("init containers %v, want %v", n, tc.wantInit)
+			}
+			if n := names(tmpl.Spec.Containers); !cmp.Equal(n, tc.wantMain) {
+				t.Errorf("containers %v, want %v", n, tc.wantMain)
+			}
+			cm := with.configMap(t).Name
+			checkVolume(t, tmpl.Spec)
+			checkSysctl(t, tmpl.Spec)
+			checkInit(t, container(t, tmpl.Spec.InitContainers, initName), cm, initImage)
+			stubs := tmpl.Spec.InitContainers
+			if tc.comp == "podns-legacy" {
+				stubs = tmpl.Spec.Containers
+			}
+			checkStub(t, container(t, stubs, stubName), cm, stubImage)
+			stripPodns(tmpl)
+			stripPodns(podTemplate(orig.Obj))
+			if d := cmp.Diff(orig.Obj, got.Obj); d != "" {
+				t.Errorf("changed beyond what podns adds (-as written +rendered):\n%s", d)
+			}
+		})
 	}
 }
 
