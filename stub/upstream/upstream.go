@@ -258,7 +258,11 @@ func (f *Forwarder) MaxExchangeTime() time.Duration {
 // restored. Upstream query IDs are random, never the client's. A reply counts only if it is a
 // response whose ID and question (name case-insensitively, type, class) match. Each server is
 // tried in order with Config.Timeout per attempt; the error names every failure when all
-// failed. ctx cancels the whole exchange. q is not modified.
+// failed. ctx cancels the whole exchange.
+//
+// q is only read, never written, so the caller may go on reading it (copying it, packing
+// its own copies) on other goroutines while Exchange runs; it must not change q until
+// Exchange returns.
 func (f *Forwarder) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
 	if q == nil || len(q.Question) != 1 {
 		return nil, errors.New("upstream: query must have exactly one question")
@@ -269,7 +273,7 @@ func (f *Forwarder) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) 
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("upstream: %w", err)
 	}
-	packed, err := q.Pack()
+	packed, err := packQuery(q)
 	if err != nil {
 		return nil, fmt.Errorf("upstream: packing query: %w", err)
 	}
@@ -303,6 +307,23 @@ func (f *Forwarder) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) 
 		errs = append(errs, err)
 	}
 	return nil, fmt.Errorf("upstream: all servers failed: %w", joinErrors(errs))
+}
+
+// packQuery packs q without writing to it. miekg/dns's Pack writes the message's rcode into
+// its OPT record (OPT.SetExtendedRcode, RFC 6891 section 6.1.3) even when the value does not
+// change, so q's OPT is replaced by a copy in a shallow copy of q; the rest of q is only read.
+func packQuery(q *dns.Msg) ([]byte, error) {
+	m := *q
+	if opt := q.IsEdns0(); opt != nil {
+		m.Extra = make([]dns.RR, len(q.Extra))
+		for i, rr := range q.Extra {
+			if rr == opt {
+				rr = dns.Copy(opt)
+			}
+			m.Extra[i] = rr
+		}
+	}
+	return m.Pack()
 }
 
 // joinErrors is errors.Join on one line: the message ends up in a single log field.

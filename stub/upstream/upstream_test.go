@@ -979,3 +979,24 @@ func TestWriteFailureResends(t *testing.T) {
 		t.Errorf("reconnects +%v, want +1", d)
 	}
 }
+
+// Exchange only reads its query: miekg/dns's Pack would rewrite the OPT record's extended-rcode
+// bits (here set to a value the header's rcode does not produce), and a caller sharing the
+// message with other goroutines (the stub's search-path prefetch copies it) would race with
+// that write.
+func TestExchangeDoesNotWriteTheQuery(t *testing.T) {
+	addr := dnstest.Serve(t, dnstest.Reply(func(q *dns.Msg) *dns.Msg { return answer(q, 1) }))
+	f := newForwarder(t, Config{Servers: servers(t, addr)})
+	q := dnstest.Msg(qname(1), dns.TypeA, dnstest.EDNS(1232, true), dnstest.ID(clientID))
+	opt := q.IsEdns0()
+	opt.Hdr.Ttl |= 0xff << 24 // extended rcode bits, which Pack would reset from q.Rcode
+	before := q.String()
+	r, err := f.Exchange(context.Background(), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkAnswer(t, r, 1)
+	if after := q.String(); after != before || q.IsEdns0() != opt || opt.Hdr.Ttl>>24 != 0xff {
+		t.Errorf("Exchange changed its query:\nbefore %s\nafter  %s", before, after)
+	}
+}
