@@ -121,10 +121,10 @@ func (s *Server) resolve(pkt []byte, proto int, send func([]byte)) {
 		return
 	}
 	var stale []byte
-	if s.cfg.ServeStale && s.cfg.Cache != nil {
+	if s.cfg.Cache != nil { // Stale finds nothing when the cache's StaleWindow is 0
 		stale, _ = s.cfg.Cache.Stale(nil, &r, staleTTL)
 	}
-	if stale != nil && !s.upstreamsHealthy() {
+	if stale != nil && !s.cfg.Forwarder.Healthy() {
 		// Every upstream is known down: answer stale at once and send nothing. The forwarder's
 		// probes notice the upstream's return; the next miss after that refreshes the entry.
 		// Refreshing on every stale answer would only add load to a cluster DNS that is
@@ -175,13 +175,6 @@ func (s *Server) resolve(pkt []byte, proto int, send func([]byte)) {
 	send(wire.AppendError(buf, &r, wire.RcodeServFail))
 }
 
-// upstreamsHealthy asks the forwarder whether any upstream is believed up (forwarders that do not
-// track health always are).
-func (s *Server) upstreamsHealthy() bool {
-	h, ok := s.cfg.Forwarder.(interface{ Healthy() bool })
-	return !ok || h.Healthy()
-}
-
 // exchangeAsync sends q upstream (coalesced with identical queries in flight) on its own
 // goroutine, stores a usable reply in the cache, and delivers the result on the channel. The
 // exchange outlives a caller that stopped waiting (stale answer sent): it refreshes the cache.
@@ -190,7 +183,7 @@ func (s *Server) exchangeAsync(r *wire.Request, q *dns.Msg) <-chan result {
 	s.misses.Add(1)
 	go func() {
 		defer s.misses.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ForwardTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Forwarder.MaxExchangeTime())
 		defer cancel()
 		msg, leader, err := s.exchange(ctx, flightKey(q.Question[0], r), q)
 		if err == nil && leader && s.cfg.Cache != nil {
