@@ -76,9 +76,9 @@ func Collectors() []prometheus.Collector {
 		healthy, probesTotal, markedDownTotal, skippedTotal}
 }
 
-// serverMetrics holds one server's series, resolved once in New so the hot path does not
+// peerMetrics holds one server's series, resolved once in New so the hot path does not
 // hash label values per query.
-type serverMetrics struct {
+type peerMetrics struct {
 	queriesTCP, queriesUDP  prometheus.Counter
 	errTimeout, errNetwork  prometheus.Counter
 	errClosed, errBadReply  prometheus.Counter
@@ -90,8 +90,8 @@ type serverMetrics struct {
 	markedDown, skipped     prometheus.Counter
 }
 
-func newServerMetrics(addr string) serverMetrics {
-	return serverMetrics{
+func newPeerMetrics(addr string) peerMetrics {
+	return peerMetrics{
 		queriesTCP:  queriesTotal.WithLabelValues(addr, "tcp"),
 		queriesUDP:  queriesTotal.WithLabelValues(addr, "udp"),
 		errTimeout:  errorsTotal.WithLabelValues(addr, reasonTimeout),
