@@ -24,7 +24,7 @@ const (
 func (s *Server) answer(r *wire.Request, buf, pkt []byte, proto int) ([]byte, verdict) {
 	switch err := r.Parse(pkt); {
 	case err == nil:
-	case errors.Is(err, wire.ErrShort):
+	case errors.Is(err, wire.ErrDrop):
 		droppedUnparseable.Inc()
 		return nil, drop
 	case errors.Is(err, wire.ErrNotImp):
