@@ -44,6 +44,10 @@ const (
 // -ldflags "-X main.cgroupRoot=<fixture dir>".
 var cgroupRoot = "/"
 
+// The server calls its forwarder only through server.Forwarder: a method the server starts to
+// need must be declared there, and this keeps the real forwarder providing it.
+var _ server.Forwarder = (*upstream.Forwarder)(nil)
+
 var program = cli.Program{Name: "stub", Summary: "podns's per-pod DNS cache", Config: &config.Config{}}
 
 func main() {

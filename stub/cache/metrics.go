@@ -6,27 +6,27 @@ import "github.com/prometheus/client_golang/prometheus"
 // add. They are shared by every Cache in the process (a binary has one).
 var (
 	hitsTotal = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "podns_cache_hits_total",
+		Namespace: "podns", Subsystem: "cache", Name: "hits_total",
 		Help: "Queries answered from the cache.",
 	})
 	missesTotal = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "podns_cache_misses_total",
+		Namespace: "podns", Subsystem: "cache", Name: "misses_total",
 		Help: "Cache lookups that found no entry or an expired one.",
 	})
 	entriesGauge = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "podns_cache_entries",
+		Namespace: "podns", Subsystem: "cache", Name: "entries",
 		Help: "Entries held by the cache, expired ones included until they are evicted.",
 	})
 	evictionsTotal = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "podns_cache_evictions_total",
+		Namespace: "podns", Subsystem: "cache", Name: "evictions_total",
 		Help: "Entries removed to make room for new ones.",
 	})
 	insertsTotal = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "podns_cache_inserts_total",
+		Namespace: "podns", Subsystem: "cache", Name: "inserts_total",
 		Help: "Upstream replies stored in the cache (new entries and replacements).",
 	})
 	staleTotal = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "podns_cache_stale_served_total",
+		Namespace: "podns", Subsystem: "cache", Name: "stale_served_total",
 		Help: "Answers served from expired entries because the upstreams could not answer in time (RFC 8767).",
 	})
 )

@@ -302,8 +302,7 @@ func (c *Config) Cache() (cfg cache.Config, ok bool) {
 }
 
 // Server is the server's configuration around the cache (nil: none) and the forwarder. It reads
-// the search list and ndots from the pod's resolv.conf and upstream.conf (see SearchPath). A
-// miss may take the forwarder's longest exchange.
+// the search list and ndots from the pod's resolv.conf and upstream.conf (see SearchPath).
 func (c *Config) Server(ch *cache.Cache, fwd *upstream.Forwarder, log zerolog.Logger) server.Config {
 	search, ndots := c.SearchPath()
 	return server.Config{
@@ -312,11 +311,9 @@ func (c *Config) Server(ch *cache.Cache, fwd *upstream.Forwarder, log zerolog.Lo
 		Forwarder:      fwd,
 		TCPIdleTimeout: c.TCPIdleTimeout,
 		TCPMaxConns:    c.TCPMaxConns,
-		ForwardTimeout: fwd.MaxExchangeTime(),
 		Coalesce:       bool(c.Coalesce),
 		OrderSameID:    bool(c.OrderSameID),
 		FilterAAAA:     c.AAAA == "filter",
-		ServeStale:     c.StaleWindow() > 0,
 		StaleTimeout:   c.StaleTimeout,
 		Search:         search,
 		Ndots:          ndots,

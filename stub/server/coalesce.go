@@ -10,7 +10,7 @@ import (
 	"github.com/podns/podns/stub/wire"
 )
 
-// flight is one upstream exchange that identical concurrent misses wait on instead of sending
+// flight is one upstream query that identical concurrent misses wait on instead of sending
 // their own: an app that starts 1,000 goroutines resolving the same name costs one upstream query.
 type flight struct {
 	done chan struct{}
@@ -37,9 +37,10 @@ func flightKey(q dns.Question, r *wire.Request) string {
 	return strings.ToLower(q.Name) + string([]byte{byte(q.Qtype >> 8), byte(q.Qtype), byte(q.Qclass >> 8), byte(q.Qclass), flags})
 }
 
-// exchange forwards q, or waits for an identical exchange already in flight. leader reports
-// whether this call sent the query (only the leader stores the reply in the cache).
-func (s *Server) exchange(ctx context.Context, key string, q *dns.Msg) (msg *dns.Msg, leader bool, err error) {
+// coalesce forwards q, or with Config.Coalesce waits for an identical query already in flight.
+// leader reports whether this call sent the query (only the leader stores the reply in the
+// cache).
+func (s *Server) coalesce(ctx context.Context, key string, q *dns.Msg) (msg *dns.Msg, leader bool, err error) {
 	if !s.cfg.Coalesce {
 		msg, err = s.cfg.Forwarder.Exchange(ctx, q)
 		return msg, true, err

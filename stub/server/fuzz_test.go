@@ -22,7 +22,7 @@ func FuzzRequest(f *testing.F) {
 	c := cache.New(cache.Config{Size: 64})
 	fwd := &fakeForwarder{answer: records(3)}
 	// No sockets: the fuzzer calls the request path directly.
-	s := &Server{cfg: Config{Forwarder: fwd, Cache: c, ForwardTimeout: 1e9}, inflight: make(chan struct{}, 1)}
+	s := &Server{cfg: Config{Forwarder: fwd, Cache: c}, inflight: make(chan struct{}, 1)}
 	f.Fuzz(func(t *testing.T, pkt []byte, tcp bool) {
 		proto := protoUDP
 		if tcp {

@@ -13,7 +13,7 @@ import (
 func hitServer(tb testing.TB, query []byte) *Server {
 	tb.Helper()
 	c := cache.New(cache.Config{Size: 100})
-	s := &Server{cfg: Config{Cache: c, Forwarder: &fakeForwarder{answer: records(2)}, ForwardTimeout: 1e9}, inflight: make(chan struct{}, 1)}
+	s := &Server{cfg: Config{Cache: c, Forwarder: &fakeForwarder{answer: records(2)}}, inflight: make(chan struct{}, 1)}
 	s.resolve(append([]byte(nil), query...), protoUDP, func([]byte) {})
 	var r wire.Request
 	if _, v := s.answer(&r, make([]byte, 0, maxMsg), query, protoUDP); v != reply {

@@ -7,6 +7,10 @@ import (
 	"github.com/podns/podns/stub/wire"
 )
 
+// Every podns metric is Namespace "podns", a Subsystem naming its part (cache, upstream) and a
+// short Name. The server's are the stub's own requests and replies, so they have no Subsystem:
+// podns_requests_total, not podns_server_requests_total (the names are a contract).
+//
 // The request and response counters are resolved to plain Counters once, at package init, for
 // the query types and rcodes that matter: WithLabelValues on every query would hash labels on
 // the hot path.

@@ -6,11 +6,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// reusePortSockets is how many UDP sockets share one listen address: one per reader. With
-// SO_REUSEPORT the kernel hashes each client's address and port to one socket, so one client's
-// queries are read in order by one goroutine (the musl same-ID ordering relies on it), and the
-// readers never contend for one socket's queue.
+// reusePortSupported makes Start open one UDP socket and one reader per CPU on each listen
+// address, all bound to it with SO_REUSEPORT. The kernel hashes each client's address and port
+// to one socket, so one client's queries are read in order by one goroutine (the musl same-ID
+// ordering relies on it), and the readers never contend for one socket's queue.
 const reusePortSupported = true
+
+// reusePort is the net.ListenConfig Control hook that sets SO_REUSEPORT before bind.
 
 func reusePort(_, _ string, c syscall.RawConn) error {
 	var serr error

@@ -19,9 +19,18 @@ import (
 	"github.com/podns/podns/stub/cache"
 )
 
-// Forwarder sends a query upstream; *upstream.Forwarder implements it.
+// Forwarder is what the server needs of the upstreams; *upstream.Forwarder implements it (stub's
+// main checks that at compile time).
 type Forwarder interface {
+	// Exchange sends q upstream and returns the reply, with q's ID. It must only read q: the
+	// server goes on reading q (the search-path prefetch copies it) while Exchange runs.
 	Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error)
+	// Healthy reports whether any upstream is believed up. While none is, a miss that has a
+	// stale answer gets it at once and sends nothing upstream.
+	Healthy() bool
+	// MaxExchangeTime is the longest one Exchange can take (every upstream attempt); it bounds
+	// one miss end to end.
+	MaxExchangeTime() time.Duration
 }
 
 // Config configures a Server.
@@ -40,8 +49,6 @@ type Config struct {
 	// MaxInflight bounds cache misses waiting on the upstreams at once; more are answered SERVFAIL
 	// at once rather than queued without bound. Default 1024.
 	MaxInflight int
-	// ForwardTimeout bounds one miss end to end (every upstream attempt). Default 5s.
-	ForwardTimeout time.Duration
 	// Coalesce makes identical concurrent misses share one upstream query.
 	Coalesce bool
 	// OrderSameID sends replies to one client socket and query ID in the order the queries
@@ -50,16 +57,16 @@ type Config struct {
 	// FilterAAAA answers every AAAA question with NODATA, without asking upstream: for IPv4-only
 	// pods whose apps would otherwise try IPv6 addresses they cannot reach.
 	FilterAAAA bool
-	// ServeStale answers from expired cache entries (inside the cache's StaleWindow) when the
-	// upstreams fail or are slower than StaleTimeout (RFC 8767).
-	ServeStale bool
 	// StaleTimeout is how long a miss that has a stale answer waits for the upstream. 0: at once.
+	// Stale answers (RFC 8767) are served when the upstreams fail or are slower than this, from
+	// expired cache entries inside the cache's StaleWindow; a window of 0 turns them off.
 	StaleTimeout time.Duration
 	// StaleFastWindow: after the upstreams failed to answer a stale-eligible miss in time, misses
 	// with a stale answer get it at once for this long. Default 5s.
 	StaleFastWindow time.Duration
-	// Search and Ndots are the pod's search list and ndots (from the kubelet's resolv.conf), for
-	// the search-path prefetch; an empty Search turns it off.
+	// Search and Ndots are the pod's search list and ndots, for the search-path prefetch; an
+	// empty Search turns it off. The stub takes them from the pod's live resolv.conf, and what
+	// that lacks from the saved upstream.conf (stub/config SearchPath).
 	Search []string
 	Ndots  int
 	Logger zerolog.Logger
@@ -109,9 +116,6 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.MaxInflight <= 0 {
 		cfg.MaxInflight = 1024
-	}
-	if cfg.ForwardTimeout <= 0 {
-		cfg.ForwardTimeout = 5 * time.Second
 	}
 	if cfg.StaleFastWindow <= 0 {
 		cfg.StaleFastWindow = 5 * time.Second

@@ -36,6 +36,9 @@ type fakeForwarder struct {
 // Healthy lets a test say every upstream is down (the stub then serves stale at once).
 func (f *fakeForwarder) Healthy() bool { return !f.down.Load() }
 
+// MaxExchangeTime bounds a miss; the held exchanges of the tests end well before it.
+func (f *fakeForwarder) MaxExchangeTime() time.Duration { return 5 * time.Second }
+
 func (f *fakeForwarder) names() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()

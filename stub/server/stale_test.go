@@ -49,7 +49,6 @@ func TestServeStale(t *testing.T) {
 			fwd := &fakeForwarder{answer: records(1)}
 			_, addr := startServer(t, fwd, func(c *Config) {
 				c.Cache = cache.New(cache.Config{Size: 100, StaleWindow: time.Hour, Now: clock.Now})
-				c.ServeStale = true
 				c.StaleTimeout = 500 * time.Millisecond
 			})
 			query(t, "udp", addr, "svc.example.", dns.TypeA, 0) // cached, TTL 300
@@ -94,7 +93,6 @@ func TestStaleAnswerRefreshedInBackground(t *testing.T) {
 	fwd := &fakeForwarder{answer: records(1)}
 	_, addr := startServer(t, fwd, func(c *Config) {
 		c.Cache = cache.New(cache.Config{Size: 100, StaleWindow: time.Hour, Now: clock.Now})
-		c.ServeStale = true
 		c.StaleTimeout = 50 * time.Millisecond
 	})
 	query(t, "udp", addr, "svc.example.", dns.TypeA, 0)
@@ -217,7 +215,6 @@ func TestStaleAtOnceAfterATimedOutUpstream(t *testing.T) {
 	fwd := &fakeForwarder{answer: records(1)}
 	s, addr := startServer(t, fwd, func(c *Config) {
 		c.Cache = cache.New(cache.Config{Size: 100, StaleWindow: time.Hour, Now: clock.Now})
-		c.ServeStale = true
 		c.StaleTimeout = 400 * time.Millisecond
 	})
 	names := []string{"web.ns.svc.cluster.local.", "web.svc.cluster.local.", "web.cluster.local."}

@@ -62,23 +62,3 @@ func sendUDP(conn *net.UDPConn, addr netip.AddrPort, resp []byte) {
 	countResponse(resp)
 	_, _ = conn.WriteToUDPAddrPort(resp, addr)
 }
-
-// forwardAsync hands a miss to its own goroutine, bounded by MaxInflight: past it the client gets
-// SERVFAIL at once rather than a queue that grows without limit.
-func (s *Server) forwardAsync(pkt []byte, proto int, send func([]byte)) {
-	select {
-	case s.inflight <- struct{}{}:
-	default:
-		overloadTotal.Inc()
-		var r wire.Request
-		_ = r.Parse(pkt)
-		send(wire.AppendError(make([]byte, 0, 512), &r, wire.RcodeServFail))
-		return
-	}
-	own := append([]byte(nil), pkt...) // the reader reuses its buffer
-	s.misses.Add(1)
-	go func() {
-		defer func() { <-s.inflight; s.misses.Done() }()
-		s.resolve(own, proto, send)
-	}()
-}

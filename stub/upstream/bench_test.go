@@ -90,7 +90,7 @@ func BenchmarkExchangeFirstDown(b *testing.B) {
 	}
 	defer f.Close()
 	f.probeWait = noProbes
-	f.servers[0].markDown(errTimeout)
+	f.peers[0].markDown(errTimeout)
 	b.ReportAllocs()
 	b.SetParallelism(parallelism)
 	b.RunParallel(func(pb *testing.PB) {

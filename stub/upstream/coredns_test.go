@@ -101,7 +101,7 @@ func TestCoreDNSConcurrent(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	m := f.servers[0].m
+	m := f.peers[0].m
 	t.Logf("%d queries, %d workers: p50 %v p99 %v; %v connections open, %v reconnects",
 		len(lat), workers, percentile(lat, .5), percentile(lat, .99), metric(m.open), metric(m.reconnects))
 }
@@ -143,7 +143,7 @@ func TestCoreDNSSlowQueriesDoNotBlock(t *testing.T) {
 			<-tick.C
 		}
 		wg.Wait()
-		return percentile(fast, .5), percentile(fast, .99), metric(f.servers[0].m.open)
+		return percentile(fast, .5), percentile(fast, .99), metric(f.peers[0].m.open)
 	}
 	off50, off99, offConns := run(time.Hour)
 	on50, on99, onConns := run(stallAfter)

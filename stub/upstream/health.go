@@ -68,22 +68,22 @@ type ProbeResult struct {
 // Servers. Each probe is bounded by Config.Timeout and by ctx. Call it before the stub reports
 // ready, so that even the first lookup avoids a dead server.
 func (f *Forwarder) ProbeAll(ctx context.Context) []ProbeResult {
-	res := make([]ProbeResult, len(f.servers))
+	res := make([]ProbeResult, len(f.peers))
 	var wg sync.WaitGroup
-	for i, s := range f.servers {
+	for i, p := range f.peers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rtt, err := s.probe(ctx)
-			res[i] = ProbeResult{Server: s.addr, Up: err == nil, RTT: rtt, Err: err}
+			rtt, err := p.probe(ctx)
+			res[i] = ProbeResult{Server: p.addr, Up: err == nil, RTT: rtt, Err: err}
 			switch {
 			case err == nil:
-				s.m.probesAlive.Inc()
-				s.markUp(byStartupProbe)
+				p.m.probesAlive.Inc()
+				p.markUp(byStartupProbe)
 			case errors.Is(err, ErrClosed):
 			default:
-				s.m.probesDead.Inc()
-				s.markDown(err)
+				p.m.probesDead.Inc()
+				p.markDown(err)
 			}
 		}()
 	}
@@ -94,87 +94,87 @@ func (f *Forwarder) ProbeAll(ctx context.Context) []ProbeResult {
 // order returns the servers one Exchange tries, in order: the servers that are up, in the
 // configured order, or, when none is up, every server, the most recently healthy first (a server
 // that failed a moment ago is likelier to answer than one silent for minutes).
-func (f *Forwarder) order() []*server {
+func (f *Forwarder) order() []*peer {
 	if f.downCount.Load() == 0 {
-		return f.servers
+		return f.peers
 	}
-	up := make([]*server, 0, len(f.servers))
-	var down []*server
-	for _, s := range f.servers {
-		if s.h.down.Load() {
-			down = append(down, s)
+	up := make([]*peer, 0, len(f.peers))
+	var down []*peer
+	for _, p := range f.peers {
+		if p.h.down.Load() {
+			down = append(down, p)
 		} else {
-			up = append(up, s)
+			up = append(up, p)
 		}
 	}
 	if len(up) > 0 {
-		for _, s := range down {
-			s.m.skipped.Inc()
+		for _, p := range down {
+			p.m.skipped.Inc()
 		}
 		return up
 	}
-	since := make(map[*server]time.Time, len(down))
-	for _, s := range down {
-		s.h.mu.Lock()
-		since[s] = s.h.downSince
-		s.h.mu.Unlock()
+	since := make(map[*peer]time.Time, len(down))
+	for _, p := range down {
+		p.h.mu.Lock()
+		since[p] = p.h.downSince
+		p.h.mu.Unlock()
 	}
-	slices.SortStableFunc(down, func(a, b *server) int { return since[b].Compare(since[a]) })
+	slices.SortStableFunc(down, func(a, b *peer) int { return since[b].Compare(since[a]) })
 	return down
 }
 
 // replied records a valid reply that arrived at at (f.mono): the server is alive.
-func (s *server) replied(at int64) {
-	s.h.lastReply.Store(at)
-	if s.h.dirty.Load() {
-		s.markUp(byReply)
+func (p *peer) replied(at int64) {
+	p.h.lastReply.Store(at)
+	if p.h.dirty.Load() {
+		p.markUp(byReply)
 	}
 }
 
 // failed records a failed attempt that started at start (f.mono). A timeout does not count when
 // the server gave another valid reply since the attempt began: it is alive, the query was slow.
-func (s *server) failed(err error, start int64, timeout bool) {
-	if timeout && s.h.lastReply.Load() > start {
+func (p *peer) failed(err error, start int64, timeout bool) {
+	if timeout && p.h.lastReply.Load() > start {
 		return
 	}
-	s.h.mu.Lock()
-	s.h.fails++
-	s.h.dirty.Store(true)
-	n := s.h.fails
-	s.h.mu.Unlock()
-	if n >= s.f.cfg.MaxFails {
-		s.markDown(err)
+	p.h.mu.Lock()
+	p.h.fails++
+	p.h.dirty.Store(true)
+	n := p.h.fails
+	p.h.mu.Unlock()
+	if n >= p.f.cfg.MaxFails {
+		p.markDown(err)
 	}
 }
 
 // markDown takes s out of rotation and starts its prober, unless it is down already.
-func (s *server) markDown(err error) {
-	f := s.f
+func (p *peer) markDown(err error) {
+	f := p.f
 	now := f.now()
-	s.h.mu.Lock()
-	s.h.dirty.Store(true)
-	if s.h.down.Load() {
-		s.h.mu.Unlock()
+	p.h.mu.Lock()
+	p.h.dirty.Store(true)
+	if p.h.down.Load() {
+		p.h.mu.Unlock()
 		return
 	}
-	s.h.down.Store(true)
-	s.h.downSince = now
+	p.h.down.Store(true)
+	p.h.downSince = now
 	f.downCount.Add(1)
-	s.m.healthy.Set(0)
-	s.m.markedDown.Inc()
-	if !s.h.probing && !s.h.closed {
-		s.h.probing = true
+	p.m.healthy.Set(0)
+	p.m.markedDown.Inc()
+	if !p.h.probing && !p.h.closed {
+		p.h.probing = true
 		f.wg.Add(1)
-		go s.probeLoop()
+		go p.probeLoop()
 	}
-	ok, suppressed := s.h.log.allow(now)
-	s.h.mu.Unlock()
+	ok, suppressed := p.h.log.allow(now)
+	p.h.mu.Unlock()
 	if ok {
 		msg := "upstream down: skipped while another server is up, probed in the background"
-		if len(f.servers) == 1 {
+		if len(f.peers) == 1 {
 			msg = "upstream down: still tried (it is the only one), probed in the background"
 		}
-		f.cfg.Logger.Warn().Str("upstream", s.addr).Err(err).Int("suppressed", suppressed).Msg(msg)
+		f.cfg.Logger.Warn().Str("upstream", p.addr).Err(err).Int("suppressed", suppressed).Msg(msg)
 	}
 }
 
@@ -186,27 +186,27 @@ const (
 )
 
 // markUp puts s back into rotation and forgets its failures.
-func (s *server) markUp(how string) {
-	f := s.f
+func (p *peer) markUp(how string) {
+	f := p.f
 	now := f.now()
-	s.h.mu.Lock()
+	p.h.mu.Lock()
 	if how == byProbe {
-		s.h.probing = false
+		p.h.probing = false
 	}
-	s.h.fails = 0
-	s.h.dirty.Store(false)
-	if !s.h.down.Load() {
-		s.h.mu.Unlock()
+	p.h.fails = 0
+	p.h.dirty.Store(false)
+	if !p.h.down.Load() {
+		p.h.mu.Unlock()
 		return
 	}
-	s.h.down.Store(false)
-	downFor := now.Sub(s.h.downSince)
+	p.h.down.Store(false)
+	downFor := now.Sub(p.h.downSince)
 	f.downCount.Add(-1)
-	s.m.healthy.Set(1)
-	ok, suppressed := s.h.log.allow(now)
-	s.h.mu.Unlock()
+	p.m.healthy.Set(1)
+	ok, suppressed := p.h.log.allow(now)
+	p.h.mu.Unlock()
 	if ok {
-		f.cfg.Logger.Info().Str("upstream", s.addr).Str("by", how).Dur("down_for", downFor).
+		f.cfg.Logger.Info().Str("upstream", p.addr).Str("by", how).Dur("down_for", downFor).
 			Int("suppressed", suppressed).Msg("upstream up again")
 	}
 }
@@ -214,39 +214,39 @@ func (s *server) markUp(how string) {
 // probeLoop probes a down server, waiting ProbeInterval before the first probe and twice as
 // long after each failed one, up to ProbeMaxInterval, until the server answers, a reply to an
 // ordinary query brings it back, or Close.
-func (s *server) probeLoop() {
-	f := s.f
+func (p *peer) probeLoop() {
+	f := p.f
 	defer f.wg.Done()
 	interval := f.cfg.ProbeInterval
 	for {
 		select {
 		case <-f.probeWait(interval):
 		case <-f.ctx.Done():
-			s.stopProbing()
+			p.stopProbing()
 			return
 		}
-		s.h.mu.Lock()
-		if !s.h.down.Load() {
+		p.h.mu.Lock()
+		if !p.h.down.Load() {
 			// An ordinary query got a reply meanwhile. Deciding under the lock means a
 			// markDown racing this exit sees probing still set, or starts a new prober.
-			s.h.probing = false
-			s.h.mu.Unlock()
+			p.h.probing = false
+			p.h.mu.Unlock()
 			return
 		}
-		s.h.mu.Unlock()
-		_, err := s.probe(f.ctx)
+		p.h.mu.Unlock()
+		_, err := p.probe(f.ctx)
 		switch {
 		case errors.Is(err, ErrClosed):
-			s.stopProbing()
+			p.stopProbing()
 			return
 		case err == nil:
-			s.m.probesAlive.Inc()
-			s.markUp(byProbe)
+			p.m.probesAlive.Inc()
+			p.markUp(byProbe)
 		default:
-			s.m.probesDead.Inc()
+			p.m.probesDead.Inc()
 		}
 		if f.probeDone != nil {
-			f.probeDone(s.addr, interval, err)
+			f.probeDone(p.addr, interval, err)
 		}
 		if err == nil {
 			return
@@ -255,10 +255,10 @@ func (s *server) probeLoop() {
 	}
 }
 
-func (s *server) stopProbing() {
-	s.h.mu.Lock()
-	s.h.probing = false
-	s.h.mu.Unlock()
+func (p *peer) stopProbing() {
+	p.h.mu.Lock()
+	p.h.probing = false
+	p.h.mu.Unlock()
 }
 
 // probe sends the probe query (ProbeName NS IN, recursion desired, as CoreDNS's forward health
@@ -266,8 +266,8 @@ func (s *server) stopProbing() {
 // reply carrying its ID, whatever the RCODE. It is bounded by Config.Timeout and ctx, and
 // aborted by Close. A UDP-mode probe that gets a truncated reply has its answer: the server is
 // alive.
-func (s *server) probe(ctx context.Context) (time.Duration, error) {
-	f := s.f
+func (p *peer) probe(ctx context.Context) (time.Duration, error) {
+	f := p.f
 	if f.closed.Load() {
 		return 0, ErrClosed
 	}
@@ -283,12 +283,12 @@ func (s *server) probe(ctx context.Context) (time.Duration, error) {
 	var err error
 	if f.udp {
 		var d net.Dialer
-		nc, err = d.DialContext(ctx, "udp", s.addr)
+		nc, err = d.DialContext(ctx, "udp", p.addr)
 	} else {
-		nc, err = f.dialTCP(ctx, s.addr)
+		nc, err = f.dialTCP(ctx, p.addr)
 	}
 	if err != nil {
-		return 0, s.probeErr(ctx, err)
+		return 0, p.probeErr(ctx, err)
 	}
 	defer nc.Close()
 	if dl, ok := ctx.Deadline(); ok {
@@ -302,7 +302,7 @@ func (s *server) probe(ctx context.Context) (time.Duration, error) {
 		_, err = nc.Write(framed)
 	}
 	if err != nil {
-		return 0, s.probeErr(ctx, err)
+		return 0, p.probeErr(ctx, err)
 	}
 	buf := make([]byte, dns.MaxMsgSize)
 	for { // ends at ctx's deadline at the latest
@@ -310,17 +310,17 @@ func (s *server) probe(ctx context.Context) (time.Duration, error) {
 		if f.udp {
 			n, err := nc.Read(buf)
 			if err != nil {
-				return 0, s.probeErr(ctx, err)
+				return 0, p.probeErr(ctx, err)
 			}
 			msg = buf[:n]
 		} else {
 			var lb [2]byte
 			if _, err := io.ReadFull(nc, lb[:]); err != nil {
-				return 0, s.probeErr(ctx, err)
+				return 0, p.probeErr(ctx, err)
 			}
 			msg = buf[:int(lb[0])<<8|int(lb[1])]
 			if _, err := io.ReadFull(nc, msg); err != nil {
-				return 0, s.probeErr(ctx, err)
+				return 0, p.probeErr(ctx, err)
 			}
 		}
 		// The header is enough: a response with the probe's ID is a live server.
@@ -330,17 +330,17 @@ func (s *server) probe(ctx context.Context) (time.Duration, error) {
 	}
 }
 
-func (s *server) probeErr(ctx context.Context, err error) error {
+func (p *peer) probeErr(ctx context.Context, err error) error {
 	switch {
-	case s.f.ctx.Err() != nil:
+	case p.f.ctx.Err() != nil:
 		return ErrClosed
 	case errors.Is(ctx.Err(), context.Canceled):
-		return fmt.Errorf("%s: probe: %w", s.addr, ctx.Err())
+		return fmt.Errorf("%s: probe: %w", p.addr, ctx.Err())
 	case ctx.Err() != nil, errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, context.DeadlineExceeded):
 		// The socket deadline and ctx's timer end the same wait; either may come first.
-		return fmt.Errorf("%s: probe: %w", s.addr, errTimeout)
+		return fmt.Errorf("%s: probe: %w", p.addr, errTimeout)
 	}
-	return fmt.Errorf("%s: probe: %w", s.addr, err)
+	return fmt.Errorf("%s: probe: %w", p.addr, err)
 }
 
 // packProbe builds the probe query with a zero ID and a TCP length prefix.
@@ -381,4 +381,4 @@ func (l *limiter) allow(now time.Time) (bool, int) {
 
 // Healthy reports whether at least one server is believed up. The server answers from stale cache
 // entries at once when none is, instead of waiting for attempts that are known to fail.
-func (f *Forwarder) Healthy() bool { return int(f.downCount.Load()) < len(f.servers) }
+func (f *Forwarder) Healthy() bool { return int(f.downCount.Load()) < len(f.peers) }

@@ -93,7 +93,7 @@ func TestProbeAllDeadFirst(t *testing.T) {
 		good := startScripted(t, proto, goodReply)
 		f := newForwarder(t, Config{Servers: servers(t, dead.addr, good.addr), Protocol: proto, Timeout: timeout})
 		f.probeWait = noProbes
-		downs := metric(f.servers[0].m.markedDown)
+		downs := metric(f.peers[0].m.markedDown)
 
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		defer cancel()
@@ -110,15 +110,15 @@ func TestProbeAllDeadFirst(t *testing.T) {
 			t.Errorf("dead server's error %q: want a timeout naming it", res[0].Err)
 		}
 		waitFor(t, "the probe to reach the dead server", func() bool { return dead.received.Load() == 1 })
-		if metric(f.servers[0].m.healthy) != 0 || metric(f.servers[1].m.healthy) != 1 {
-			t.Errorf("healthy gauges %v, %v; want 0, 1", metric(f.servers[0].m.healthy), metric(f.servers[1].m.healthy))
+		if metric(f.peers[0].m.healthy) != 0 || metric(f.peers[1].m.healthy) != 1 {
+			t.Errorf("healthy gauges %v, %v; want 0, 1", metric(f.peers[0].m.healthy), metric(f.peers[1].m.healthy))
 		}
-		if d := metric(f.servers[0].m.markedDown) - downs; d != 1 {
+		if d := metric(f.peers[0].m.markedDown) - downs; d != 1 {
 			t.Errorf("marked_down +%v, want +1", d)
 		}
 
-		skipped := metric(f.servers[0].m.skipped)
-		tried := metric(f.servers[0].m.queriesTCP) + metric(f.servers[0].m.queriesUDP)
+		skipped := metric(f.peers[0].m.skipped)
+		tried := metric(f.peers[0].m.queriesTCP) + metric(f.peers[0].m.queriesUDP)
 		start = time.Now()
 		r, err := f.Exchange(context.Background(), query(qname(5)))
 		elapsed := time.Since(start)
@@ -132,10 +132,10 @@ func TestProbeAllDeadFirst(t *testing.T) {
 		if n := dead.received.Load(); n != 1 {
 			t.Errorf("the dead server received %d messages, want only the probe", n)
 		}
-		if metric(f.servers[0].m.queriesTCP)+metric(f.servers[0].m.queriesUDP) != tried {
+		if metric(f.peers[0].m.queriesTCP)+metric(f.peers[0].m.queriesUDP) != tried {
 			t.Errorf("an attempt was counted for the dead server")
 		}
-		if d := metric(f.servers[0].m.skipped) - skipped; d != 1 {
+		if d := metric(f.peers[0].m.skipped) - skipped; d != 1 {
 			t.Errorf("skipped +%v, want +1", d)
 		}
 	})
@@ -158,7 +158,7 @@ func TestServerDiesAndComesBack(t *testing.T) {
 			f := newForwarder(t, Config{Servers: servers(t, flaky.addr, good.addr), Timeout: timeout,
 				MaxFails: maxFails, ProbeInterval: 100 * time.Millisecond, ProbeMaxInterval: 300 * time.Millisecond})
 			pd := driveProbes(f)
-			m := f.servers[0].m
+			m := f.peers[0].m
 			exchange := func(i int) time.Duration {
 				t.Helper()
 				start := time.Now()
@@ -243,22 +243,22 @@ func TestReplyRestoresDownServer(t *testing.T) {
 	srv := startScripted(t, "tcp", goodReply)
 	f := newForwarder(t, Config{Servers: servers(t, srv.addr)})
 	pd := driveProbes(f)
-	s := f.servers[0]
-	s.markDown(errors.New("test"))
+	p := f.peers[0]
+	p.markDown(errors.New("test"))
 	wait(t, "the prober's pause", pd.waits)
 	r, err := f.Exchange(context.Background(), query(qname(2)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	checkAnswer(t, r, 2)
-	if metric(s.m.healthy) != 1 || s.h.down.Load() || f.downCount.Load() != 0 {
+	if metric(p.m.healthy) != 1 || p.h.down.Load() || f.downCount.Load() != 0 {
 		t.Fatal("a reply did not restore the server")
 	}
 	pd.fire <- time.Now()
 	waitFor(t, "the prober to end", func() bool {
-		s.h.mu.Lock()
-		defer s.h.mu.Unlock()
-		return !s.h.probing
+		p.h.mu.Lock()
+		defer p.h.mu.Unlock()
+		return !p.h.probing
 	})
 	if srv.probes.Load() != 0 {
 		t.Errorf("%d probes sent to a server that was up again", srv.probes.Load())
@@ -315,12 +315,12 @@ func TestOrder(t *testing.T) {
 			f.probeWait = noProbes
 			for _, i := range tc.down {
 				clock.Advance(time.Second)
-				f.servers[i].markDown(errors.New("test"))
+				f.peers[i].markDown(errors.New("test"))
 			}
 			var got []int
-			for _, s := range f.order() {
-				for i, x := range f.servers {
-					if s == x {
+			for _, p := range f.order() {
+				for i, x := range f.peers {
+					if p == x {
 						got = append(got, i)
 					}
 				}
@@ -353,8 +353,8 @@ func TestRcodeRepliesKeepServerUp(t *testing.T) {
 				other := startScripted(t, proto, goodReply)
 				f := newForwarder(t, Config{Servers: servers(t, srv.addr, other.addr), Protocol: proto})
 				f.probeWait = noProbes
-				s := f.servers[0]
-				downs := metric(s.m.markedDown)
+				p := f.peers[0]
+				downs := metric(p.m.markedDown)
 				if res := f.ProbeAll(context.Background()); !res[0].Up {
 					t.Fatalf("a server answering %s probed as down: %v", dns.RcodeToString[rcode], res[0].Err)
 				}
@@ -368,7 +368,7 @@ func TestRcodeRepliesKeepServerUp(t *testing.T) {
 							dns.RcodeToString[rcode], clientID)
 					}
 				}
-				if metric(s.m.healthy) != 1 || metric(s.m.markedDown) != downs || s.h.dirty.Load() {
+				if metric(p.m.healthy) != 1 || metric(p.m.markedDown) != downs || p.h.dirty.Load() {
 					t.Error("replies with an error RCODE counted against the server")
 				}
 				if n := other.received.Load() - other.probes.Load(); n != 0 {
@@ -405,14 +405,14 @@ func TestSlowQueryDoesNotMarkDown(t *testing.T) {
 		if err := wait(t, "the slow query to time out", errc); !isTimeout(err) {
 			t.Fatalf("slow query: %v, want a timeout", err)
 		}
-		if metric(f.servers[0].m.healthy) != 1 {
+		if metric(f.peers[0].m.healthy) != 1 {
 			t.Error("marked down for a slow query while it answered others")
 		}
 		// Without another reply in between, the same timeout marks it down.
 		go func() { _, err := f.Exchange(context.Background(), query("slow.example.")); errc <- err }()
 		wait(t, "the slow query to reach the server", slowSeen)
 		wait(t, "the slow query to time out", errc)
-		if metric(f.servers[0].m.healthy) != 0 {
+		if metric(f.peers[0].m.healthy) != 0 {
 			t.Error("a silent server was not marked down")
 		}
 	})
@@ -442,12 +442,12 @@ func TestCloseStopsProbers(t *testing.T) {
 		waitFor(t, "the silent server's background probe", func() bool { return silent.probes.Load() == 2 })
 		waitFor(t, "the refused server's background probes", func() bool { return probes.Load() >= 3 })
 		probing := func() (n int) {
-			for _, s := range f.servers {
-				s.h.mu.Lock()
-				if s.h.probing {
+			for _, p := range f.peers {
+				p.h.mu.Lock()
+				if p.h.probing {
 					n++
 				}
-				s.h.mu.Unlock()
+				p.h.mu.Unlock()
 			}
 			return n
 		}
@@ -478,30 +478,30 @@ func TestHealthLogs(t *testing.T) {
 	f := newForwarder(t, Config{Servers: servers(t, "127.0.0.1:1"), Now: clock.Now,
 		Logger: zerolog.New(zerolog.SyncWriter(lockedWriter{&mu, &buf}))})
 	f.probeWait = noProbes
-	s := f.servers[0]
+	p := f.peers[0]
 	lines := func() string {
 		mu.Lock()
 		defer mu.Unlock()
 		return buf.String()
 	}
-	s.markDown(errors.New("boom"))
+	p.markDown(errors.New("boom"))
 	clock.Advance(time.Second)
-	s.markUp("reply")
+	p.markUp("reply")
 	if l := lines(); strings.Count(l, "upstream down") != 1 || !strings.Contains(l, "boom") || strings.Contains(l, "up again") {
 		t.Errorf("logs %q: want one down line naming the error, the up line held back", l)
 	}
 	for range 3 { // flapping within the interval: no lines
-		s.markDown(errors.New("boom"))
-		s.markUp("reply")
+		p.markDown(errors.New("boom"))
+		p.markUp("reply")
 	}
 	clock.Advance(logInterval)
-	s.markDown(errors.New("again"))
+	p.markDown(errors.New("again"))
 	l := lines()
 	if strings.Count(l, "\n") != 2 || !strings.Contains(l, `"suppressed":7`) {
 		t.Errorf("logs %q: want a second line counting 7 held-back changes", l)
 	}
 	clock.Advance(logInterval)
-	s.markUp("probe")
+	p.markUp("probe")
 	if l := lines(); !strings.Contains(l, "up again") || !strings.Contains(l, `"by":"probe"`) {
 		t.Errorf("logs %q: want an up line", l)
 	}

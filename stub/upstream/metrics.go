@@ -7,17 +7,17 @@ import "github.com/prometheus/client_golang/prometheus"
 // Every series carries the label upstream="host:port" as normalised by New.
 var (
 	queriesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "podns_upstream_queries_total",
+		Namespace: "podns", Subsystem: "upstream", Name: "queries_total",
 		Help: "Queries sent to an upstream server, one per attempt and protocol (re-sends after a server-closed connection are not counted again).",
 	}, []string{"upstream", "protocol"})
 
 	errorsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "podns_upstream_errors_total",
+		Namespace: "podns", Subsystem: "upstream", Name: "errors_total",
 		Help: "Upstream errors by reason: timeout, network (attempt failed), closed (query re-sent because its connection died), bad_reply (reply ignored).",
 	}, []string{"upstream", "reason"})
 
 	duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "podns_upstream_duration_seconds",
+		Namespace: "podns", Subsystem: "upstream", Name: "duration_seconds",
 		Help: "Time from sending a query to an upstream server to its valid reply (successful attempts only).",
 		// A pod-local stub talks to a cluster DNS a few hops away: 100µs is a hot CoreDNS cache on
 		// the same node, seconds are a recursion that is about to time out.
@@ -25,32 +25,32 @@ var (
 	}, []string{"upstream"})
 
 	reconnectsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "podns_upstream_reconnects_total",
+		Namespace: "podns", Subsystem: "upstream", Name: "reconnects_total",
 		Help: "TCP connections the upstream server closed (or broke) while queries were in flight on them; those queries were re-sent on a new connection.",
 	}, []string{"upstream"})
 
 	openConnections = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "podns_upstream_open_connections",
+		Namespace: "podns", Subsystem: "upstream", Name: "open_connections",
 		Help: "TCP connections to an upstream server currently open.",
 	}, []string{"upstream"})
 
 	healthy = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "podns_upstream_healthy",
+		Namespace: "podns", Subsystem: "upstream", Name: "healthy",
 		Help: "1 while the upstream server is up, 0 while it is marked down (skipped while another server is up, probed in the background).",
 	}, []string{"upstream"})
 
 	probesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "podns_upstream_probes_total",
+		Namespace: "podns", Subsystem: "upstream", Name: "probes_total",
 		Help: "Liveness probes of upstream servers (at startup and of down servers) by result: alive (any reply, whatever its RCODE) or dead (no reply, refused, unreachable).",
 	}, []string{"upstream", "result"})
 
 	markedDownTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "podns_upstream_marked_down_total",
+		Namespace: "podns", Subsystem: "upstream", Name: "marked_down_total",
 		Help: "Times the upstream server was marked down; counts flaps a scrape of podns_upstream_healthy misses.",
 	}, []string{"upstream"})
 
 	skippedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "podns_upstream_skipped_total",
+		Namespace: "podns", Subsystem: "upstream", Name: "skipped_total",
 		Help: "Queries that did not try the upstream server because it was down and another server was up: each one a timeout a client did not wait for.",
 	}, []string{"upstream"})
 )
@@ -76,9 +76,9 @@ func Collectors() []prometheus.Collector {
 		healthy, probesTotal, markedDownTotal, skippedTotal}
 }
 
-// serverMetrics holds one server's series, resolved once in New so the hot path does not
+// peerMetrics holds one server's series, resolved once in New so the hot path does not
 // hash label values per query.
-type serverMetrics struct {
+type peerMetrics struct {
 	queriesTCP, queriesUDP  prometheus.Counter
 	errTimeout, errNetwork  prometheus.Counter
 	errClosed, errBadReply  prometheus.Counter
@@ -90,8 +90,8 @@ type serverMetrics struct {
 	markedDown, skipped     prometheus.Counter
 }
 
-func newServerMetrics(addr string) serverMetrics {
-	return serverMetrics{
+func newPeerMetrics(addr string) peerMetrics {
+	return peerMetrics{
 		queriesTCP:  queriesTotal.WithLabelValues(addr, "tcp"),
 		queriesUDP:  queriesTotal.WithLabelValues(addr, "udp"),
 		errTimeout:  errorsTotal.WithLabelValues(addr, reasonTimeout),

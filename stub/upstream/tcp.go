@@ -45,7 +45,7 @@ type result struct {
 // conn is one pipelined TCP connection. Its goroutine dials, then reads and demultiplexes
 // replies by ID and question; the Exchanges write their own queries.
 type conn struct {
-	s     *server
+	p     *peer
 	ready chan struct{} // closed when the dial ended; nc is set unless it failed
 	nc    net.Conn
 	wmu   sync.Mutex // one frame at a time
@@ -57,9 +57,9 @@ type conn struct {
 	dead       bool      // killed: no registrations, pending already failed
 	retired    bool      // takes no new queries; closed by the server or by idle expiry
 	overBudget bool      // retired because it carried the server's learned budget
-	lastActive time.Time // s.f.now(): last registration or reply
+	lastActive time.Time // p.f.now(): last registration or reply
 	lastRead   time.Time // wall clock of the last reply
-	// lastProgress (s.f.now()) is the last reply, or when the first of the outstanding
+	// lastProgress (p.f.now()) is the last reply, or when the first of the outstanding
 	// queries was registered: how long the connection has kept its queries waiting.
 	lastProgress time.Time
 	idle         *time.Timer
@@ -71,24 +71,24 @@ type conn struct {
 // after the other, so one slow query (a forward to an external resolver) holds up every query
 // queued behind it. A connection that has had queries outstanding and no reply for stallAfter
 // is therefore passed over while fewer than maxConns connections are open.
-func (s *server) acquire(cl *call) (*conn, error) {
-	now := s.f.now()
+func (p *peer) acquire(cl *call) (*conn, error) {
+	now := p.f.now()
 	var expired []*conn
 	defer func() {
 		for _, c := range expired {
 			c.kill(errConnLost, killLocal)
 		}
 	}()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.f.closed.Load() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.f.closed.Load() {
 		return nil, ErrClosed
 	}
 	usable := 0
 	for pass := 0; pass < 2; pass++ {
 		stalledOK := pass == 1
-		for _, c := range s.conns {
-			switch c.register(cl, now, s.budget, stalledOK) {
+		for _, c := range p.conns {
+			switch c.register(cl, now, p.budget, stalledOK) {
 			case regOK:
 				return c, nil
 			case regExpired:
@@ -103,10 +103,10 @@ func (s *server) acquire(cl *call) (*conn, error) {
 			break
 		}
 	}
-	c := &conn{s: s, ready: make(chan struct{}), pending: make(map[uint16]*call)}
-	c.register(cl, now, s.budget, true)
-	s.conns = append(s.conns, c)
-	s.f.wg.Add(1)
+	c := &conn{p: p, ready: make(chan struct{}), pending: make(map[uint16]*call)}
+	c.register(cl, now, p.budget, true)
+	p.conns = append(p.conns, c)
+	p.f.wg.Add(1)
 	go c.run()
 	return c, nil
 }
@@ -134,11 +134,11 @@ func (c *conn) register(cl *call, now time.Time, budget int, stalledOK bool) reg
 	if len(c.pending) >= maxInflight {
 		return regFull
 	}
-	if c.nc != nil && len(c.pending) == 0 && now.Sub(c.lastActive) >= c.s.f.cfg.IdleTimeout {
+	if c.nc != nil && len(c.pending) == 0 && now.Sub(c.lastActive) >= c.p.f.cfg.IdleTimeout {
 		c.retired = true
 		return regExpired
 	}
-	if !stalledOK && c.nc != nil && len(c.pending) > 0 && now.Sub(c.lastProgress) >= c.s.f.stallAfter {
+	if !stalledOK && c.nc != nil && len(c.pending) > 0 && now.Sub(c.lastProgress) >= c.p.f.stallAfter {
 		return regStalled
 	}
 	if budget > 0 && c.assigned >= budget {
@@ -170,17 +170,17 @@ func (c *conn) cancel(cl *call) bool {
 		return false
 	}
 	delete(c.pending, cl.id)
-	c.lastActive = c.s.f.now()
+	c.lastActive = c.p.f.now()
 	return true
 }
 
 // run dials, then reads replies until the connection dies.
 func (c *conn) run() {
-	s := c.s
-	defer s.f.wg.Done()
-	defer s.remove(c)
-	ctx, cancel := context.WithTimeout(s.f.ctx, s.f.cfg.Timeout)
-	nc, err := s.f.dialTCP(ctx, s.addr)
+	p := c.p
+	defer p.f.wg.Done()
+	defer p.remove(c)
+	ctx, cancel := context.WithTimeout(p.f.ctx, p.f.cfg.Timeout)
+	nc, err := p.f.dialTCP(ctx, p.addr)
 	cancel()
 	c.mu.Lock()
 	if err == nil && c.dead {
@@ -189,21 +189,21 @@ func (c *conn) run() {
 	}
 	if err == nil {
 		c.nc = nc
-		c.lastActive = s.f.now()
+		c.lastActive = p.f.now()
 		c.lastProgress = c.lastActive // the wait so far was the dial, not the server
-		c.idle = time.AfterFunc(s.f.cfg.IdleTimeout, c.idleCheck)
+		c.idle = time.AfterFunc(p.f.cfg.IdleTimeout, c.idleCheck)
 	}
 	c.mu.Unlock()
 	close(c.ready)
 	if err != nil {
-		if !errors.Is(err, ErrClosed) && s.f.ctx.Err() != nil {
+		if !errors.Is(err, ErrClosed) && p.f.ctx.Err() != nil {
 			err = ErrClosed
 		}
 		c.kill(err, killLocal)
 		return
 	}
-	s.m.open.Inc()
-	defer s.m.open.Dec()
+	p.m.open.Inc()
+	defer p.m.open.Dec()
 
 	br := bufio.NewReader(nc)
 	var lb [2]byte
@@ -224,19 +224,19 @@ func (c *conn) run() {
 func (c *conn) deliver(buf []byte) {
 	m := new(dns.Msg)
 	if err := m.Unpack(buf); err != nil {
-		c.s.m.errBadReply.Inc()
+		c.p.m.errBadReply.Inc()
 		return
 	}
 	c.mu.Lock()
 	cl := c.pending[m.Id]
 	if cl == nil || !matches(m, cl.q) {
 		c.mu.Unlock()
-		c.s.m.errBadReply.Inc()
+		c.p.m.errBadReply.Inc()
 		return
 	}
 	delete(c.pending, m.Id)
 	c.answered++
-	c.lastActive = c.s.f.now()
+	c.lastActive = c.p.f.now()
 	c.lastProgress = c.lastActive
 	c.lastRead = time.Now()
 	c.mu.Unlock()
@@ -262,15 +262,15 @@ func (c *conn) kill(err error, how killHow) bool {
 	if nc != nil {
 		nc.Close()
 	}
-	s := c.s
+	p := c.p
 	if how != killLocal && len(pending) > 0 {
-		s.m.reconnects.Inc()
-		s.m.errClosed.Add(float64(len(pending)))
+		p.m.reconnects.Inc()
+		p.m.errClosed.Add(float64(len(pending)))
 		// Learn the server's per-connection query limit before the queries are re-sent, so
 		// they spread over connections the server will serve to the end. Only the reader
 		// knows how many replies really arrived before the close.
 		if how == killRead && answered > 0 {
-			s.setBudget(answered)
+			p.setBudget(answered)
 		}
 	}
 	for _, cl := range pending {
@@ -282,13 +282,13 @@ func (c *conn) kill(err error, how killHow) bool {
 // idleCheck closes c once it has had nothing in flight for IdleTimeout, and otherwise re-arms
 // for the remaining time: one timer per connection, never reset per query.
 func (c *conn) idleCheck() {
-	idleTimeout := c.s.f.cfg.IdleTimeout
+	idleTimeout := c.p.f.cfg.IdleTimeout
 	c.mu.Lock()
 	if c.dead {
 		c.mu.Unlock()
 		return
 	}
-	idleFor := c.s.f.now().Sub(c.lastActive)
+	idleFor := c.p.f.now().Sub(c.lastActive)
 	if len(c.pending) == 0 && idleFor >= idleTimeout {
 		c.retired = true
 		overBudget := c.overBudget
@@ -296,7 +296,7 @@ func (c *conn) idleCheck() {
 		if c.kill(errConnLost, killLocal) && overBudget {
 			// The server did not close a connection that carried the learned budget: the
 			// limit was a guess from a restart or a cut, not a real per-connection limit.
-			c.s.setBudget(0)
+			c.p.setBudget(0)
 		}
 		return
 	}
@@ -308,23 +308,23 @@ func (c *conn) idleCheck() {
 	c.mu.Unlock()
 }
 
-func (s *server) setBudget(n int) {
-	s.mu.Lock()
-	old := s.budget
-	s.budget = n
-	s.mu.Unlock()
+func (p *peer) setBudget(n int) {
+	p.mu.Lock()
+	old := p.budget
+	p.budget = n
+	p.mu.Unlock()
 	if old != n {
-		s.f.cfg.Logger.Debug().Str("upstream", s.addr).Int("queries_per_connection", n).
+		p.f.cfg.Logger.Debug().Str("upstream", p.addr).Int("queries_per_connection", n).
 			Msg("upstream per-connection query limit changed (0 = none)")
 	}
 }
 
-func (s *server) remove(c *conn) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for i, x := range s.conns {
+func (p *peer) remove(c *conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, x := range p.conns {
 		if x == c {
-			s.conns = slices.Delete(s.conns, i, i+1) // zeroes the freed slot for the GC
+			p.conns = slices.Delete(p.conns, i, i+1) // zeroes the freed slot for the GC
 			return
 		}
 	}
@@ -356,18 +356,18 @@ func (c *conn) writeFailed(err error) {
 	// The reader wakes with the reset. The deadline covers a socket whose read side stays
 	// open: replies sent before the failure are already in the receive buffer, so a short
 	// grace loses none, and the queries get their re-send well within the attempt.
-	c.nc.SetReadDeadline(time.Now().Add(min(writeFailGrace, c.s.f.cfg.Timeout/4)))
+	c.nc.SetReadDeadline(time.Now().Add(min(writeFailGrace, c.p.f.cfg.Timeout/4)))
 }
 
-// exchangeTCP sends the query over a pooled connection and waits for its reply, re-sending it
+// viaTCP sends the query over a pooled connection and waits for its reply, re-sending it
 // on a new connection (at most maxResends times) when the connection dies under it.
-func (s *server) exchangeTCP(ex *exchange, deadline time.Time) (*dns.Msg, error) {
-	cl := &ex.call
-	timeout := ex.armTimer(deadline)
-	done := s.f.ctx.Done()
+func (p *peer) viaTCP(qs *queryState, deadline time.Time) (*dns.Msg, error) {
+	cl := &qs.call
+	timeout := qs.armTimer(deadline)
+	done := p.f.ctx.Done()
 	for resends := 0; ; resends++ {
 		cl.sent = time.Time{}
-		c, err := s.acquire(cl)
+		c, err := p.acquire(cl)
 		if err != nil {
 			return nil, err
 		}
@@ -378,36 +378,36 @@ func (s *server) exchangeTCP(ex *exchange, deadline time.Time) (*dns.Msg, error)
 		case res = <-cl.done: // the dial failed, or Close
 			got = true
 		case <-timeout:
-			return s.giveUp(c, cl, errTimeout)
-		case <-ex.ctx.Done():
-			return s.giveUp(c, cl, ex.ctx.Err())
+			return p.giveUp(c, cl, errTimeout)
+		case <-qs.ctx.Done():
+			return p.giveUp(c, cl, qs.ctx.Err())
 		case <-done:
-			return s.giveUp(c, cl, ErrClosed)
+			return p.giveUp(c, cl, ErrClosed)
 		}
 		if !got {
 			// c.nc is nil when the dial failed: the failure is on its way to cl.done.
 			if c.nc != nil {
-				ex.setID(cl.id)
+				qs.setID(cl.id)
 				cl.sent = time.Now()
-				if err := c.write(ex.wire, deadline); err != nil {
+				if err := c.write(qs.frame, deadline); err != nil {
 					c.writeFailed(err)
 				}
 			}
 			select {
 			case res = <-cl.done:
 			case <-timeout:
-				return s.giveUp(c, cl, errTimeout)
-			case <-ex.ctx.Done():
-				return s.giveUp(c, cl, ex.ctx.Err())
+				return p.giveUp(c, cl, errTimeout)
+			case <-qs.ctx.Done():
+				return p.giveUp(c, cl, qs.ctx.Err())
 			case <-done:
-				return s.giveUp(c, cl, ErrClosed)
+				return p.giveUp(c, cl, ErrClosed)
 			}
 		}
 		if res.err == nil {
 			return res.msg, nil
 		}
 		if !errors.Is(res.err, errConnLost) || resends >= maxResends {
-			return nil, fmt.Errorf("%s: %w", s.addr, res.err)
+			return nil, fmt.Errorf("%s: %w", p.addr, res.err)
 		}
 	}
 }
@@ -415,7 +415,7 @@ func (s *server) exchangeTCP(ex *exchange, deadline time.Time) (*dns.Msg, error)
 // giveUp withdraws cl after a timeout or cancellation. A reply that raced in is still taken.
 // A connection that stayed silent since the query was written is closed: a server that
 // answers nothing must not keep swallowing the next queries.
-func (s *server) giveUp(c *conn, cl *call, why error) (*dns.Msg, error) {
+func (p *peer) giveUp(c *conn, cl *call, why error) (*dns.Msg, error) {
 	if !c.cancel(cl) {
 		if res := <-cl.done; res.err == nil {
 			return res.msg, nil
@@ -434,5 +434,5 @@ func (s *server) giveUp(c *conn, cl *call, why error) (*dns.Msg, error) {
 	if errors.Is(why, context.Canceled) || errors.Is(why, context.DeadlineExceeded) {
 		return nil, why
 	}
-	return nil, fmt.Errorf("%s: %w after %v", s.addr, why, s.f.cfg.Timeout)
+	return nil, fmt.Errorf("%s: %w after %v", p.addr, why, p.f.cfg.Timeout)
 }

@@ -185,7 +185,7 @@ func TestStubClosesIdleConnection(t *testing.T) {
 		eof := make(chan struct{}, 1)
 		srv := startTCP(t, func(_ int, c net.Conn) { serveAll(c); eof <- struct{}{} })
 		f := newForwarder(t, Config{Servers: servers(t, srv.addr), IdleTimeout: 100 * time.Millisecond})
-		open := f.servers[0].m.open
+		open := f.peers[0].m.open
 		start := time.Now()
 		if _, err := f.Exchange(context.Background(), query(qname(1))); err != nil {
 			t.Fatal(err)
@@ -238,7 +238,7 @@ func TestServerQueryLimit(t *testing.T) {
 				w.WriteMsg(answer(q, nameIndex(q)))
 			})})
 			f := newForwarder(t, Config{Servers: servers(t, l.Addr().String()), Timeout: 5 * time.Second})
-			m := f.servers[0].m
+			m := f.peers[0].m
 			netErrs, timeouts := metric(m.errNetwork), metric(m.errTimeout)
 
 			const n = 200
@@ -258,9 +258,9 @@ func TestServerQueryLimit(t *testing.T) {
 			if metric(m.errNetwork) != netErrs || metric(m.errTimeout) != timeouts {
 				t.Error("server-side connection closes counted as server failures")
 			}
-			f.servers[0].mu.Lock()
-			b := f.servers[0].budget
-			f.servers[0].mu.Unlock()
+			f.peers[0].mu.Lock()
+			b := f.peers[0].budget
+			f.peers[0].mu.Unlock()
 			// Replies the server wrote but had not sent when it reset the connection are lost
 			// with it (and re-sent), so the learned budget may fall short, never exceed.
 			if b < 0 || b > limit {
@@ -287,7 +287,7 @@ func TestServerClosesWithQueriesInFlight(t *testing.T) {
 		serveAll(c)
 	})
 	f := newForwarder(t, Config{Servers: servers(t, srv.addr), Now: dnstest.NewClock(time.Now()).Now})
-	m := f.servers[0].m
+	m := f.peers[0].m
 	reconnects, closed, netErrs := metric(m.reconnects), metric(m.errClosed), metric(m.errNetwork)
 	replies, errs := exchangeAll(f, n)
 	for i := range n {
@@ -308,7 +308,7 @@ func TestServerClosesWithQueriesInFlight(t *testing.T) {
 	if metric(m.errNetwork) != netErrs {
 		t.Error("a server-side close counted as a network failure")
 	}
-	if b := f.servers[0].budget; b != 0 {
+	if b := f.peers[0].budget; b != 0 {
 		t.Errorf("learned a budget of %d from a close with no replies", b)
 	}
 }
@@ -344,7 +344,7 @@ func TestFailover(t *testing.T) {
 			good := startDNSBoth(t, false)
 
 			f := newForwarder(t, Config{Servers: servers(t, dead, good), Protocol: proto, Timeout: timeout})
-			timeouts := metric(f.servers[0].m.errTimeout)
+			timeouts := metric(f.peers[0].m.errTimeout)
 			start := time.Now()
 			r, err := f.Exchange(context.Background(), query(qname(7)))
 			elapsed := time.Since(start)
@@ -355,7 +355,7 @@ func TestFailover(t *testing.T) {
 			if elapsed < timeout || elapsed > timeout+700*time.Millisecond {
 				t.Errorf("failover took %v, want about %v", elapsed, timeout)
 			}
-			if d := metric(f.servers[0].m.errTimeout) - timeouts; d != 1 {
+			if d := metric(f.peers[0].m.errTimeout) - timeouts; d != 1 {
 				t.Errorf("errors{timeout} of the silent server +%v, want +1", d)
 			}
 			if proto == "tcp" {
@@ -389,7 +389,7 @@ func TestRefusedFailsOverAtOnce(t *testing.T) {
 	good := startDNSBoth(t, false)
 	refused := dnstest.FreeAddr(t)
 	f := newForwarder(t, Config{Servers: servers(t, refused, good), Timeout: 5 * time.Second})
-	netErrs := metric(f.servers[0].m.errNetwork)
+	netErrs := metric(f.peers[0].m.errNetwork)
 	start := time.Now()
 	r, err := f.Exchange(context.Background(), query(qname(3)))
 	if err != nil {
@@ -399,7 +399,7 @@ func TestRefusedFailsOverAtOnce(t *testing.T) {
 	if d := time.Since(start); d > time.Second {
 		t.Errorf("took %v", d)
 	}
-	if d := metric(f.servers[0].m.errNetwork) - netErrs; d != 1 {
+	if d := metric(f.peers[0].m.errNetwork) - netErrs; d != 1 {
 		t.Errorf("errors{network} +%v, want +1", d)
 	}
 }
@@ -421,7 +421,7 @@ func startDNSBoth(t testing.TB, truncate bool) string {
 func TestUDPTruncatedRetriesOverTCP(t *testing.T) {
 	addr := startDNSBoth(t, true)
 	f := newForwarder(t, Config{Servers: servers(t, addr), Protocol: "udp"})
-	m := f.servers[0].m
+	m := f.peers[0].m
 	udpQ, tcpQ := metric(m.queriesUDP), metric(m.queriesTCP)
 	r, err := f.Exchange(context.Background(), query(qname(9)))
 	if err != nil {
@@ -514,7 +514,7 @@ func TestBadRepliesIgnored(t *testing.T) {
 					})
 				}
 				f := newForwarder(t, Config{Servers: servers(t, addr), Protocol: proto, Timeout: timeout})
-				bad := f.servers[0].m.errBadReply
+				bad := f.peers[0].m.errBadReply
 				before := metric(bad)
 				r, err := f.Exchange(context.Background(), query(qname(5)))
 				if thenGood {
@@ -651,7 +651,7 @@ func TestCloseWithQueriesInFlight(t *testing.T) {
 			if _, err := f.Exchange(context.Background(), query(qname(1))); !errors.Is(err, ErrClosed) {
 				t.Errorf("Exchange after Close: %v, want ErrClosed", err)
 			}
-			if got := metric(f.servers[0].m.open); got != 0 {
+			if got := metric(f.peers[0].m.open); got != 0 {
 				t.Errorf("%v connections open after Close", got)
 			}
 		})
@@ -685,7 +685,7 @@ func TestContextCancels(t *testing.T) {
 			}
 			// The second server must not be tried once the caller gave up.
 			f := newForwarder(t, Config{Servers: servers(t, addr, dnstest.FreeAddr(t)), Protocol: proto, Timeout: time.Minute})
-			next := f.servers[1].m
+			next := f.peers[1].m
 			tried := metric(next.queriesTCP) + metric(next.queriesUDP)
 			ctx, cancel := context.WithCancel(context.Background())
 			errc := make(chan error, 1)
@@ -705,7 +705,7 @@ func TestContextCancels(t *testing.T) {
 func TestMetrics(t *testing.T) {
 	srv := startTCP(t, func(_ int, c net.Conn) { serveAll(c) })
 	f := newForwarder(t, Config{Servers: servers(t, srv.addr)})
-	m := f.servers[0].m
+	m := f.peers[0].m
 	q0, h0 := metric(m.queriesTCP), histCount(t, m.duration)
 	for i := range 3 {
 		if _, err := f.Exchange(context.Background(), query(qname(i))); err != nil {
@@ -807,10 +807,10 @@ func TestLearnedBudgetResets(t *testing.T) {
 	clock := dnstest.NewClock(time.Now())
 	f := newForwarder(t, Config{Servers: servers(t, srv.addr), IdleTimeout: 100 * time.Millisecond, Now: clock.Now})
 	budget := func() int {
-		s := f.servers[0]
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return s.budget
+		p := f.peers[0]
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.budget
 	}
 	replies, errs := exchangeAll(f, 4)
 	for i := range 4 {
@@ -912,16 +912,16 @@ func TestStalledConnectionsCapped(t *testing.T) {
 		clock.Advance(stallAfter) // every connection so far is stalled
 	}
 	go f.Exchange(context.Background(), query(qname(maxConns)))
-	s := f.servers[0]
+	p := f.peers[0]
 	conns := func() (n, pending int) {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		for _, c := range s.conns {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for _, c := range p.conns {
 			c.mu.Lock()
 			pending += len(c.pending)
 			c.mu.Unlock()
 		}
-		return len(s.conns), pending
+		return len(p.conns), pending
 	}
 	waitFor(t, "the last query to be registered", func() bool { _, p := conns(); return p == maxConns+1 })
 	if n, _ := conns(); n != maxConns {
@@ -958,7 +958,7 @@ func TestWriteFailureResends(t *testing.T) {
 		}
 		return &failingConn{Conn: nc}, nil
 	}
-	m := f.servers[0].m
+	m := f.peers[0].m
 	netErrs, reconnects := metric(m.errNetwork), metric(m.reconnects)
 	start := time.Now()
 	r, err := f.Exchange(context.Background(), query(qname(4)))
@@ -977,5 +977,26 @@ func TestWriteFailureResends(t *testing.T) {
 	}
 	if d := metric(m.reconnects) - reconnects; d != 1 {
 		t.Errorf("reconnects +%v, want +1", d)
+	}
+}
+
+// Exchange only reads its query: miekg/dns's Pack would rewrite the OPT record's extended-rcode
+// bits (here set to a value the header's rcode does not produce), and a caller sharing the
+// message with other goroutines (the stub's search-path prefetch copies it) would race with
+// that write.
+func TestExchangeDoesNotWriteTheQuery(t *testing.T) {
+	addr := dnstest.Serve(t, dnstest.Reply(func(q *dns.Msg) *dns.Msg { return answer(q, 1) }))
+	f := newForwarder(t, Config{Servers: servers(t, addr)})
+	q := dnstest.Msg(qname(1), dns.TypeA, dnstest.EDNS(1232, true), dnstest.ID(clientID))
+	opt := q.IsEdns0()
+	opt.Hdr.Ttl |= 0xff << 24 // extended rcode bits, which Pack would reset from q.Rcode
+	before := q.String()
+	r, err := f.Exchange(context.Background(), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkAnswer(t, r, 1)
+	if after := q.String(); after != before || q.IsEdns0() != opt || opt.Hdr.Ttl>>24 != 0xff {
+		t.Errorf("Exchange changed its query:\nbefore %s\nafter  %s", before, after)
 	}
 }

@@ -31,7 +31,7 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		var r Request
 		err := r.Parse(pkt)
-		if err == ErrShort {
+		if err == ErrDrop {
 			return
 		}
 		if err == nil {

@@ -14,9 +14,10 @@ import (
 
 // Parse errors. Each one tells the server which reply, if any, to send.
 var (
-	// ErrShort means the header is unreadable or the packet is a response:
-	// drop it without answering (answering responses invites loops).
-	ErrShort = errors.New("wire: packet too short or not a query")
+	// ErrDrop means drop the packet without answering: its header is
+	// unreadable (shorter than 12 bytes), or it is a response (QR=1), and
+	// answering responses invites loops.
+	ErrDrop = errors.New("wire: packet too short or not a query")
 	// ErrNotImp means the opcode is not QUERY: answer NOTIMP.
 	ErrNotImp = errors.New("wire: opcode not implemented")
 	// ErrFormat means the query is malformed: answer FORMERR.
@@ -87,11 +88,11 @@ type Request struct {
 func (r *Request) Parse(pkt []byte) error {
 	*r = Request{Packet: pkt, UDPSize: MinUDPSize}
 	if len(pkt) < HeaderLen {
-		return ErrShort
+		return ErrDrop
 	}
 	flags := binary.BigEndian.Uint16(pkt[2:])
 	if flags&flagQR != 0 {
-		return ErrShort
+		return ErrDrop
 	}
 	r.ID = binary.BigEndian.Uint16(pkt)
 	r.Opcode = int(flags>>11) & 0xF

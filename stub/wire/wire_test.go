@@ -148,9 +148,9 @@ func TestParseErrors(t *testing.T) {
 		question bool // the question is parsed despite the error
 		edns     bool
 	}{
-		{"empty", nil, ErrShort, false, false},
-		{"11 bytes", make([]byte, 11), ErrShort, false, false},
-		{"response", raw(1, 0x8100, 1, 0, 0, 0, qExample), ErrShort, false, false},
+		{"empty", nil, ErrDrop, false, false},
+		{"11 bytes", make([]byte, 11), ErrDrop, false, false},
+		{"response", raw(1, 0x8100, 1, 0, 0, 0, qExample), ErrDrop, false, false},
 		{"NOTIFY", raw(1, 4<<11, 1, 0, 0, 0, qExample), ErrNotImp, true, false},
 		{"UPDATE without question", raw(1, 5<<11, 0, 0, 0, 0), ErrNotImp, false, false},
 		{"no question", raw(1, 0x0100, 0, 0, 0, 0), ErrFormat, false, false},

@@ -11,7 +11,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"strings"
@@ -19,10 +18,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/go-multierror"
 	"github.com/miekg/dns"
 	"github.com/rs/zerolog"
-
-	"github.com/podns/podns/stub/wire"
 )
 
 const (
@@ -97,10 +95,10 @@ type Config struct {
 
 // Forwarder sends queries to the upstream servers. It is safe for concurrent use.
 type Forwarder struct {
-	cfg     Config
-	udp     bool
-	servers []*server
-	now     func() time.Time
+	cfg   Config
+	udp   bool
+	peers []*peer
+	now   func() time.Time
 	// stallAfter is the constant of that name; tests turn stall avoidance off with it.
 	stallAfter time.Duration
 	// dialTCP opens upstream connections; tests inject faults with it.
@@ -200,26 +198,26 @@ func New(cfg Config) (*Forwarder, error) {
 		f.now = time.Now
 	}
 	seen := make(map[netip.AddrPort]bool)
-	var bad []error
+	bad := &multierror.Error{ErrorFormat: oneLine}
 	for _, s := range cfg.Servers {
 		ap, err := checkServer(s)
 		if err != nil {
-			bad = append(bad, err)
+			bad = multierror.Append(bad, err)
 			continue
 		}
 		if seen[ap] {
 			continue
 		}
 		seen[ap] = true
-		f.servers = append(f.servers, newServer(f, ap))
+		f.peers = append(f.peers, newPeer(f, ap))
 	}
-	if len(bad) > 0 {
-		return nil, fmt.Errorf("upstream: bad servers: %w", joinErrors(bad))
+	if bad.Len() > 0 {
+		return nil, fmt.Errorf("upstream: bad servers: %w", bad)
 	}
-	f.cfg.Servers = make([]netip.AddrPort, len(f.servers))
-	for i, s := range f.servers {
-		f.cfg.Servers[i] = s.ap
-		s.m.healthy.Set(1) // only once New succeeds: a refused config leaves no series behind
+	f.cfg.Servers = make([]netip.AddrPort, len(f.peers))
+	for i, p := range f.peers {
+		f.cfg.Servers[i] = p.ap
+		p.m.healthy.Set(1) // only once New succeeds: a refused config leaves no series behind
 	}
 	f.ctx, f.cancel = context.WithCancel(context.Background())
 	return f, nil
@@ -239,9 +237,9 @@ func checkServer(ap netip.AddrPort) (netip.AddrPort, error) {
 // Servers returns the normalised server addresses, in order; they are the values of the
 // metrics' upstream label.
 func (f *Forwarder) Servers() []string {
-	out := make([]string, len(f.servers))
-	for i, s := range f.servers {
-		out[i] = s.addr
+	out := make([]string, len(f.peers))
+	for i, p := range f.peers {
+		out[i] = p.addr
 	}
 	return out
 }
@@ -251,14 +249,18 @@ func (f *Forwarder) Servers() []string {
 // miss deadline and its shutdown drain are derived from it, so a miss is never cut off while an
 // attempt could still succeed.
 func (f *Forwarder) MaxExchangeTime() time.Duration {
-	return time.Duration(len(f.servers))*f.cfg.Timeout + 500*time.Millisecond
+	return time.Duration(len(f.peers))*f.cfg.Timeout + 500*time.Millisecond
 }
 
 // Exchange forwards q (exactly one question) and returns the first valid reply, with q.Id
 // restored. Upstream query IDs are random, never the client's. A reply counts only if it is a
 // response whose ID and question (name case-insensitively, type, class) match. Each server is
 // tried in order with Config.Timeout per attempt; the error names every failure when all
-// failed. ctx cancels the whole exchange. q is not modified.
+// failed. ctx cancels the whole exchange.
+//
+// q is only read, never written, so the caller may go on reading it (copying it, packing
+// its own copies) on other goroutines while Exchange runs; it must not change q until
+// Exchange returns.
 func (f *Forwarder) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
 	if q == nil || len(q.Question) != 1 {
 		return nil, errors.New("upstream: query must have exactly one question")
@@ -269,7 +271,7 @@ func (f *Forwarder) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) 
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("upstream: %w", err)
 	}
-	packed, err := q.Pack()
+	packed, err := packQuery(q)
 	if err != nil {
 		return nil, fmt.Errorf("upstream: packing query: %w", err)
 	}
@@ -282,14 +284,14 @@ func (f *Forwarder) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) 
 	framed[0], framed[1] = byte(len(packed)>>8), byte(len(packed))
 	copy(framed[2:], packed)
 
-	ex := &exchange{f: f, ctx: ctx, wire: framed}
-	ex.call.q = &q.Question[0]
-	ex.call.done = make(chan result, 1)
-	defer ex.stopTimer()
+	qs := &queryState{f: f, ctx: ctx, frame: framed}
+	qs.call.q = &q.Question[0]
+	qs.call.done = make(chan result, 1)
+	defer qs.stopTimer()
 
-	var errs []error
-	for _, s := range f.order() {
-		r, err := s.attempt(ex)
+	failed := &multierror.Error{ErrorFormat: oneLine}
+	for _, p := range f.order() {
+		r, err := p.attempt(qs)
 		if err == nil {
 			r.Id = q.Id
 			return r, nil
@@ -300,26 +302,37 @@ func (f *Forwarder) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) 
 			}
 			return nil, err
 		}
-		errs = append(errs, err)
+		failed = multierror.Append(failed, err)
 	}
-	return nil, fmt.Errorf("upstream: all servers failed: %w", joinErrors(errs))
+	return nil, fmt.Errorf("upstream: all servers failed: %w", failed)
 }
 
-// joinErrors is errors.Join on one line: the message ends up in a single log field.
-type joinErrors []error
-
-func (e joinErrors) Error() string {
-	var b strings.Builder
-	for i, err := range e {
-		if i > 0 {
-			b.WriteString("; ")
+// packQuery packs q without writing to it. miekg/dns's Pack writes the message's rcode into
+// its OPT record (OPT.SetExtendedRcode, RFC 6891 section 6.1.3) even when the value does not
+// change, so q's OPT is replaced by a copy in a shallow copy of q; the rest of q is only read.
+func packQuery(q *dns.Msg) ([]byte, error) {
+	m := *q
+	if opt := q.IsEdns0(); opt != nil {
+		m.Extra = make([]dns.RR, len(q.Extra))
+		for i, rr := range q.Extra {
+			if rr == opt {
+				rr = dns.Copy(opt)
+			}
+			m.Extra[i] = rr
 		}
-		b.WriteString(err.Error())
 	}
-	return b.String()
+	return m.Pack()
 }
 
-func (e joinErrors) Unwrap() []error { return e }
+// oneLine is the multierror format of the forwarder's errors: every failure on one line, so
+// that the message stays a single log field.
+func oneLine(errs []error) string {
+	parts := make([]string, len(errs))
+	for i, err := range errs {
+		parts[i] = err.Error()
+	}
+	return strings.Join(parts, "; ")
+}
 
 // Close closes every pooled connection. Exchanges in flight return ErrClosed promptly, later
 // ones at once. Close waits for the connection goroutines to end.
@@ -328,144 +341,19 @@ func (f *Forwarder) Close() error {
 		return nil
 	}
 	f.cancel()
-	for _, s := range f.servers {
-		s.mu.Lock()
-		conns := append([]*conn(nil), s.conns...)
-		s.mu.Unlock()
+	for _, p := range f.peers {
+		p.mu.Lock()
+		conns := append([]*conn(nil), p.conns...)
+		p.mu.Unlock()
 		for _, c := range conns {
 			c.kill(ErrClosed, killLocal)
 		}
 		// Under h.mu: a markDown either started its prober (and added it to wg) before,
 		// or sees closed and starts none, so no wg.Add races the Wait below.
-		s.h.mu.Lock()
-		s.h.closed = true
-		s.h.mu.Unlock()
+		p.h.mu.Lock()
+		p.h.closed = true
+		p.h.mu.Unlock()
 	}
 	f.wg.Wait()
 	return nil
-}
-
-// exchange is the state of one Exchange call, shared by its attempts.
-type exchange struct {
-	f     *Forwarder
-	ctx   context.Context
-	wire  []byte
-	call  call // reused by every send: registered with at most one connection at a time
-	timer *time.Timer
-}
-
-// armTimer makes ex.timer fire at deadline; the timer is created on first use because UDP
-// attempts rely on socket deadlines instead.
-func (ex *exchange) armTimer(deadline time.Time) <-chan time.Time {
-	d := time.Until(deadline)
-	if ex.timer == nil {
-		ex.timer = time.NewTimer(d)
-	} else {
-		ex.timer.Reset(d) // Go ≥1.23 timers: no stale value survives Reset
-	}
-	return ex.timer.C
-}
-
-func (ex *exchange) stopTimer() {
-	if ex.timer != nil {
-		ex.timer.Stop()
-	}
-}
-
-// setID writes a fresh random upstream ID into the query. math/rand/v2's top-level functions
-// use the runtime's ChaCha8 generator, seeded from the OS's cryptographic randomness: IDs are
-// unpredictable to an off-path spoofer and cost no lock.
-func (ex *exchange) setID(id uint16) {
-	wire.SetID(ex.wire[2:], id)
-}
-
-func randID() uint16 { return uint16(rand.Uint32()) }
-
-// server is one upstream server: its TCP pool, health, metrics and log limiter.
-type server struct {
-	f       *Forwarder
-	addr    string // normalised "ip:port", the metrics label
-	ap      netip.AddrPort
-	udpAddr *net.UDPAddr
-	m       serverMetrics
-
-	mu    sync.Mutex
-	conns []*conn // open or dialing; retired and dead ones stay until their goroutine ends
-	// budget is the number of queries one connection may carry, learned from a server that
-	// closed a connection with queries in flight after answering that many (a miekg/dns
-	// server's MaxTCPQueries, 128 by default). 0 means no limit is known.
-	budget int
-
-	h health
-
-	logMu sync.Mutex
-	log   limiter // failure lines
-}
-
-func newServer(f *Forwarder, ap netip.AddrPort) *server {
-	addr := ap.String()
-	return &server{f: f, addr: addr, ap: ap, udpAddr: net.UDPAddrFromAddrPort(ap), m: newServerMetrics(addr)}
-}
-
-// attempt tries one server once, within Config.Timeout.
-func (s *server) attempt(ex *exchange) (*dns.Msg, error) {
-	start := time.Now()
-	startMono := s.f.mono()
-	deadline := start.Add(s.f.cfg.Timeout)
-	var r *dns.Msg
-	var err error
-	if s.f.udp {
-		s.m.queriesUDP.Inc()
-		r, err = s.exchangeUDP(ex, deadline)
-		if err == nil && r.Truncated {
-			s.m.queriesTCP.Inc()
-			r, err = s.exchangeTCP(ex, deadline)
-		}
-	} else {
-		s.m.queriesTCP.Inc()
-		r, err = s.exchangeTCP(ex, deadline)
-	}
-	if err == nil {
-		elapsed := time.Since(start)
-		s.m.duration.Observe(elapsed.Seconds())
-		s.replied(startMono + int64(elapsed))
-		return r, nil
-	}
-	switch {
-	case errors.Is(err, ErrClosed), ex.ctx.Err() != nil:
-		// Not the server's fault.
-	case errors.Is(err, errTimeout):
-		s.m.errTimeout.Inc()
-		s.logFailure(reasonTimeout, err)
-		s.failed(err, startMono, true)
-	default:
-		s.m.errNetwork.Inc()
-		s.logFailure(reasonNetwork, err)
-		s.failed(err, startMono, false)
-	}
-	return nil, err
-}
-
-// logFailure logs at most one line per server per logInterval, carrying the number of
-// failures it stood for, so that a dead server does not turn every query into a log line.
-func (s *server) logFailure(reason string, err error) {
-	now := s.f.now()
-	s.logMu.Lock()
-	ok, suppressed := s.log.allow(now)
-	s.logMu.Unlock()
-	if !ok {
-		return
-	}
-	s.f.cfg.Logger.Warn().Str("upstream", s.addr).Str("reason", reason).Err(err).
-		Int("suppressed", suppressed).Msg("upstream query failed")
-}
-
-// matches reports whether m is a response to question q. Names compare case-insensitively in
-// ASCII only, as DNS does (RFC 4343).
-func matches(m *dns.Msg, q *dns.Question) bool {
-	if !m.Response || len(m.Question) != 1 {
-		return false
-	}
-	a := &m.Question[0]
-	return a.Qtype == q.Qtype && a.Qclass == q.Qclass && wire.EqualFoldName(a.Name, q.Name)
 }

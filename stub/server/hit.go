@@ -1,0 +1,65 @@
+package server
+
+import (
+	"errors"
+
+	"github.com/miekg/dns"
+
+	"github.com/podns/podns/stub/cache"
+	"github.com/podns/podns/stub/wire"
+)
+
+// verdict says what to do with a query after the fast path looked at it.
+type verdict int
+
+const (
+	reply   verdict = iota // the reply is ready: send it
+	drop                   // send nothing (unreadable header, or a response packet)
+	forward                // a cache miss: resolve it upstream, off the reader's goroutine
+)
+
+// answer is the fast path, run on the reader's goroutine for every query: parse in place, answer
+// errors and cache hits into buf. It allocates nothing, so a cache hit costs a copy and a few
+// patches, never an unpacked message.
+func (s *Server) answer(r *wire.Request, buf, pkt []byte, proto int) ([]byte, verdict) {
+	switch err := r.Parse(pkt); {
+	case err == nil:
+	case errors.Is(err, wire.ErrDrop):
+		droppedUnparseable.Inc()
+		return nil, drop
+	case errors.Is(err, wire.ErrNotImp):
+		return wire.AppendError(buf[:0], r, wire.RcodeNotImp), reply
+	case errors.Is(err, wire.ErrBadVers):
+		return wire.AppendError(buf[:0], r, wire.RcodeBadVers), reply
+	default:
+		return wire.AppendError(buf[:0], r, wire.RcodeFormErr), reply
+	}
+	countRequest(proto, r.QType)
+	if s.cfg.FilterAAAA && r.QType == dns.TypeAAAA && r.QClass == dns.ClassINET {
+		filteredTotal.Inc()
+		return finish(wire.AppendNoData(buf[:0], r, filteredTTL), buf, r, proto), reply
+	}
+	if s.cfg.Cache == nil {
+		return nil, forward
+	}
+	resp, st := s.cfg.Cache.Lookup(buf[:0], r)
+	switch st {
+	case cache.Miss:
+		return nil, forward
+	case cache.Prefetch:
+		s.refresh(pkt, prefetchExpiry) // once per entry lifetime: the copy it makes is not per hit
+	}
+	return finish(resp, buf, r, proto), reply
+}
+
+// finish adds the OPT record a client that sent one expects, and replaces an answer that does not
+// fit the client's UDP size with a truncated one (TC=1: the client retries over TCP).
+func finish(resp, buf []byte, r *wire.Request, proto int) []byte {
+	if r.HasEDNS {
+		resp = wire.AppendOPT(resp, wire.DefaultUDPSize, r.DO)
+	}
+	if proto == protoUDP && len(resp) > r.UDPSize {
+		return wire.AppendTruncated(buf[:0], r)
+	}
+	return resp
+}

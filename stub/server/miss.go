@@ -1,0 +1,177 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/podns/podns/stub/wire"
+)
+
+// forwardAsync hands a miss to its own goroutine, bounded by MaxInflight: past it the client gets
+// SERVFAIL at once rather than a queue that grows without limit.
+func (s *Server) forwardAsync(pkt []byte, proto int, send func([]byte)) {
+	select {
+	case s.inflight <- struct{}{}:
+	default:
+		overloadTotal.Inc()
+		var r wire.Request
+		_ = r.Parse(pkt)
+		send(wire.AppendError(make([]byte, 0, 512), &r, wire.RcodeServFail))
+		return
+	}
+	own := append([]byte(nil), pkt...) // the reader reuses its buffer
+	s.misses.Add(1)
+	go func() {
+		defer func() { <-s.inflight; s.misses.Done() }()
+		s.resolve(own, proto, send)
+	}()
+}
+
+// staleTTL is the TTL of an answer served stale: RFC 8767's recommendation, long enough that
+// clients do not hammer a failing upstream, short enough to pick up the real answer soon.
+const staleTTL = 30
+
+// prepare builds the upstream query for a client's packet: the client's question (its letter
+// case too, which pack gives back to the client), EDNS whatever the client did (over TCP the
+// whole answer comes back and is cached once, and each client is then served what fits its own
+// size), the client's DO and CD bits, and RD always (the stub's upstream is the recursive
+// resolver). The forwarder only reads q (server.Forwarder), so q keeps the client's question.
+func prepare(pkt []byte, r *wire.Request) (*dns.Msg, error) {
+	if err := r.Parse(pkt); err != nil {
+		return nil, err
+	}
+	q := new(dns.Msg)
+	if err := q.Unpack(pkt); err != nil {
+		return nil, err // wire accepted what miekg/dns refuses (e.g. an EDNS option it cannot read)
+	}
+	q.Extra = nil
+	q.SetEdns0(wire.DefaultUDPSize, r.DO)
+	q.CheckingDisabled = r.CD
+	q.RecursionDesired = true
+	return q, nil
+}
+
+// usable reports whether an upstream reply is an answer, rather than the upstream saying it
+// could not produce one (then a stale answer, if there is one, is better).
+func usable(m *dns.Msg) bool {
+	return m.Rcode != dns.RcodeServerFailure && m.Rcode != dns.RcodeRefused
+}
+
+// result is what fetch delivers: the upstream's reply, or why there is none.
+type result struct {
+	msg *dns.Msg
+	err error
+}
+
+// resolve answers a cache miss through the upstreams. pkt is the caller's own copy of the query.
+//
+// When the cache still holds an expired answer inside the stale window (RFC 8767), the upstream
+// gets StaleTimeout to answer; if it fails or is slower, the stale answer goes out and the
+// upstream query carries on in the background to refresh the cache. For StaleFastWindow after
+// such a failure, further stale-eligible misses get their stale answer at once (still refreshed
+// in the background): a lookup that walks the search list makes several misses one after
+// another, and paying StaleTimeout for each would add up to the client's own timeout. Every
+// upstream believed down means the stale answer at once, and no upstream query.
+func (s *Server) resolve(pkt []byte, proto int, send func([]byte)) {
+	var r wire.Request
+	buf := make([]byte, 0, 1024)
+	q, err := prepare(pkt, &r)
+	if err != nil {
+		send(wire.AppendError(buf, &r, wire.RcodeFormErr))
+		return
+	}
+	var stale []byte
+	if s.cfg.Cache != nil { // Stale finds nothing when the cache's StaleWindow is 0
+		stale, _ = s.cfg.Cache.Stale(nil, &r, staleTTL)
+	}
+	if stale != nil && !s.cfg.Forwarder.Healthy() {
+		// Every upstream is known down: answer stale at once and send nothing. The forwarder's
+		// probes notice the upstream's return; the next miss after that refreshes the entry.
+		// Refreshing on every stale answer would only add load to a cluster DNS that is
+		// struggling or restarting.
+		send(finish(stale, buf, &r, proto))
+		return
+	}
+	start := time.Now()
+	results := s.fetch(&r, q)
+	s.searchPrefetch(q, &r) // after the client's own query is on its way
+	var deadline <-chan time.Time
+	if stale != nil {
+		wait := s.cfg.StaleTimeout
+		if start.UnixNano() < s.staleFast.Load() {
+			wait = 0 // the upstreams just failed to answer in time: do not make this client wait too
+		}
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		deadline = t.C
+	}
+	select {
+	case res := <-results:
+		forwardDuration.Observe(time.Since(start).Seconds())
+		if res.err == nil && (stale == nil || usable(res.msg)) {
+			out, err := pack(res.msg, q.Question, &r, buf)
+			if err == nil {
+				send(finish(out, buf, &r, proto))
+				return
+			}
+			s.log.Warn().Err(err).Str("qname", q.Question[0].Name).Msg("cannot pack the upstream's reply")
+		} else if res.err != nil {
+			s.log.Debug().Err(res.err).Str("qname", q.Question[0].Name).Msg("no upstream answered")
+		}
+		if stale != nil {
+			s.staleFast.Store(time.Now().Add(s.cfg.StaleFastWindow).UnixNano())
+		}
+	case <-deadline:
+		if start.UnixNano() >= s.staleFast.Load() {
+			// Only a real wait renews the window: once the upstreams are back, the background
+			// refreshes turn the stale entries into fresh ones and the window lapses.
+			s.staleFast.Store(time.Now().Add(s.cfg.StaleFastWindow).UnixNano())
+		}
+	}
+	if stale != nil {
+		send(finish(stale, buf, &r, proto))
+		return
+	}
+	send(wire.AppendError(buf, &r, wire.RcodeServFail))
+}
+
+// fetch sends q upstream (coalesced with identical queries in flight) on its own goroutine,
+// stores a usable reply in the cache, and delivers the result on the channel. The query
+// outlives a caller that stopped waiting (stale answer sent): it refreshes the cache.
+func (s *Server) fetch(r *wire.Request, q *dns.Msg) <-chan result {
+	out := make(chan result, 1)
+	s.misses.Add(1)
+	go func() {
+		defer s.misses.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Forwarder.MaxExchangeTime())
+		defer cancel()
+		msg, leader, err := s.coalesce(ctx, flightKey(q.Question[0], r), q)
+		if err == nil && leader && s.cfg.Cache != nil {
+			s.cfg.Cache.Set(r, msg)
+		}
+		out <- result{msg, err}
+	}()
+	return out
+}
+
+// pack renders the upstream's reply for the client: its ID, its question with its own letter
+// case, its RD bit, and no OPT record (finish adds the client's own).
+func pack(resp *dns.Msg, question []dns.Question, r *wire.Request, buf []byte) ([]byte, error) {
+	m := *resp // shallow copy: other waiters and the cache share resp, which is not modified
+	m.Id = r.ID
+	m.Response = true
+	m.RecursionDesired = r.RD
+	m.CheckingDisabled = r.CD
+	m.Question = question
+	m.Extra = make([]dns.RR, 0, len(resp.Extra))
+	for _, rr := range resp.Extra {
+		if rr.Header().Rrtype != dns.TypeOPT {
+			m.Extra = append(m.Extra, rr)
+		}
+	}
+	m.Rcode = wire.HeaderRcode(m.Rcode) // an extended rcode only means something with the upstream's OPT
+	m.Compress = true
+	return m.PackBuffer(buf)
+}
