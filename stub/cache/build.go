@@ -12,26 +12,75 @@ import (
 // build packs msg into an entry for r, applying the caching rules of Set.
 // It returns nil when msg must not be cached.
 func (c *Cache) build(r *wire.Request, msg *dns.Msg) *entry {
-	if r == nil || msg == nil || len(r.QName) == 0 || len(r.QName) > maxName {
+	if !c.cacheable(r, msg) {
 		return nil
 	}
-	if msg.Truncated || msg.Opcode != dns.OpcodeQuery || len(msg.Question) != 1 {
+	b := packForCache(msg)
+	if b == nil {
 		return nil
+	}
+	// The question name is the first name in the packet, so it is never
+	// compressed and sits at offset 12 with the same length as r.QName.
+	n := len(r.QName)
+	if len(b) < wire.HeaderLen+n+4 || !wire.EqualFoldName(b[wire.HeaderLen:wire.HeaderLen+n], r.QName) {
+		return nil
+	}
+	wire.Lower(b[wire.HeaderLen : wire.HeaderLen+n])
+	rrs, ok := records(b)
+	if !ok {
+		return nil
+	}
+	var lifetime time.Duration
+	if msg.Rcode == dns.RcodeServerFailure {
+		lifetime = c.clampServfail(b, rrs)
+	} else if lifetime, ok = c.clampTTLs(b, rrs, msg.Rcode == dns.RcodeNameError || !answers(rrs, r.QType)); !ok {
+		return nil
+	}
+
+	e := &entry{
+		name:     b[wire.HeaderLen : wire.HeaderLen+n : wire.HeaderLen+n],
+		qtype:    r.QType,
+		qclass:   r.QClass,
+		flags:    requestFlags(r),
+		msg:      b,
+		ttlOffs:  make([]uint16, len(rrs)),
+		stored:   c.clock(),
+		lifetime: lifetime,
+	}
+	for i, x := range rrs {
+		e.ttlOffs[i] = uint16(x.TTLOff)
+	}
+	e.cost = EntryBytes(cap(b), len(rrs))
+	var buf [maxName + 5]byte
+	_, e.hash = c.key(&buf, r.QName, r.QType, r.QClass, e.flags)
+	return e
+}
+
+// cacheable reports whether msg, the reply to r, may be cached at all: one question matching r's
+// type and class, not truncated, and NOERROR, NXDOMAIN or (when configured) SERVFAIL.
+func (c *Cache) cacheable(r *wire.Request, msg *dns.Msg) bool {
+	if r == nil || msg == nil || len(r.QName) == 0 || len(r.QName) > maxName {
+		return false
+	}
+	if msg.Truncated || msg.Opcode != dns.OpcodeQuery || len(msg.Question) != 1 {
+		return false
 	}
 	switch msg.Rcode {
 	case dns.RcodeSuccess, dns.RcodeNameError:
 	case dns.RcodeServerFailure:
 		if c.servfail <= 0 {
-			return nil
+			return false
 		}
 	default:
-		return nil
+		return false
 	}
 	q := msg.Question[0]
-	if q.Qtype != r.QType || q.Qclass != r.QClass {
-		return nil
-	}
+	return q.Qtype == r.QType && q.Qclass == r.QClass
+}
 
+// packForCache packs msg as an entry stores it: ID 0, AA clear, compressed, without hop-by-hop
+// records, in a buffer no larger than it needs. nil when it cannot be packed or read back.
+func packForCache(msg *dns.Msg) []byte {
 	// Pack a shallow copy so the caller's message is left alone.
 	m := *msg
 	m.Id = 0
@@ -62,78 +111,55 @@ func (c *Cache) build(r *wire.Request, msg *dns.Msg) *entry {
 	if new(dns.Msg).Unpack(b) != nil {
 		return nil
 	}
-	// The question name is the first name in the packet, so it is never
-	// compressed and sits at offset 12 with the same length as r.QName.
-	n := len(r.QName)
-	if len(b) < wire.HeaderLen+n+4 || !wire.EqualFoldName(b[wire.HeaderLen:wire.HeaderLen+n], r.QName) {
-		return nil
-	}
-	wire.Lower(b[wire.HeaderLen : wire.HeaderLen+n])
-	rrs, ok := records(b)
-	if !ok {
-		return nil
-	}
+	return b
+}
 
-	var lifetime time.Duration
-	switch msg.Rcode {
-	case dns.RcodeServerFailure:
-		lifetime = c.servfail
-		ceil := seconds(c.servfail + time.Second - 1)
-		for _, x := range rrs {
-			setTTL(b, x, min(getTTL(x), ceil))
-		}
-	default:
-		negative := msg.Rcode == dns.RcodeNameError || !answers(rrs, r.QType)
-		soa := -1
-		if negative {
-			for i, x := range rrs {
-				if x.Section == wire.Authority && x.Type == dns.TypeSOA && len(x.RData) >= 22 {
-					soa = i
-					break
-				}
-			}
-			if soa < 0 {
-				return nil // RFC 2308 §5: no SOA, no negative caching
-			}
-		}
-		low := uint32(1<<31 - 1)
+// clampServfail caps every TTL of a SERVFAIL reply at the SERVFAIL caching time (rounded up to
+// whole seconds) and returns that time as the entry's lifetime.
+func (c *Cache) clampServfail(b []byte, rrs []wire.RR) time.Duration {
+	ceil := seconds(c.servfail + time.Second - 1)
+	for _, x := range rrs {
+		setTTL(b, x, min(getTTL(x), ceil))
+	}
+	return c.servfail
+}
+
+// clampTTLs applies the TTL floor and caps to a NOERROR or NXDOMAIN reply in b and returns the
+// entry's lifetime: its lowest TTL. A negative reply (NXDOMAIN or NODATA) needs an SOA in the
+// authority section, whose TTL is further capped by its MINIMUM field (RFC 2308 §5); ok is false
+// when there is no SOA, no record, or a TTL of 0 — such replies are not cached.
+func (c *Cache) clampTTLs(b []byte, rrs []wire.RR, negative bool) (lifetime time.Duration, ok bool) {
+	soa := -1
+	if negative {
 		for i, x := range rrs {
-			ttl := getTTL(x)
-			if i == soa {
-				minimum := binary.BigEndian.Uint32(x.RData[len(x.RData)-4:])
-				ttl = min(ttl, sane(minimum))
+			if x.Section == wire.Authority && x.Type == dns.TypeSOA && len(x.RData) >= 22 {
+				soa = i
+				break
 			}
-			cap := c.maxTTL
-			if negative && x.Section == wire.Authority {
-				cap = c.negMaxTTL
-			}
-			ttl = min(max(ttl, c.minTTL), cap)
-			setTTL(b, x, ttl)
-			low = min(low, ttl)
 		}
-		if len(rrs) == 0 || low == 0 {
-			return nil
+		if soa < 0 {
+			return 0, false // RFC 2308 §5: no SOA, no negative caching
 		}
-		lifetime = time.Duration(low) * time.Second
 	}
-
-	e := &entry{
-		name:     b[wire.HeaderLen : wire.HeaderLen+n : wire.HeaderLen+n],
-		qtype:    r.QType,
-		qclass:   r.QClass,
-		flags:    requestFlags(r),
-		msg:      b,
-		ttlOffs:  make([]uint16, len(rrs)),
-		stored:   c.clock(),
-		lifetime: lifetime,
-	}
+	low := uint32(1<<31 - 1)
 	for i, x := range rrs {
-		e.ttlOffs[i] = uint16(x.TTLOff)
+		ttl := getTTL(x)
+		if i == soa {
+			minimum := binary.BigEndian.Uint32(x.RData[len(x.RData)-4:])
+			ttl = min(ttl, sane(minimum))
+		}
+		cap := c.maxTTL
+		if negative && x.Section == wire.Authority {
+			cap = c.negMaxTTL
+		}
+		ttl = min(max(ttl, c.minTTL), cap)
+		setTTL(b, x, ttl)
+		low = min(low, ttl)
 	}
-	e.cost = EntryBytes(cap(b), len(rrs))
-	var buf [maxName + 5]byte
-	_, e.hash = c.key(&buf, r.QName, r.QType, r.QClass, e.flags)
-	return e
+	if len(rrs) == 0 || low == 0 {
+		return 0, false
+	}
+	return time.Duration(low) * time.Second, true
 }
 
 // answers reports whether the answer section holds data for qtype, which
