@@ -114,40 +114,9 @@ func Run(p Params) (Report, error) {
 		return Report{}, err
 	}
 
-	// Which file is the kubelet's original? The current one, unless it is podns's own rewrite
-	// or has no nameserver (a rerun, or a write cut short); then the saved copy.
-	var (
-		origData []byte
-		orig     *resolvconf.File
-		saved    Saved
-	)
-	if len(cur.Nameservers) > 0 && !rewrite.PointsAt(cur, p.Nameserver) {
-		origData, orig, saved = curData, cur, SavedNew
-		old, err := os.ReadFile(savedPath)
-		switch {
-		case err == nil && bytes.Equal(old, curData):
-			saved = SavedKept
-		case err == nil:
-			saved = SavedReplaced
-		case !errors.Is(err, fs.ErrNotExist):
-			return Report{}, fail(savedPath, "cannot read the saved original", err)
-		}
-	} else {
-		var err error
-		origData, orig, err = readConf(savedPath)
-		if errors.Is(err, fs.ErrNotExist) {
-			if len(cur.Nameservers) == 0 {
-				return Report{}, fail(p.ResolvConf, "has no nameserver line: nothing to forward to", nil)
-			}
-			return Report{}, fail(p.ResolvConf, fmt.Sprintf("nameserver is already %s (PODNS_NAMESERVER) but no saved original exists in %s: nothing to forward to", p.Nameserver, savedPath), nil)
-		}
-		if err != nil {
-			return Report{}, err
-		}
-		if len(orig.Nameservers) == 0 || rewrite.PointsAt(orig, p.Nameserver) {
-			return Report{}, fail(savedPath, fmt.Sprintf("saved original is unusable (nameservers %v) and %s does not hold a new one", orig.Nameservers, p.ResolvConf), nil)
-		}
-		saved = SavedKept
+	origData, orig, saved, err := pickOriginal(p, curData, cur, savedPath)
+	if err != nil {
+		return Report{}, err
 	}
 
 	res, err := rewrite.Render(origData, orig, p.Nameserver, p.Options, savedPath)
@@ -182,6 +151,39 @@ func Run(p Params) (Report, error) {
 		return Report{}, err
 	}
 	return rep, nil
+}
+
+// pickOriginal decides which file is the kubelet's original: the current resolv.conf, unless it is
+// podns's own rewrite or has no nameserver (a rerun, or a write cut short); then the copy saved in
+// the state dir. saved says what will become of the saved copy. An error names the file that
+// makes the run impossible, before anything was written.
+func pickOriginal(p Params, curData []byte, cur *resolvconf.File, savedPath string) (origData []byte, orig *resolvconf.File, saved Saved, err error) {
+	if len(cur.Nameservers) > 0 && !rewrite.PointsAt(cur, p.Nameserver) {
+		old, err := os.ReadFile(savedPath)
+		switch {
+		case err == nil && bytes.Equal(old, curData):
+			return curData, cur, SavedKept, nil
+		case err == nil:
+			return curData, cur, SavedReplaced, nil
+		case !errors.Is(err, fs.ErrNotExist):
+			return nil, nil, "", fail(savedPath, "cannot read the saved original", err)
+		}
+		return curData, cur, SavedNew, nil
+	}
+	origData, orig, err = readConf(savedPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		if len(cur.Nameservers) == 0 {
+			return nil, nil, "", fail(p.ResolvConf, "has no nameserver line: nothing to forward to", nil)
+		}
+		return nil, nil, "", fail(p.ResolvConf, fmt.Sprintf("nameserver is already %s (PODNS_NAMESERVER) but no saved original exists in %s: nothing to forward to", p.Nameserver, savedPath), nil)
+	}
+	if err != nil {
+		return nil, nil, "", err
+	}
+	if len(orig.Nameservers) == 0 || rewrite.PointsAt(orig, p.Nameserver) {
+		return nil, nil, "", fail(savedPath, fmt.Sprintf("saved original is unusable (nameservers %v) and %s does not hold a new one", orig.Nameservers, p.ResolvConf), nil)
+	}
+	return origData, orig, SavedKept, nil
 }
 
 // readConf reads and parses a resolv.conf, refusing what is not one. A file larger than
