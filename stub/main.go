@@ -74,18 +74,10 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 		return serveDisabled(ctx, cfg, reg, why, log)
 	}
 
-	mem, err := memlimit.Apply(cgroupRoot, os.Getenv("GOMEMLIMIT"))
-	if err != nil {
-		log.Warn().Err(err).Msg("cannot read the container's memory limit; going on without one")
-	}
 	cc, cacheOn := cfg.Cache()
-	if cacheOn && mem.GoLimit > 0 {
-		if largest, ok := memlimit.Fit(cfg.CacheSize, cache.SmallEntryBytes, mem.CacheBudget); !ok {
-			fmt.Fprintf(stderr, "stub: refusing to start: PODNS_CACHE_SIZE=%d does not fit: %s leaves the cache %s, at %d bytes per entry; the largest PODNS_CACHE_SIZE that fits is %d\n",
-				cfg.CacheSize, limitText(mem), mib(mem.CacheBudget), cache.SmallEntryBytes, largest)
-			return exitConfig
-		}
-		cc.MaxBytes = mem.CacheBudget
+	mem, fits := fitMemory(cfg, &cc, cacheOn, stderr, log)
+	if !fits {
+		return exitConfig
 	}
 
 	ups, source, err := cfg.ResolveUpstreams()
@@ -138,6 +130,26 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 	terminating.Store(true)
 	shutdown(cfg, srv, fwd, log)
 	return exitOK
+}
+
+// fitMemory reads the container's memory limit, sets the Go runtime's limit below it and gives the
+// cache its byte budget. fits is false, after one line on stderr with the numbers, when
+// PODNS_CACHE_SIZE cannot fit even at the smallest entry size (README: Reliability).
+func fitMemory(cfg *config.Config, cc *cache.Config, cacheOn bool, stderr io.Writer, log zerolog.Logger) (mem memlimit.Plan, fits bool) {
+	mem, err := memlimit.Apply(cgroupRoot, os.Getenv("GOMEMLIMIT"))
+	if err != nil {
+		log.Warn().Err(err).Msg("cannot read the container's memory limit; going on without one")
+	}
+	if !cacheOn || mem.GoLimit <= 0 {
+		return mem, true
+	}
+	if largest, ok := memlimit.Fit(cfg.CacheSize, cache.SmallEntryBytes, mem.CacheBudget); !ok {
+		fmt.Fprintf(stderr, "stub: refusing to start: PODNS_CACHE_SIZE=%d does not fit: %s leaves the cache %s, at %d bytes per entry; the largest PODNS_CACHE_SIZE that fits is %d\n",
+			cfg.CacheSize, limitText(mem), mib(mem.CacheBudget), cache.SmallEntryBytes, largest)
+		return mem, false
+	}
+	cc.MaxBytes = mem.CacheBudget
+	return mem, true
 }
 
 // registry holds the Go and process collectors and every podns metric.
