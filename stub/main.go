@@ -27,6 +27,7 @@ import (
 	"github.com/podns/podns/stub/cache"
 	"github.com/podns/podns/stub/config"
 	"github.com/podns/podns/stub/memlimit"
+	"github.com/podns/podns/stub/panics"
 	"github.com/podns/podns/stub/server"
 	"github.com/podns/podns/stub/upstream"
 )
@@ -144,7 +145,7 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 func registry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	for _, cs := range [][]prometheus.Collector{server.Collectors(), cache.Collectors(), upstream.Collectors()} {
+	for _, cs := range [][]prometheus.Collector{server.Collectors(), cache.Collectors(), upstream.Collectors(), panics.Collectors()} {
 		reg.MustRegister(cs...)
 	}
 	return reg
