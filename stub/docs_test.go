@@ -11,6 +11,7 @@ import (
 	"github.com/podns/podns/internal/envconfig"
 	"github.com/podns/podns/stub/cache"
 	"github.com/podns/podns/stub/config"
+	"github.com/podns/podns/stub/panics"
 	"github.com/podns/podns/stub/server"
 	"github.com/podns/podns/stub/upstream"
 )
@@ -44,7 +45,7 @@ func TestREADMEDocumentsEveryVariable(t *testing.T) {
 func TestREADMEDocumentsEveryMetric(t *testing.T) {
 	doc := readme(t)
 	fq := regexp.MustCompile(`fqName: "([a-z_]+)"`)
-	for _, cs := range [][]prometheus.Collector{server.Collectors(), cache.Collectors(), upstream.Collectors()} {
+	for _, cs := range [][]prometheus.Collector{server.Collectors(), cache.Collectors(), upstream.Collectors(), panics.Collectors()} {
 		for _, c := range cs {
 			ch := make(chan *prometheus.Desc, 16)
 			c.Describe(ch)

@@ -27,6 +27,7 @@ import (
 	"github.com/podns/podns/stub/cache"
 	"github.com/podns/podns/stub/config"
 	"github.com/podns/podns/stub/memlimit"
+	"github.com/podns/podns/stub/panics"
 	"github.com/podns/podns/stub/server"
 	"github.com/podns/podns/stub/upstream"
 )
@@ -156,7 +157,7 @@ func fitMemory(cfg *config.Config, cc *cache.Config, cacheOn bool, stderr io.Wri
 func registry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	for _, cs := range [][]prometheus.Collector{server.Collectors(), cache.Collectors(), upstream.Collectors()} {
+	for _, cs := range [][]prometheus.Collector{server.Collectors(), cache.Collectors(), upstream.Collectors(), panics.Collectors()} {
 		reg.MustRegister(cs...)
 	}
 	return reg

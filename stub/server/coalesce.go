@@ -63,10 +63,17 @@ func (s *Server) coalesce(ctx context.Context, key string, q *dns.Msg) (msg *dns
 	s.flights.m[key] = f
 	s.flights.mu.Unlock()
 
+	// Deferred, so that a panic in Exchange (recovered by fetch) still ends the flight: its
+	// waiters get errPanicked, and the next identical miss starts a flight of its own instead of
+	// joining one that never lands.
+	f.err = errPanicked
+	defer func() {
+		s.flights.mu.Lock()
+		delete(s.flights.m, key)
+		s.flights.mu.Unlock()
+		close(f.done)
+	}()
+	s.hook("leader")
 	f.msg, f.err = s.cfg.Forwarder.Exchange(ctx, q)
-	s.flights.mu.Lock()
-	delete(s.flights.m, key)
-	s.flights.mu.Unlock()
-	close(f.done)
 	return f.msg, true, f.err
 }

@@ -6,27 +6,66 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/podns/podns/stub/panics"
 	"github.com/podns/podns/stub/wire"
 )
 
 // forwardAsync hands a miss to its own goroutine, bounded by MaxInflight: past it the client gets
 // SERVFAIL at once rather than a queue that grows without limit.
+//
+// Once called, it calls send exactly once, a panic included (SERVFAIL then): the callers' order
+// slots and per-connection slots are released by send, so a reply lost to a panic would block
+// the replies behind it for good.
 func (s *Server) forwardAsync(pkt []byte, proto int, send func([]byte)) {
+	owed, token := true, false
+	defer func() {
+		if v := recover(); v != nil {
+			s.panicLog.Record(readerWhere[proto], v)
+			if token {
+				<-s.inflight
+			}
+			if owed {
+				s.replyServFail(readerWhere[proto], pkt, send)
+			}
+		}
+	}()
 	select {
 	case s.inflight <- struct{}{}:
+		token = true
 	default:
 		overloadTotal.Inc()
 		var r wire.Request
 		_ = r.Parse(pkt)
-		send(wire.AppendError(make([]byte, 0, 512), &r, wire.RcodeServFail))
+		resp := wire.AppendError(make([]byte, 0, 512), &r, wire.RcodeServFail)
+		owed = false
+		send(resp)
 		return
 	}
 	own := append([]byte(nil), pkt...) // the reader reuses its buffer
 	s.misses.Add(1)
-	go func() {
-		defer func() { <-s.inflight; s.misses.Done() }()
-		s.resolve(own, proto, send)
+	owed, token = false, false // the goroutine owes both from here on
+	go s.miss(own, proto, send)
+}
+
+// miss is the goroutine of one client's cache miss. A panic is contained here: the client gets
+// SERVFAIL unless its reply already left.
+func (s *Server) miss(pkt []byte, proto int, send func([]byte)) {
+	replied := false // send runs on this goroutine: resolve calls it, never hands it on
+	defer func() {
+		if v := recover(); v != nil {
+			s.panicLog.Record(panics.Miss, v)
+			if !replied {
+				s.replyServFail(panics.Miss, pkt, send)
+			}
+		}
+		<-s.inflight
+		s.misses.Done()
 	}()
+	s.hook("miss")
+	s.resolve(pkt, proto, func(b []byte) {
+		replied = true
+		send(b)
+	})
 }
 
 // staleTTL is the TTL of an answer served stale: RFC 8767's recommendation, long enough that
@@ -95,7 +134,7 @@ func (s *Server) resolve(pkt []byte, proto int, send func([]byte)) {
 		return
 	}
 	start := time.Now()
-	results := s.fetch(&r, q)
+	results := s.fetch(&r, q, panics.Miss)
 	s.searchPrefetch(q, &r) // after the client's own query is on its way
 	var deadline <-chan time.Time
 	if stale != nil {
@@ -139,19 +178,30 @@ func (s *Server) resolve(pkt []byte, proto int, send func([]byte)) {
 
 // fetch sends q upstream (coalesced with identical queries in flight) on its own goroutine,
 // stores a usable reply in the cache, and delivers the result on the channel. The query
-// outlives a caller that stopped waiting (stale answer sent): it refreshes the cache.
-func (s *Server) fetch(r *wire.Request, q *dns.Msg) <-chan result {
+// outlives a caller that stopped waiting (stale answer sent): it refreshes the cache. A panic
+// (in the forwarder, the coalescing or the cache) is recorded at where and delivered as
+// errPanicked.
+func (s *Server) fetch(r *wire.Request, q *dns.Msg, where panics.Where) <-chan result {
 	out := make(chan result, 1)
 	s.misses.Add(1)
 	go func() {
-		defer s.misses.Done()
+		var res result
+		defer func() {
+			if v := recover(); v != nil {
+				s.panicLog.Record(where, v)
+				res = result{err: errPanicked}
+			}
+			out <- res
+			s.misses.Done()
+		}()
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Forwarder.MaxExchangeTime())
 		defer cancel()
+		s.hook("fetch")
 		msg, leader, err := s.coalesce(ctx, flightKey(q.Question[0], r), q)
 		if err == nil && leader && s.cfg.Cache != nil {
 			s.cfg.Cache.Set(r, msg)
 		}
-		out <- result{msg, err}
+		res = result{msg, err}
 	}()
 	return out
 }

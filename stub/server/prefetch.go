@@ -5,6 +5,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/podns/podns/stub/panics"
 	"github.com/podns/podns/stub/wire"
 )
 
@@ -21,13 +22,20 @@ func (s *Server) refresh(pkt []byte, why prefetchReason) {
 	own := append([]byte(nil), pkt...)
 	s.misses.Add(1)
 	go func() {
-		defer func() { <-s.inflight; s.misses.Done() }()
+		defer func() {
+			if v := recover(); v != nil {
+				s.panicLog.Record(panics.Prefetch, v) // no client waits: nothing to answer
+			}
+			<-s.inflight
+			s.misses.Done()
+		}()
+		s.hook("prefetch")
 		var r wire.Request
 		q, err := prepare(own, &r)
 		if err != nil {
 			return
 		}
-		<-s.fetch(&r, q)
+		<-s.fetch(&r, q, panics.Prefetch)
 	}()
 }
 
@@ -36,10 +44,19 @@ func (s *Server) refresh(pkt []byte, why prefetchReason) {
 // sees X.<first search domain> for an X with fewer dots than ndots — the first step of that walk —
 // it asks upstream for every later candidate at once, so that the client's follow-up queries are
 // cache hits or join a query already in flight. The answers are exactly the upstream's.
+//
+// It runs on the miss's goroutine, but a panic in it is the prefetch's: it is recovered here, so
+// that the client still gets the answer to its own query, which is already on its way.
 func (s *Server) searchPrefetch(q *dns.Msg, r *wire.Request) {
 	if len(s.cfg.Search) == 0 || s.cfg.Cache == nil {
 		return
 	}
+	defer func() {
+		if v := recover(); v != nil {
+			s.panicLog.Record(panics.Prefetch, v)
+		}
+	}()
+	s.hook("search")
 	name := strings.ToLower(q.Question[0].Name)
 	suffix := "." + s.cfg.Search[0] + "."
 	if !strings.HasSuffix(name, suffix) {

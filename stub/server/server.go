@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/podns/podns/stub/cache"
+	"github.com/podns/podns/stub/panics"
 )
 
 // Forwarder is what the server needs of the upstreams; *upstream.Forwarder implements it (stub's
@@ -98,6 +99,11 @@ type Server struct {
 	// staleFast holds, in Unix nanoseconds, until when stale-eligible misses are answered stale
 	// at once (see resolve).
 	staleFast atomic.Int64
+	// panicLog counts and logs the panics the serving goroutines recover from (see panic.go).
+	panicLog panics.Recorder
+	// testHook, when set (in-package tests only), is called at each stage of handling a query,
+	// with the stage's name, so that a test can panic there.
+	testHook func(stage string)
 }
 
 // New checks cfg and fills its defaults. It binds nothing.
@@ -123,6 +129,7 @@ func New(cfg Config) (*Server, error) {
 	return &Server{
 		cfg:      cfg,
 		log:      cfg.Logger,
+		panicLog: panics.Recorder{Logger: cfg.Logger},
 		tcpSlots: make(chan struct{}, cfg.TCPMaxConns),
 		inflight: make(chan struct{}, cfg.MaxInflight),
 		conns:    map[net.Conn]struct{}{},

@@ -99,6 +99,13 @@ func records(n int) func(q *dns.Msg) (*dns.Msg, error) {
 
 func startServer(t *testing.T, fwd Forwarder, mod func(*Config)) (*Server, string) {
 	t.Helper()
+	return startServerWith(t, fwd, mod, nil)
+}
+
+// startServerWith is startServer with prep run on the server before it starts, for the fields
+// that in-package tests set (testHook, panicLog).
+func startServerWith(t *testing.T, fwd Forwarder, mod func(*Config), prep func(*Server)) (*Server, string) {
+	t.Helper()
 	cfg := Config{
 		Listen:    []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")},
 		Cache:     cache.New(cache.Config{Size: 1000}),
@@ -117,6 +124,9 @@ func startServer(t *testing.T, fwd Forwarder, mod func(*Config)) (*Server, strin
 		s, err = New(cfg)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if prep != nil {
+			prep(s)
 		}
 		if err = s.Start(); err == nil {
 			break

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/podns/podns/stub/panics"
 	"github.com/podns/podns/stub/wire"
 )
 
@@ -88,6 +89,39 @@ func (s *Server) serveTCP(c net.Conn) {
 			_ = c.SetReadDeadline(time.Now()) // stop reading from a client we cannot answer
 		}
 	}
+	// handle answers one message and reports whether to go on reading. A panic is contained
+	// here: the message was read whole, so the connection goes on with the next one, and the
+	// client gets SERVFAIL unless its reply already left or the miss path took it over.
+	handle := func(pkt []byte) (keep bool) {
+		owed := true
+		defer func() {
+			if v := recover(); v != nil {
+				s.panicLog.Record(panics.TCP, v)
+				if owed {
+					s.replyServFail(panics.TCP, pkt, write)
+				}
+				keep = true
+			}
+		}()
+		s.hook("tcp")
+		resp, v := s.answer(&r, out[:0], pkt, protoTCP)
+		switch v {
+		case reply:
+			owed = false
+			write(resp)
+		case drop:
+			return false // not DNS: a client sending responses or junk gets no more of our time
+		case forward:
+			slots <- struct{}{} // back-pressure: stop reading while this client has too many misses
+			conns.Add(1)
+			owed = false // forwardAsync calls the callback exactly once from here on
+			s.forwardAsync(pkt, protoTCP, func(resp []byte) {
+				defer func() { <-slots; conns.Done() }()
+				write(resp)
+			})
+		}
+		return true
+	}
 	for !s.closing.Load() {
 		_ = c.SetReadDeadline(time.Now().Add(s.cfg.TCPIdleTimeout))
 		if _, err := io.ReadFull(c, hdr[:]); err != nil {
@@ -97,19 +131,8 @@ func (s *Server) serveTCP(c net.Conn) {
 		if _, err := io.ReadFull(c, in[:n]); err != nil {
 			return
 		}
-		resp, v := s.answer(&r, out[:0], in[:n], protoTCP)
-		switch v {
-		case reply:
-			write(resp)
-		case drop:
-			return // not DNS: a client sending responses or junk gets no more of our time
-		case forward:
-			slots <- struct{}{} // back-pressure: stop reading while this client has too many misses
-			conns.Add(1)
-			s.forwardAsync(in[:n], protoTCP, func(resp []byte) {
-				defer func() { <-slots; conns.Done() }()
-				write(resp)
-			})
+		if !handle(in[:n]) {
+			return
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 
+	"github.com/podns/podns/stub/panics"
 	"github.com/podns/podns/stub/wire"
 )
 
@@ -24,18 +25,43 @@ func (s *Server) serveUDP(conn *net.UDPConn) {
 			s.log.Warn().Err(err).Msg("udp read")
 			continue
 		}
-		resp, v := s.answer(&r, out, in[:n], protoUDP)
-		switch v {
-		case reply:
-			if s.mustOrder() {
-				s.sendInOrder(conn, addr, r.ID, resp)
-			} else {
-				sendUDP(conn, addr, resp)
-			}
-		case forward:
-			s.forwardUDP(conn, addr, r.ID, in[:n])
-		}
+		s.handleUDP(conn, addr, &r, in[:n], out)
 	}
+}
+
+// handleUDP answers one datagram: a hit inline, a miss handed to its own goroutine. A panic is
+// contained here, so that the reader goes on with the next datagram: the client gets SERVFAIL
+// unless its reply already left or the miss path took it over. The deferred recover is open-coded
+// (one defer, no loop): it costs the hit path no allocation.
+func (s *Server) handleUDP(conn *net.UDPConn, addr netip.AddrPort, r *wire.Request, pkt, out []byte) {
+	owed := true
+	defer func() {
+		if v := recover(); v != nil {
+			s.panicLog.Record(panics.UDP, v)
+			if owed {
+				s.replyServFail(panics.UDP, pkt, func(b []byte) { s.sendImmediate(conn, addr, wire.ID(b), b) })
+			}
+		}
+	}()
+	s.hook("udp")
+	resp, v := s.answer(r, out, pkt, protoUDP)
+	switch v {
+	case reply:
+		owed = false
+		s.sendImmediate(conn, addr, r.ID, resp)
+	case forward:
+		owed = false // forwardUDP owes the reply from here on
+		s.forwardUDP(conn, addr, r.ID, pkt)
+	}
+}
+
+// sendImmediate sends a reply that is ready now, through the same-ID order when it must.
+func (s *Server) sendImmediate(conn *net.UDPConn, addr netip.AddrPort, id uint16, resp []byte) {
+	if s.mustOrder() {
+		s.sendInOrder(conn, addr, id, resp)
+		return
+	}
+	sendUDP(conn, addr, resp)
 }
 
 // mustOrder reports whether an immediate UDP reply has to go through the same-ID order: only

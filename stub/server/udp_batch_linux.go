@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/podns/podns/stub/panics"
 	"github.com/podns/podns/stub/wire"
 )
 
@@ -94,36 +95,68 @@ func (s *Server) serveUDPBatch(conn *net.UDPConn) {
 		}
 		k := 0 // replies queued for sendmmsg
 		for i := range n {
-			m := &b.rmsg[i]
-			if m.Hdr.Flags&unix.MSG_TRUNC != 0 {
-				droppedUnparseable.Inc() // larger than any DNS query has reason to be
-				continue
-			}
-			pkt := b.in[i][:m.Len]
-			addr, ok := sockaddrToAddrPort(&b.names[i])
-			if !ok {
-				continue
-			}
-			resp, v := s.answer(&r, b.out[k][:0], pkt, protoUDP)
-			switch v {
-			case reply:
-				if s.mustOrder() {
-					s.sendInOrder(conn, addr, r.ID, resp)
-					continue
-				}
-				countResponse(resp)
-				b.queue(k, resp, &b.names[i], m.Hdr.Namelen)
-				k++
-			case forward:
-				// Replies already answered in this batch leave first, so that none can be
-				// overtaken by this query's reply (the musl same-ID order).
-				b.send(rc, k)
-				k = 0
-				s.forwardUDP(conn, addr, r.ID, pkt)
-			}
+			k = s.handleBatched(conn, rc, b, &r, i, k)
 		}
 		b.send(rc, k)
 	}
+}
+
+// handleBatched answers datagram i of the batch, k replies being queued before it, and returns
+// how many are queued after it. A panic is contained here, so that the reader goes on with the
+// rest of the batch: the client gets SERVFAIL, queued behind the replies before it, unless its
+// reply already left or the miss path took it over. The deferred recover is open-coded (one
+// defer, no loop): it costs the hit path no allocation.
+func (s *Server) handleBatched(conn *net.UDPConn, rc syscall.RawConn, b *batchIO, r *wire.Request, i, k int) (queued int) {
+	queued = k
+	m := &b.rmsg[i]
+	if m.Hdr.Flags&unix.MSG_TRUNC != 0 {
+		droppedUnparseable.Inc() // larger than any DNS query has reason to be
+		return queued
+	}
+	pkt := b.in[i][:m.Len]
+	addr, ok := sockaddrToAddrPort(&b.names[i])
+	if !ok {
+		return queued
+	}
+	owed := true
+	defer func() {
+		if v := recover(); v != nil {
+			s.panicLog.Record(panics.UDP, v)
+			if owed {
+				s.replyServFail(panics.UDP, pkt, func(resp []byte) {
+					if s.mustOrder() {
+						s.sendInOrder(conn, addr, wire.ID(resp), resp)
+						return
+					}
+					countResponse(resp)
+					b.out[queued] = append(b.out[queued][:0], resp...)
+					b.queue(queued, b.out[queued], &b.names[i], m.Hdr.Namelen)
+					queued++
+				})
+			}
+		}
+	}()
+	s.hook("batch")
+	resp, v := s.answer(r, b.out[queued][:0], pkt, protoUDP)
+	switch v {
+	case reply:
+		owed = false
+		if s.mustOrder() {
+			s.sendInOrder(conn, addr, r.ID, resp)
+			return queued
+		}
+		countResponse(resp)
+		b.queue(queued, resp, &b.names[i], m.Hdr.Namelen)
+		return queued + 1
+	case forward:
+		// Replies already answered in this batch leave first, so that none can be
+		// overtaken by this query's reply (the musl same-ID order).
+		b.send(rc, queued)
+		queued = 0
+		owed = false // forwardUDP owes the reply from here on
+		s.forwardUDP(conn, addr, r.ID, pkt)
+	}
+	return queued
 }
 
 // recv fills the batch with at least one datagram, waiting in the netpoller when none is queued.

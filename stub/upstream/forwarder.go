@@ -21,6 +21,8 @@ import (
 	"github.com/hashicorp/go-multierror"
 	"github.com/miekg/dns"
 	"github.com/rs/zerolog"
+
+	"github.com/podns/podns/stub/panics"
 )
 
 const (
@@ -121,6 +123,22 @@ type Forwarder struct {
 	probeWait func(time.Duration) <-chan time.Time
 	// probeDone, when set, is told of every background probe (tests).
 	probeDone func(addr string, interval time.Duration, err error)
+	// panicLog counts and logs the panics the connection readers and probes recover from.
+	panicLog panics.Recorder
+	// testHook, when set (tests), is called at each stage a test may panic at: "reader" (a reply
+	// arrived on a TCP connection) and "probe".
+	testHook func(stage string)
+}
+
+// errPanicked is what the queries of a connection whose goroutine panicked, and a probe that
+// panicked, fail with.
+var errPanicked = errors.New("panic")
+
+// hook calls testHook; nil in production.
+func (f *Forwarder) hook(stage string) {
+	if f.testHook != nil {
+		f.testHook(stage)
+	}
 }
 
 // mono is the time since New on the monotonic clock, in nanoseconds.
@@ -197,6 +215,7 @@ func New(cfg Config) (*Forwarder, error) {
 	if f.now == nil {
 		f.now = time.Now
 	}
+	f.panicLog.Logger, f.panicLog.Now = cfg.Logger, f.now
 	seen := make(map[netip.AddrPort]bool)
 	bad := &multierror.Error{ErrorFormat: oneLine}
 	for _, s := range cfg.Servers {

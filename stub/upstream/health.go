@@ -15,6 +15,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/podns/podns/stub/panics"
 	"github.com/podns/podns/stub/wire"
 )
 
@@ -74,7 +75,12 @@ func (f *Forwarder) ProbeAll(ctx context.Context) []ProbeResult {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rtt, err := p.probe(ctx)
+			defer func() {
+				if v := recover(); v != nil { // outside the probe: the markUp or markDown after it
+					p.f.panicLog.Record(panics.Probe, v)
+				}
+			}()
+			rtt, err := p.probeSafely(ctx)
 			res[i] = ProbeResult{Server: p.addr, Up: err == nil, RTT: rtt, Err: err}
 			switch {
 			case err == nil:
@@ -234,7 +240,7 @@ func (p *peer) probeLoop() {
 			return
 		}
 		p.h.mu.Unlock()
-		_, err := p.probe(f.ctx)
+		_, err := p.probeSafely(f.ctx)
 		switch {
 		case errors.Is(err, ErrClosed):
 			p.stopProbing()
@@ -259,6 +265,20 @@ func (p *peer) stopProbing() {
 	p.h.mu.Lock()
 	p.h.probing = false
 	p.h.mu.Unlock()
+}
+
+// probeSafely is probe with a panic contained: it is recorded and the probe counts as failed,
+// so that the prober goes on (with its back-off) instead of dying and leaving the server down for
+// good, and a startup probe reports the server down instead of ending the process.
+func (p *peer) probeSafely(ctx context.Context) (rtt time.Duration, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			p.f.panicLog.Record(panics.Probe, v)
+			rtt, err = 0, fmt.Errorf("%s: probe: %w", p.addr, errPanicked)
+		}
+	}()
+	p.f.hook("probe")
+	return p.probe(ctx)
 }
 
 // probe sends the probe query (ProbeName NS IN, recursion desired, as CoreDNS's forward health

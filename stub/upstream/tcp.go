@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/podns/podns/stub/panics"
 )
 
 // errConnLost is delivered to the queries in flight on a connection that died under them (the
@@ -174,26 +176,23 @@ func (c *conn) cancel(cl *call) bool {
 	return true
 }
 
-// run dials, then reads replies until the connection dies.
+// run dials, then reads replies until the connection dies. A panic (in the dial, or while a
+// reply is decoded) ends the connection as a loss does: its queries are re-sent on another
+// connection, none is left waiting, and the next query that needs a connection dials one.
 func (c *conn) run() {
 	p := c.p
 	defer p.f.wg.Done()
 	defer p.remove(c)
+	defer func() {
+		if v := recover(); v != nil {
+			p.f.panicLog.Record(panics.Upstream, v)
+			c.kill(fmt.Errorf("%w: %w", errConnLost, errPanicked), killLocal)
+		}
+	}()
 	ctx, cancel := context.WithTimeout(p.f.ctx, p.f.cfg.Timeout)
 	nc, err := p.f.dialTCP(ctx, p.addr)
 	cancel()
-	c.mu.Lock()
-	if err == nil && c.dead {
-		nc.Close() // killed (Close) while dialing
-		err = ErrClosed
-	}
-	if err == nil {
-		c.nc = nc
-		c.lastActive = p.f.now()
-		c.lastProgress = c.lastActive // the wait so far was the dial, not the server
-		c.idle = time.AfterFunc(p.f.cfg.IdleTimeout, c.idleCheck)
-	}
-	c.mu.Unlock()
+	err = c.connected(nc, err)
 	close(c.ready)
 	if err != nil {
 		if !errors.Is(err, ErrClosed) && p.f.ctx.Err() != nil {
@@ -220,27 +219,56 @@ func (c *conn) run() {
 	c.kill(fmt.Errorf("%w: %v", errConnLost, err), killRead)
 }
 
+// connected records the dial's outcome and returns the dial's error, or ErrClosed when c was
+// killed while dialing. The lock is released by a defer: a panic here must not leave it held,
+// or run's recovery could not kill c.
+func (c *conn) connected(nc net.Conn, err error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err == nil && c.dead {
+		nc.Close() // killed (Close) while dialing
+		err = ErrClosed
+	}
+	if err == nil {
+		c.nc = nc
+		c.lastActive = c.p.f.now()
+		c.lastProgress = c.lastActive // the wait so far was the dial, not the server
+		c.idle = time.AfterFunc(c.p.f.cfg.IdleTimeout, c.idleCheck)
+	}
+	return err
+}
+
 // deliver hands a reply to the query it answers; anything else is dropped and counted.
 func (c *conn) deliver(buf []byte) {
+	c.p.f.hook("reader")
 	m := new(dns.Msg)
 	if err := m.Unpack(buf); err != nil {
 		c.p.m.errBadReply.Inc()
 		return
 	}
-	c.mu.Lock()
-	cl := c.pending[m.Id]
-	if cl == nil || !matches(m, cl.q) {
-		c.mu.Unlock()
+	cl := c.take(m)
+	if cl == nil {
 		c.p.m.errBadReply.Inc()
 		return
+	}
+	cl.done <- result{msg: m}
+}
+
+// take withdraws and returns the query m answers, or nil when none does. The lock is released
+// by a defer, as in connected.
+func (c *conn) take(m *dns.Msg) *call {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cl := c.pending[m.Id]
+	if cl == nil || !matches(m, cl.q) {
+		return nil
 	}
 	delete(c.pending, m.Id)
 	c.answered++
 	c.lastActive = c.p.f.now()
 	c.lastProgress = c.lastActive
 	c.lastRead = time.Now()
-	c.mu.Unlock()
-	cl.done <- result{msg: m}
+	return cl
 }
 
 // kill closes c and fails its queries with err. It reports whether this call did it.
@@ -281,14 +309,23 @@ func (c *conn) kill(err error, how killHow) bool {
 
 // idleCheck closes c once it has had nothing in flight for IdleTimeout, and otherwise re-arms
 // for the remaining time: one timer per connection, never reset per query.
+//
+// It runs on a timer's goroutine of its own; a panic there closes c, as the reader's does.
 func (c *conn) idleCheck() {
+	defer func() {
+		if v := recover(); v != nil {
+			c.p.f.panicLog.Record(panics.Upstream, v)
+			c.kill(fmt.Errorf("%w: %w", errConnLost, errPanicked), killLocal)
+		}
+	}()
 	idleTimeout := c.p.f.cfg.IdleTimeout
+	now := c.p.f.now() // outside the lock: the clock is the caller's, and may panic
 	c.mu.Lock()
 	if c.dead {
 		c.mu.Unlock()
 		return
 	}
-	idleFor := c.p.f.now().Sub(c.lastActive)
+	idleFor := now.Sub(c.lastActive)
 	if len(c.pending) == 0 && idleFor >= idleTimeout {
 		c.retired = true
 		overBudget := c.overBudget
