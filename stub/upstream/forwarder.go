@@ -150,57 +150,11 @@ func New(cfg Config) (*Forwarder, error) {
 	if len(cfg.Servers) == 0 {
 		return nil, errors.New("upstream: no servers configured")
 	}
-	f := &Forwarder{cfg: cfg}
-	switch strings.ToLower(cfg.Protocol) {
-	case "", "tcp":
-		f.cfg.Protocol = "tcp"
-	case "udp":
-		f.cfg.Protocol = "udp"
-		f.udp = true
-	default:
-		return nil, fmt.Errorf("upstream: protocol %q: want tcp or udp", cfg.Protocol)
+	filled, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
 	}
-	if cfg.Timeout < 0 {
-		return nil, fmt.Errorf("upstream: timeout %v: must be positive", cfg.Timeout)
-	}
-	if cfg.Timeout == 0 {
-		f.cfg.Timeout = defaultTimeout
-	}
-	if cfg.IdleTimeout < 0 {
-		return nil, fmt.Errorf("upstream: idle timeout %v: must be positive", cfg.IdleTimeout)
-	}
-	if cfg.IdleTimeout == 0 {
-		f.cfg.IdleTimeout = defaultIdleTimeout
-	}
-	switch {
-	case cfg.MaxFails < 0:
-		return nil, fmt.Errorf("upstream: max fails %d: must be at least 1", cfg.MaxFails)
-	case cfg.MaxFails == 0:
-		f.cfg.MaxFails = defaultMaxFails
-	}
-	if cfg.ProbeInterval < 0 {
-		return nil, fmt.Errorf("upstream: probe interval %v: must be positive", cfg.ProbeInterval)
-	}
-	if cfg.ProbeInterval == 0 {
-		f.cfg.ProbeInterval = defaultProbeInterval
-	}
-	if cfg.ProbeMaxInterval < 0 {
-		return nil, fmt.Errorf("upstream: probe max interval %v: must be positive", cfg.ProbeMaxInterval)
-	}
-	if cfg.ProbeMaxInterval == 0 {
-		f.cfg.ProbeMaxInterval = max(defaultProbeMaxInterval, f.cfg.ProbeInterval)
-	}
-	if f.cfg.ProbeMaxInterval < f.cfg.ProbeInterval {
-		return nil, fmt.Errorf("upstream: probe max interval %v: must be at least the probe interval %v",
-			f.cfg.ProbeMaxInterval, f.cfg.ProbeInterval)
-	}
-	if cfg.ProbeName == "" {
-		f.cfg.ProbeName = defaultProbeName
-	}
-	f.cfg.ProbeName = dns.Fqdn(f.cfg.ProbeName)
-	if _, ok := dns.IsDomainName(f.cfg.ProbeName); !ok {
-		return nil, fmt.Errorf("upstream: probe name %q: not a domain name", cfg.ProbeName)
-	}
+	f := &Forwarder{cfg: filled, udp: filled.Protocol == "udp"}
 	pw, err := packProbe(f.cfg.ProbeName)
 	if err != nil {
 		return nil, fmt.Errorf("upstream: probe name %q: %v", cfg.ProbeName, err)
@@ -240,6 +194,62 @@ func New(cfg Config) (*Forwarder, error) {
 	}
 	f.ctx, f.cancel = context.WithCancel(context.Background())
 	return f, nil
+}
+
+// withDefaults returns c with every zero field set to its documented default, or an error naming
+// the first field that is out of range. Servers are checked by New.
+func (c Config) withDefaults() (Config, error) {
+	switch strings.ToLower(c.Protocol) {
+	case "", "tcp":
+		c.Protocol = "tcp"
+	case "udp":
+		c.Protocol = "udp"
+	default:
+		return c, fmt.Errorf("upstream: protocol %q: want tcp or udp", c.Protocol)
+	}
+	var err error
+	if c.Timeout, err = durationOr("timeout", c.Timeout, defaultTimeout); err != nil {
+		return c, err
+	}
+	if c.IdleTimeout, err = durationOr("idle timeout", c.IdleTimeout, defaultIdleTimeout); err != nil {
+		return c, err
+	}
+	switch {
+	case c.MaxFails < 0:
+		return c, fmt.Errorf("upstream: max fails %d: must be at least 1", c.MaxFails)
+	case c.MaxFails == 0:
+		c.MaxFails = defaultMaxFails
+	}
+	if c.ProbeInterval, err = durationOr("probe interval", c.ProbeInterval, defaultProbeInterval); err != nil {
+		return c, err
+	}
+	if c.ProbeMaxInterval, err = durationOr("probe max interval", c.ProbeMaxInterval, max(defaultProbeMaxInterval, c.ProbeInterval)); err != nil {
+		return c, err
+	}
+	if c.ProbeMaxInterval < c.ProbeInterval {
+		return c, fmt.Errorf("upstream: probe max interval %v: must be at least the probe interval %v",
+			c.ProbeMaxInterval, c.ProbeInterval)
+	}
+	given := c.ProbeName
+	if c.ProbeName == "" {
+		c.ProbeName = defaultProbeName
+	}
+	c.ProbeName = dns.Fqdn(c.ProbeName)
+	if _, ok := dns.IsDomainName(c.ProbeName); !ok {
+		return c, fmt.Errorf("upstream: probe name %q: not a domain name", given)
+	}
+	return c, nil
+}
+
+// durationOr returns v, or def when v is 0; a negative v is an error naming the field.
+func durationOr(name string, v, def time.Duration) (time.Duration, error) {
+	switch {
+	case v < 0:
+		return 0, fmt.Errorf("upstream: %s %v: must be positive", name, v)
+	case v == 0:
+		return def, nil
+	}
+	return v, nil
 }
 
 // checkServer refuses the zero AddrPort and port 0, and takes IPv4-mapped addresses as IPv4.
