@@ -51,6 +51,22 @@ func (s *Server) acceptTCP(l *net.TCPListener) {
 	}
 }
 
+// writeTCP sends one reply on c, length-prefixed (RFC 1035 §4.2.2), under wmu.
+func (s *Server) writeTCP(c net.Conn, wmu *sync.Mutex, resp []byte) {
+	wmu.Lock()
+	defer wmu.Unlock()
+	countResponse(resp)
+	_ = c.SetWriteDeadline(time.Now().Add(s.cfg.TCPIdleTimeout))
+	var l [2]byte
+	binary.BigEndian.PutUint16(l[:], uint16(len(resp)))
+	// One write of prefix and message (net.Buffers uses writev): two writes would cost two
+	// segments with Nagle off and stall the client's read of the length.
+	bufs := net.Buffers{l[:], resp}
+	if _, err := bufs.WriteTo(c); err != nil {
+		_ = c.SetReadDeadline(time.Now()) // stop reading from a client we cannot answer
+	}
+}
+
 // serveTCP reads length-prefixed queries from one client (RFC 1035 §4.2.2) and answers them as
 // they complete, pipelined misses possibly out of order (RFC 7766 §6.2.1.1). The read deadline
 // is set once per message, so a client that sends nothing, or dribbles one message, is cut off
@@ -75,20 +91,7 @@ func (s *Server) serveTCP(c net.Conn) {
 		<-s.tcpSlots
 		s.wg.Done()
 	}()
-	write := func(resp []byte) {
-		wmu.Lock()
-		defer wmu.Unlock()
-		countResponse(resp)
-		_ = c.SetWriteDeadline(time.Now().Add(s.cfg.TCPIdleTimeout))
-		var l [2]byte
-		binary.BigEndian.PutUint16(l[:], uint16(len(resp)))
-		// One write of prefix and message (net.Buffers uses writev): two writes would cost two
-		// segments with Nagle off and stall the client's read of the length.
-		bufs := net.Buffers{l[:], resp}
-		if _, err := bufs.WriteTo(c); err != nil {
-			_ = c.SetReadDeadline(time.Now()) // stop reading from a client we cannot answer
-		}
-	}
+	write := func(resp []byte) { s.writeTCP(c, &wmu, resp) }
 	// handle answers one message and reports whether to go on reading. A panic is contained
 	// here: the message was read whole, so the connection goes on with the next one, and the
 	// client gets SERVFAIL unless its reply already left or the miss path took it over.
