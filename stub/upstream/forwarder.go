@@ -281,11 +281,18 @@ func (f *Forwarder) MaxExchangeTime() time.Duration {
 	return time.Duration(len(f.peers))*f.cfg.Timeout + 500*time.Millisecond
 }
 
-// Exchange forwards q (exactly one question) and returns the first valid reply, with q.Id
-// restored. Upstream query IDs are random, never the client's. A reply counts only if it is a
-// response whose ID and question (name case-insensitively, type, class) match. Each server is
-// tried in order with Config.Timeout per attempt; the error names every failure when all
-// failed. ctx cancels the whole exchange.
+// Exchange forwards q (exactly one question) and returns the first valid reply that is an
+// answer, with q.Id restored. Upstream query IDs are random, never the client's. A reply counts
+// only if it is a response whose ID and question (name case-insensitively, type, class) match.
+// Each server is tried in order with Config.Timeout per attempt. A reply with RCODE SERVFAIL,
+// NOTIMP or REFUSED is passed over, as glibc's res_send does, and the next server is tried;
+// when every server tried replied so, the result is a SERVFAIL reply (see serverFailure), and
+// when some server gave no reply at all, an error. The error names every failure. ctx cancels
+// the whole exchange.
+//
+// A query carrying an OPT record that a server answers with FORMERR or NOTIMP and no OPT is
+// sent to it again without OPT within the same attempt, and the server is remembered as
+// EDNS-intolerant for ednsMemory (RFC 6891 sections 6.2.2 and 7; see peer.attempt).
 //
 // q is only read, never written, so the caller may go on reading it (copying it, packing
 // its own copies) on other goroutines while Exchange runs; it must not change q until
@@ -313,15 +320,23 @@ func (f *Forwarder) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) 
 	framed[0], framed[1] = byte(len(packed)>>8), byte(len(packed))
 	copy(framed[2:], packed)
 
-	qs := &queryState{f: f, ctx: ctx, frame: framed}
+	qs := &queryState{f: f, ctx: ctx, q: q, frame: framed, ednsFrame: framed, edns: q.IsEdns0() != nil}
 	qs.call.q = &q.Question[0]
 	qs.call.done = make(chan result, 1)
 	defer qs.stopTimer()
 
 	failed := &multierror.Error{ErrorFormat: oneLine}
+	var rejected *dns.Msg // the last reply that made the stub try the next server
+	silent := false       // some server gave no reply at all
 	for _, p := range f.order() {
 		r, err := p.attempt(qs)
 		if err == nil {
+			if reason := passOverReason(r.Rcode); reason != "" {
+				p.passedOver(reason)
+				rejected = r
+				failed = multierror.Append(failed, fmt.Errorf("%s: %s", p.addr, dns.RcodeToString[r.Rcode]))
+				continue
+			}
 			r.Id = q.Id
 			return r, nil
 		}
@@ -331,9 +346,50 @@ func (f *Forwarder) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) 
 			}
 			return nil, err
 		}
+		silent = true
 		failed = multierror.Append(failed, err)
 	}
+	if rejected != nil && !silent {
+		return serverFailure(q, rejected), nil
+	}
 	return nil, fmt.Errorf("upstream: all servers failed: %w", failed)
+}
+
+// passOverReason returns the podns_upstream_errors_total reason for a reply whose RCODE makes
+// the stub try the next server, or "" for a reply that is the answer. The set is glibc's:
+// res_send.c's send_dg closes the socket and moves on to the next nameserver on SERVFAIL,
+// NOTIMP and REFUSED, and hands every other RCODE (NOERROR, NXDOMAIN, FORMERR, ...) to the
+// caller as the answer. Extended RCODEs (RFC 6891 section 6.1.3) are not in the set.
+func passOverReason(rcode int) string {
+	switch rcode {
+	case dns.RcodeServerFailure:
+		return reasonServfail
+	case dns.RcodeNotImplemented:
+		return reasonNotimp
+	case dns.RcodeRefused:
+		return reasonRefused
+	}
+	return ""
+}
+
+// serverFailure is what Exchange returns when every server it tried replied, and every reply
+// was one the stub passes over: SERVFAIL, with q's ID. glibc passes none of these RCODEs on
+// either: when res_send has tried every nameserver it returns -1 (errno ETIMEDOUT once a server
+// was reached), res_query turns that into TRY_AGAIN and getaddrinfo into EAI_AGAIN, the same
+// outcome a SERVFAIL from the stub gives. A client never sees an upstream's REFUSED or NOTIMP:
+// musl, which (unlike glibc) takes REFUSED as a permanent EAI_FAIL, would otherwise fail a name
+// that another upstream resolves a moment later. The last SERVFAIL reply is returned as it is
+// (its EDNS options, e.g. extended errors, stay); any other is replaced by a SERVFAIL without
+// records.
+func serverFailure(q, last *dns.Msg) *dns.Msg {
+	if last.Rcode == dns.RcodeServerFailure {
+		last.Id = q.Id
+		return last
+	}
+	m := new(dns.Msg)
+	m.SetRcode(q, dns.RcodeServerFailure)
+	m.RecursionAvailable = last.RecursionAvailable
+	return m
 }
 
 // packQuery packs q without writing to it. miekg/dns's Pack writes the message's rcode into

@@ -344,10 +344,11 @@ func slicesEqual(a, b []int) bool {
 	return true
 }
 
-// SERVFAIL and REFUSED are replies: a server giving them is alive, to probes and to queries.
+// SERVFAIL, NOTIMP and REFUSED are replies: a server giving them is alive, to probes and to
+// queries, although each query then goes on to the next server (issue 12 item 1).
 func TestRcodeRepliesKeepServerUp(t *testing.T) {
 	protos(t, func(t *testing.T, proto string) {
-		for _, rcode := range []int{dns.RcodeServerFailure, dns.RcodeRefused} {
+		for _, rcode := range []int{dns.RcodeServerFailure, dns.RcodeNotImplemented, dns.RcodeRefused} {
 			t.Run(dns.RcodeToString[rcode], func(t *testing.T) {
 				srv := startScripted(t, proto, rcodeReply(rcode))
 				other := startScripted(t, proto, goodReply)
@@ -363,16 +364,16 @@ func TestRcodeRepliesKeepServerUp(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					if r.Rcode != rcode || r.Id != clientID {
-						t.Errorf("reply rcode %s id %#x, want %s %#x", dns.RcodeToString[r.Rcode], r.Id,
-							dns.RcodeToString[rcode], clientID)
-					}
+					checkAnswer(t, r, i)
 				}
-				if metric(p.m.healthy) != 1 || metric(p.m.markedDown) != downs || p.h.dirty.Load() {
+				if metric(p.m.healthy) != 1 || metric(p.m.markedDown) != downs || p.h.dirty.Load() || !f.Healthy() {
 					t.Error("replies with an error RCODE counted against the server")
 				}
-				if n := other.received.Load() - other.probes.Load(); n != 0 {
-					t.Errorf("the second server got %d queries", n)
+				if n := srv.received.Load() - srv.probes.Load(); n != 3 {
+					t.Errorf("the first server got %d queries, want 3: it stays first in the order", n)
+				}
+				if n := other.received.Load() - other.probes.Load(); n != 3 {
+					t.Errorf("the second server got %d queries, want 3", n)
 				}
 			})
 		}

@@ -13,7 +13,7 @@ var (
 
 	errorsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "podns", Subsystem: "upstream", Name: "errors_total",
-		Help: "Upstream errors by reason: timeout, network (attempt failed), closed (query re-sent because its connection died), bad_reply (reply ignored).",
+		Help: "Upstream errors by reason: timeout, network (attempt failed), closed (query re-sent because its connection died), bad_reply (reply ignored), servfail/notimp/refused (reply passed over, next server tried), edns (query rejected for its OPT record, re-sent without).",
 	}, []string{"upstream", "reason"})
 
 	duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -67,6 +67,12 @@ const (
 	reasonNetwork  = "network"
 	reasonClosed   = "closed"
 	reasonBadReply = "bad_reply"
+	// The RCODEs that make the stub try the next server (passOverReason).
+	reasonServfail = "servfail"
+	reasonNotimp   = "notimp"
+	reasonRefused  = "refused"
+	// reasonEDNS: FORMERR or NOTIMP without OPT to a query with OPT; re-sent without OPT.
+	reasonEDNS = "edns"
 )
 
 // Collectors returns the package's Prometheus collectors, unregistered, for the binary to
@@ -82,6 +88,8 @@ type peerMetrics struct {
 	queriesTCP, queriesUDP  prometheus.Counter
 	errTimeout, errNetwork  prometheus.Counter
 	errClosed, errBadReply  prometheus.Counter
+	errServfail, errNotimp  prometheus.Counter
+	errRefused, errEDNS     prometheus.Counter
 	duration                prometheus.Observer
 	reconnects              prometheus.Counter
 	open                    prometheus.Gauge
@@ -98,6 +106,10 @@ func newPeerMetrics(addr string) peerMetrics {
 		errNetwork:  errorsTotal.WithLabelValues(addr, reasonNetwork),
 		errClosed:   errorsTotal.WithLabelValues(addr, reasonClosed),
 		errBadReply: errorsTotal.WithLabelValues(addr, reasonBadReply),
+		errServfail: errorsTotal.WithLabelValues(addr, reasonServfail),
+		errNotimp:   errorsTotal.WithLabelValues(addr, reasonNotimp),
+		errRefused:  errorsTotal.WithLabelValues(addr, reasonRefused),
+		errEDNS:     errorsTotal.WithLabelValues(addr, reasonEDNS),
 		duration:    duration.WithLabelValues(addr),
 		reconnects:  reconnectsTotal.WithLabelValues(addr),
 		open:        openConnections.WithLabelValues(addr),

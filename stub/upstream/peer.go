@@ -3,10 +3,12 @@ package upstream
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -16,11 +18,41 @@ import (
 
 // queryState is the state of one Exchange call, shared by its attempts.
 type queryState struct {
-	f     *Forwarder
-	ctx   context.Context
-	frame []byte
-	call  call // reused by every send: registered with at most one connection at a time
-	timer *time.Timer
+	f   *Forwarder
+	ctx context.Context
+	q   *dns.Msg // the caller's query, only read
+	// frame is what the next send writes: ednsFrame, or plainFrame for a server that does not
+	// accept EDNS. Each has the TCP length prefix; UDP sends frame[2:].
+	frame, ednsFrame, plainFrame []byte
+	edns                         bool // q carries an OPT record
+	call                         call // reused by every send: registered with at most one connection at a time
+	timer                        *time.Timer
+}
+
+// useEDNS makes the next send carry q as given (on) or without its OPT record (off). The
+// frame without OPT is packed on first use: most servers accept EDNS, and a miss should not
+// pay a second Pack for nothing.
+func (qs *queryState) useEDNS(on bool) error {
+	if on || !qs.edns {
+		qs.frame = qs.ednsFrame
+		return nil
+	}
+	if qs.plainFrame == nil {
+		m := *qs.q // shallow copy: q is only read
+		m.Extra = make([]dns.RR, 0, len(qs.q.Extra))
+		for _, rr := range qs.q.Extra {
+			if rr.Header().Rrtype != dns.TypeOPT {
+				m.Extra = append(m.Extra, rr)
+			}
+		}
+		b, err := m.Pack()
+		if err != nil {
+			return fmt.Errorf("packing the query without OPT: %w", err)
+		}
+		qs.plainFrame = append([]byte{byte(len(b) >> 8), byte(len(b))}, b...)
+	}
+	qs.frame = qs.plainFrame
+	return nil
 }
 
 // armTimer makes qs.timer fire at deadline; the timer is created on first use because UDP
@@ -68,8 +100,44 @@ type peer struct {
 
 	h health
 
+	// noEDNSUntil is when (f.now, Unix nanoseconds) the server is next sent queries with an OPT
+	// record again; 0, or a time past, means it is believed to accept EDNS.
+	noEDNSUntil atomic.Int64
+
 	logMu sync.Mutex
 	log   limiter // failure lines
+}
+
+// ednsMemory is how long a server that rejected a query for its OPT record (RFC 6891 section 7)
+// is sent queries without OPT before EDNS is tried again: 15 minutes, the default of Unbound's
+// infra-host-ttl, the lifetime of its per-server record of "EDNS version information" (and
+// round-trip times and lameness). A cluster DNS that gets upgraded or replaced is trusted with
+// EDNS again within that time; one that is still intolerant costs one extra round trip per
+// window.
+const ednsMemory = 15 * time.Minute
+
+// ednsIntolerant reports whether queries to p currently go without an OPT record.
+func (p *peer) ednsIntolerant() bool {
+	until := p.noEDNSUntil.Load()
+	return until != 0 && p.f.now().UnixNano() < until
+}
+
+// markEDNSIntolerant sends p's queries without OPT for ednsMemory from now, and logs it when p
+// was not already believed intolerant.
+func (p *peer) markEDNSIntolerant() {
+	now := p.f.now()
+	old := p.noEDNSUntil.Swap(now.Add(ednsMemory).UnixNano())
+	if old == 0 || now.UnixNano() >= old {
+		p.f.cfg.Logger.Warn().Str("upstream", p.addr).Dur("for", ednsMemory).
+			Msg("upstream rejects queries with EDNS (FORMERR or NOTIMP without OPT, RFC 6891 section 7): sending them without OPT, replies limited to 512 bytes over UDP")
+	}
+}
+
+// rejectsEDNS reports whether r, the reply to a query that carried an OPT record, says the
+// server did not understand the OPT: FORMERR or NOTIMP without an OPT of its own (RFC 6891
+// section 7; a server that understands EDNS includes OPT in its error reply, section 6.1.1).
+func rejectsEDNS(r *dns.Msg) bool {
+	return (r.Rcode == dns.RcodeFormatError || r.Rcode == dns.RcodeNotImplemented) && r.IsEdns0() == nil
 }
 
 func newPeer(f *Forwarder, ap netip.AddrPort) *peer {
@@ -78,22 +146,26 @@ func newPeer(f *Forwarder, ap netip.AddrPort) *peer {
 }
 
 // attempt tries one server once, within Config.Timeout.
+//
+// A query with an OPT record that the server rejects for it (rejectsEDNS) is sent once more
+// without OPT, within the same attempt (RFC 6891 section 6.2.2: a requestor that gets such a
+// reply retries without EDNS). When that retry is answered with anything but FORMERR or NOTIMP,
+// the OPT was the cause and the server gets its queries without OPT for ednsMemory; otherwise
+// the query itself was the problem and nothing is remembered. A FORMERR that carries an OPT
+// comes from a server that understands EDNS, and is the answer.
 func (p *peer) attempt(qs *queryState) (*dns.Msg, error) {
 	start := time.Now()
 	startMono := p.f.mono()
 	deadline := start.Add(p.f.cfg.Timeout)
-	var r *dns.Msg
-	var err error
-	if p.f.udp {
-		p.m.queriesUDP.Inc()
-		r, err = p.viaUDP(qs, deadline)
-		if err == nil && r.Truncated {
-			p.m.queriesTCP.Inc()
-			r, err = p.viaTCP(qs, deadline)
+	withOPT := qs.edns && !p.ednsIntolerant()
+	r, err := p.send(qs, deadline, withOPT)
+	if err == nil && withOPT && rejectsEDNS(r) {
+		p.replied(startMono + int64(time.Since(start))) // it answered: alive, whatever comes next
+		p.m.errEDNS.Inc()
+		r, err = p.send(qs, deadline, false)
+		if err == nil && r.Rcode != dns.RcodeFormatError && r.Rcode != dns.RcodeNotImplemented {
+			p.markEDNSIntolerant()
 		}
-	} else {
-		p.m.queriesTCP.Inc()
-		r, err = p.viaTCP(qs, deadline)
 	}
 	if err == nil {
 		elapsed := time.Since(start)
@@ -115,6 +187,44 @@ func (p *peer) attempt(qs *queryState) (*dns.Msg, error) {
 	}
 	return nil, err
 }
+
+// send sends the query once, with or without its OPT record, over the configured protocol; in
+// UDP mode a truncated reply is retried over TCP (the same frame: a query without OPT stays
+// without OPT). A query without OPT gets a UDP reply of at most 512 bytes (RFC 1035 section
+// 4.2.1, RFC 6891 section 7); a larger answer comes back truncated and is fetched over TCP.
+func (p *peer) send(qs *queryState, deadline time.Time, withOPT bool) (*dns.Msg, error) {
+	if err := qs.useEDNS(withOPT); err != nil {
+		return nil, fmt.Errorf("%s: %w", p.addr, err)
+	}
+	if !p.f.udp {
+		p.m.queriesTCP.Inc()
+		return p.viaTCP(qs, deadline)
+	}
+	p.m.queriesUDP.Inc()
+	r, err := p.viaUDP(qs, deadline)
+	if err == nil && r.Truncated {
+		p.m.queriesTCP.Inc()
+		r, err = p.viaTCP(qs, deadline)
+	}
+	return r, err
+}
+
+// passedOver records a reply whose RCODE made the stub try the next server (see
+// passOverReason). The server stays alive for health purposes: it answered.
+func (p *peer) passedOver(reason string) {
+	switch reason {
+	case reasonServfail:
+		p.m.errServfail.Inc()
+	case reasonNotimp:
+		p.m.errNotimp.Inc()
+	case reasonRefused:
+		p.m.errRefused.Inc()
+	}
+	p.logFailure(reason, errPassedOver)
+}
+
+// errPassedOver is the error of the log line for a reply the stub passed over.
+var errPassedOver = errors.New("reply passed over, next server tried")
 
 // logFailure logs at most one line per server per logInterval, carrying the number of
 // failures it stood for, so that a dead server does not turn every query into a log line.
