@@ -136,12 +136,24 @@ func TestRefusingFirstUpstreamEndToEnd(t *testing.T) {
 	}
 }
 
-// Every upstream refusing: the client gets SERVFAIL (what glibc makes of it: TRY_AGAIN).
+// Every upstream refusing: the client gets SERVFAIL (what glibc makes of it: TRY_AGAIN), cached
+// like an upstream's own SERVFAIL (PODNS_CACHE_SERVFAIL_TTL, 5s by default): the repeat right
+// after is a hit.
 func TestAllUpstreamsRefusingEndToEnd(t *testing.T) {
-	a, b := startCounting(t, rcodeTo(dns.RcodeRefused)), startCounting(t, rcodeTo(dns.RcodeNotImplemented))
+	a := startCounting(t, rcodeTo(dns.RcodeRefused))
+	b := startCounting(t, func(q *dns.Msg) *dns.Msg {
+		r := new(dns.Msg).SetRcode(q, dns.RcodeNotImplemented)
+		r.SetEdns0(1232, false) // with OPT: not an EDNS rejection, no fallback
+		return r
+	})
 	dnsAddr, _ := startStub(t, a.addr, b.addr)
-	if r := ask(t, dnsAddr, "nowhere.example."); r.Rcode != dns.RcodeServerFailure {
-		t.Errorf("rcode %s, want SERVFAIL", dns.RcodeToString[r.Rcode])
+	for i := range 2 {
+		if r := ask(t, dnsAddr, "nowhere.example."); r.Rcode != dns.RcodeServerFailure {
+			t.Errorf("query %d: rcode %s, want SERVFAIL", i, dns.RcodeToString[r.Rcode])
+		}
+	}
+	if na, nb := len(a.seen()), len(b.seen()); na != 1 || nb != 1 {
+		t.Errorf("A asked %d, B %d times, want once each", na, nb)
 	}
 }
 
