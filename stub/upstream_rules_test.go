@@ -1,8 +1,7 @@
 package main
 
 // The metrics of a stub are process-wide: these tests assert only series labelled with their own
-// upstreams, and the file sorts after main_test.go, whose TestServesThenDrainsOnSIGTERM asserts
-// absolute request and hit counts.
+// upstreams, and every test of this package compares what it adds, never absolute values.
 
 import (
 	"context"
