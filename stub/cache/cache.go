@@ -1,6 +1,6 @@
 // Package cache keeps upstream DNS replies in wire form and serves them
 // without unpacking: a hit is a map lookup, one copy of the stored packet and
-// a few in-place patches (ID, RD/CD, the client's letter case, TTLs). Get
+// a few in-place patches (ID, RD/CD/AD, the client's letter case, TTLs). Get
 // allocates nothing.
 package cache
 
@@ -283,9 +283,10 @@ const (
 // Get appends to dst the cached answer to r: ID, RD and CD from r; the
 // question name bytes exactly as r has them (the entry stores lowercased
 // names; the client's case goes back in, same length so compression pointers
-// stay valid); every TTL reduced by the entry's age. No OPT record: the server
-// adds one. ok=false on a miss or an expired entry, and dst is returned
-// unchanged. Get allocates nothing.
+// stay valid); AD set iff the stored reply had it and r asked for it with AD
+// or DO (RFC 6840 §5.7–5.8); every TTL reduced by the entry's age. No OPT
+// record: the server adds one. ok=false on a miss or an expired entry, and dst
+// is returned unchanged. Get allocates nothing.
 func (c *Cache) Get(dst []byte, r *wire.Request) (resp []byte, ok bool) {
 	resp, st := c.Lookup(dst, r)
 	return resp, st != Miss
@@ -352,8 +353,9 @@ func (c *Cache) find(r *wire.Request) (*entry, time.Duration) {
 	return e, max(c.clock()-e.stored, 0)
 }
 
-// serve appends e's message patched for r: r's ID, RD, CD and question letter case, and every TTL
-// either reduced by elapsed seconds or, when setTTL is non-zero, set to it.
+// serve appends e's message patched for r: r's ID, RD, CD and question letter case, AD kept only
+// for a client that asked for it, and every TTL either reduced by elapsed seconds or, when setTTL
+// is non-zero, set to it.
 func serve(dst []byte, e *entry, r *wire.Request, elapsed, setTTL uint32) []byte {
 	start := len(dst)
 	dst = append(dst, e.msg...)
@@ -361,6 +363,9 @@ func serve(dst []byte, e *entry, r *wire.Request, elapsed, setTTL uint32) []byte
 	wire.SetID(out, r.ID)
 	wire.SetRD(out, r.RD)
 	wire.SetCD(out, r.CD)
+	// The entry holds the upstream's AD bit for a query that asked for it (Set); a client gets
+	// it only if it asked too, with AD or DO (RFC 6840 §5.7–5.8), whoever filled the entry.
+	wire.SetAD(out, wire.IsAuthentic(out) && (r.AD || r.DO))
 	copy(out[wire.HeaderLen:], r.QName)
 	switch {
 	case setTTL > 0:
@@ -408,6 +413,11 @@ func (c *Cache) Bytes() int64 {
 // storing. Negative TTL = min(SOA TTL, SOA MINIMUM) capped by NegMaxTTL (RFC
 // 2308). Entry lifetime = the lowest TTL in the message after caps; a SERVFAIL
 // lives ServfailTTL. msg is not modified.
+//
+// The entry keeps msg's AD bit and serves it to every client that asks for it (Get), so msg must
+// answer a query that asked for AD (AD=1 or DO=1, RFC 6840 §5.7) whatever r's own AD bit was:
+// an upstream may set AD only when asked, and otherwise the entry would depend on who asked first.
+// r's AD bit is not part of the key; its DO and CD bits are.
 func (c *Cache) Set(r *wire.Request, msg *dns.Msg) {
 	e := c.build(r, msg)
 	if e == nil {

@@ -23,6 +23,15 @@ func FuzzSetGet(f *testing.F) {
 			f.Fatal(err)
 		}
 		f.Add(b, uint8(0))
+		// A validated reply, to a client that does not ask for AD (even ID) and one that does.
+		m.AuthenticatedData = true
+		for _, id := range []uint16{2, 3} {
+			m.Id = id
+			if b, err = m.Pack(); err != nil {
+				f.Fatal(err)
+			}
+			f.Add(b, uint8(0))
+		}
 	}
 	soa := "example.com. 300 IN SOA ns1.example.com. admin.example.com. 1 7200 900 1209600 60"
 	seed("www.example.com.", dns.TypeA, dns.RcodeSuccess, false,
@@ -46,6 +55,7 @@ func FuzzSetGet(f *testing.F) {
 		qm.Id = 0x1234
 		qm.RecursionDesired = variant&1 != 0
 		qm.CheckingDisabled = up.CheckingDisabled
+		qm.AuthenticatedData = up.Id&1 != 0 // the client's AD, independent of the upstream's
 		if o := up.IsEdns0(); o != nil {
 			qm.SetEdns0(1232, o.Do())
 		}
@@ -77,6 +87,9 @@ func FuzzSetGet(f *testing.F) {
 		}
 		if got.Id != r.ID || got.RecursionDesired != r.RD || got.CheckingDisabled != r.CD || got.Rcode != up.Rcode || got.Truncated {
 			t.Fatalf("header %+v for request %+v, upstream rcode %d", got.MsgHdr, r, up.Rcode)
+		}
+		if want := up.AuthenticatedData && (r.AD || r.DO); got.AuthenticatedData != want {
+			t.Fatalf("AD = %v for request AD=%v DO=%v, upstream AD=%v; want %v", got.AuthenticatedData, r.AD, r.DO, up.AuthenticatedData, want)
 		}
 		if len(got.Question) != 1 || packName(t, got.Question[0].Name) != string(r.QName) {
 			t.Fatalf("question %v, client asked %q", got.Question, r.QName)

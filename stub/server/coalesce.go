@@ -25,7 +25,8 @@ type flights struct {
 }
 
 // flightKey is the lowercased name, type, class and the DO and CD bits: the parts of a question
-// that change the upstream's answer.
+// that change the upstream's answer. Not the client's AD bit: every upstream query asks for AD
+// (prepare), and pack shows it to each waiter by its own request.
 func flightKey(q dns.Question, r *wire.Request) string {
 	var flags byte
 	if r.DO {

@@ -75,8 +75,11 @@ const staleTTL = 30
 // prepare builds the upstream query for a client's packet: the client's question (its letter
 // case too, which pack gives back to the client), EDNS whatever the client did (over TCP the
 // whole answer comes back and is cached once, and each client is then served what fits its own
-// size), the client's DO and CD bits, and RD always (the stub's upstream is the recursive
-// resolver). The forwarder only reads q (server.Forwarder), so q keeps the client's question.
+// size), the client's DO and CD bits, RD always (the stub's upstream is the recursive resolver),
+// and AD always: RFC 6840 §5.7 lets a query ask for the AD bit with AD=1, and an upstream may set
+// it only when asked, so asking every time makes the reply (and the cache entry) the same
+// whoever asked first; pack and the cache then show AD only to clients that asked for it. The
+// forwarder only reads q (server.Forwarder), so q keeps the client's question.
 func prepare(pkt []byte, r *wire.Request) (*dns.Msg, error) {
 	if err := r.Parse(pkt); err != nil {
 		return nil, err
@@ -89,6 +92,7 @@ func prepare(pkt []byte, r *wire.Request) (*dns.Msg, error) {
 	q.SetEdns0(wire.DefaultUDPSize, r.DO)
 	q.CheckingDisabled = r.CD
 	q.RecursionDesired = true
+	q.AuthenticatedData = true
 	return q, nil
 }
 
@@ -207,13 +211,15 @@ func (s *Server) fetch(r *wire.Request, q *dns.Msg, where panics.Where) <-chan r
 }
 
 // pack renders the upstream's reply for the client: its ID, its question with its own letter
-// case, its RD bit, and no OPT record (finish adds the client's own).
+// case, its RD and CD bits, the upstream's AD bit only if the client asked for it with AD or DO
+// (RFC 6840 §5.7–5.8; prepare always asks), and no OPT record (finish adds the client's own).
 func pack(resp *dns.Msg, question []dns.Question, r *wire.Request, buf []byte) ([]byte, error) {
 	m := *resp // shallow copy: other waiters and the cache share resp, which is not modified
 	m.Id = r.ID
 	m.Response = true
 	m.RecursionDesired = r.RD
 	m.CheckingDisabled = r.CD
+	m.AuthenticatedData = resp.AuthenticatedData && (r.AD || r.DO)
 	m.Question = question
 	m.Extra = make([]dns.RR, 0, len(resp.Extra))
 	for _, rr := range resp.Extra {

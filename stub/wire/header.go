@@ -39,6 +39,14 @@ func SetRD(pkt []byte, on bool) { setFlag(pkt, flagRD, on) }
 // SetCD sets or clears CD (checking disabled, RFC 4035 §3.2.2).
 func SetCD(pkt []byte, on bool) { setFlag(pkt, flagCD, on) }
 
+// IsAuthentic reports whether the AD bit (authentic data, RFC 4035 §3.2.3) is set: in a reply,
+// the resolver validated every record in the answer and authority sections; in a query, the
+// client asks to be told so (RFC 6840 §5.7).
+func IsAuthentic(pkt []byte) bool { return flags(pkt)&flagAD != 0 }
+
+// SetAD sets or clears AD (authentic data, RFC 4035 §3.2.3, RFC 6840 §5.7–5.8).
+func SetAD(pkt []byte, on bool) { setFlag(pkt, flagAD, on) }
+
 // Section numbers the four sections of a message in wire order (RFC 1035
 // §4.1); Count takes one.
 type Section uint8

@@ -44,6 +44,9 @@ func TestHeaderRead(t *testing.T) {
 			if got := IsTruncated(pkt); got != tt.hdr.Truncated {
 				t.Errorf("IsTruncated = %v, want %v", got, tt.hdr.Truncated)
 			}
+			if got := IsAuthentic(pkt); got != tt.hdr.AuthenticatedData {
+				t.Errorf("IsAuthentic = %v, want %v", got, tt.hdr.AuthenticatedData)
+			}
 			if got := Rcode(pkt); got != tt.hdr.Rcode {
 				t.Errorf("Rcode = %d, want %d", got, tt.hdr.Rcode)
 			}
@@ -93,6 +96,8 @@ func TestHeaderSet(t *testing.T) {
 		{"SetRD off", func(p []byte) { SetRD(p, false) }, func(h *dns.MsgHdr) { h.RecursionDesired = false }},
 		{"SetCD on", func(p []byte) { SetCD(p, true) }, func(h *dns.MsgHdr) { h.CheckingDisabled = true }},
 		{"SetCD off", func(p []byte) { SetCD(p, false) }, func(h *dns.MsgHdr) { h.CheckingDisabled = false }},
+		{"SetAD on", func(p []byte) { SetAD(p, true) }, func(h *dns.MsgHdr) { h.AuthenticatedData = true }},
+		{"SetAD off", func(p []byte) { SetAD(p, false) }, func(h *dns.MsgHdr) { h.AuthenticatedData = false }},
 	}
 	for _, tt := range tests {
 		for _, orig := range [][]byte{all, none} {

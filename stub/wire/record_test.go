@@ -237,6 +237,7 @@ func TestAPINoAllocs(t *testing.T) {
 		SetID(buf, ID(msg))
 		SetRD(buf, !IsResponse(msg))
 		SetCD(buf, IsTruncated(msg))
+		SetAD(buf, IsAuthentic(msg))
 		_ = Rcode(buf) + Count(buf, Authority)
 		Lower(name)
 		_ = EqualFoldName(name, r.QName)

@@ -59,6 +59,7 @@ const (
 	flagTC = 1 << 9
 	flagRD = 1 << 8
 	flagRA = 1 << 7
+	flagAD = 1 << 5
 	flagCD = 1 << 4
 )
 
@@ -68,7 +69,7 @@ type Request struct {
 	Packet        []byte // the whole query as received
 	ID            uint16
 	Opcode        int
-	RD, CD        bool
+	RD, CD, AD    bool   // AD set asks for the AD bit in the reply, DO or not (RFC 6840 §5.7)
 	QName         []byte // the question name in wire form, exactly as the client wrote it (original case); nil if not parsed
 	QType, QClass uint16
 	HasEDNS       bool  // the client sent an OPT record
@@ -98,6 +99,7 @@ func (r *Request) Parse(pkt []byte) error {
 	r.Opcode = int(flags>>11) & 0xF
 	r.RD = flags&flagRD != 0
 	r.CD = flags&flagCD != 0
+	r.AD = flags&flagAD != 0
 	qd := binary.BigEndian.Uint16(pkt[4:])
 	an := binary.BigEndian.Uint16(pkt[6:])
 	ns := binary.BigEndian.Uint16(pkt[8:])

@@ -87,6 +87,15 @@ func TestParseValid(t *testing.T) {
 			want:  Request{ID: 7, CD: true, QType: dns.TypeA, QClass: dns.ClassINET, HasEDNS: true, UDPSize: 65535},
 			qname: "svc.cluster.local.",
 		},
+		{
+			// RFC 6840 §5.7: a stub sets AD to ask whether the answer validated, without DO.
+			name: "AD set, no EDNS",
+			pkt: func(t *testing.T) []byte {
+				return dnstest.Query("example.com.", dns.TypeA, dnstest.ID(0xBEEF), func(m *dns.Msg) { m.AuthenticatedData = true })
+			},
+			want:  Request{ID: 0xBEEF, RD: true, AD: true, QType: dns.TypeA, QClass: dns.ClassINET, UDPSize: 512},
+			qname: "example.com.",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
