@@ -271,3 +271,47 @@ func TestTruncateNoAllocs(t *testing.T) {
 		t.Errorf("Truncate allocates %v times per run, want 0", allocs)
 	}
 }
+
+// FuzzTruncate checks that Truncate never panics or grows a message, and that what it leaves of
+// a message whose records all parse is whole records the header counts, within size (or the
+// question alone when that is larger), with TC set iff a record went.
+func FuzzTruncate(f *testing.F) {
+	f.Add(packed(f, bigSet(f, dns.TypeA, 40)), uint16(512))
+	f.Add(packed(f, bigSet(f, dns.TypeCNAME, 40)), uint16(501))
+	f.Add(reply(f), uint16(60))
+	f.Add([]byte{0, 1, 0x81, 0, 0, 0, 0, 1}, uint16(5))
+	f.Fuzz(func(t *testing.T, msg []byte, size uint16) {
+		in := bytes.Clone(msg)
+		out := Truncate(in, int(size))
+		if len(out) > len(msg) || !bytes.Equal(out[min(len(out), HeaderLen):], msg[min(len(out), HeaderLen):len(out)]) {
+			t.Fatalf("Truncate changed more than the header: %x -> %x", msg, out)
+		}
+		it := Records(msg)
+		for it.Next() {
+		}
+		if it.Err() != nil || it.Offset() != len(msg) || len(msg) <= int(size) {
+			return // not a message Truncate promises anything about, or one that fits
+		}
+		qi := Records(msg)
+		qEnd := qi.Offset()
+		if len(out) > max(int(size), qEnd) {
+			t.Fatalf("%d octets left, size %d, question ends at %d", len(out), size, qEnd)
+		}
+		it = Records(out)
+		for it.Next() {
+		}
+		if it.Err() != nil || it.Offset() != len(out) {
+			t.Fatalf("the cut message does not walk: %v at %d of %d", it.Err(), it.Offset(), len(out))
+		}
+		dropped := false
+		for _, s := range []Section{Answer, Authority, Additional} {
+			if c := Count(out, s); c > Count(msg, s) || (s != Answer && c != 0 && c != Count(msg, s)) {
+				t.Fatalf("section %d: %d records kept of %d", s, c, Count(msg, s))
+			}
+			dropped = dropped || Count(out, s) != Count(msg, s)
+		}
+		if IsTruncated(out) != (dropped || IsTruncated(msg)) {
+			t.Fatalf("TC=%v, records dropped %v", IsTruncated(out), dropped)
+		}
+	})
+}
