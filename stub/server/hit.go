@@ -37,7 +37,7 @@ func (s *Server) answer(r *wire.Request, buf, pkt []byte, proto int) ([]byte, ve
 	countRequest(proto, r.QType)
 	if s.cfg.FilterAAAA && r.QType == dns.TypeAAAA && r.QClass == dns.ClassINET {
 		filteredTotal.Inc()
-		return finish(wire.AppendNoData(buf[:0], r, filteredTTL), buf, r, proto), reply
+		return finish(wire.AppendNoData(buf[:0], r, filteredTTL), r, proto), reply
 	}
 	if s.cfg.Cache == nil {
 		return nil, forward
@@ -49,17 +49,23 @@ func (s *Server) answer(r *wire.Request, buf, pkt []byte, proto int) ([]byte, ve
 	case cache.Prefetch:
 		s.refresh(pkt, prefetchExpiry) // once per entry lifetime: the copy it makes is not per hit
 	}
-	return finish(resp, buf, r, proto), reply
+	return finish(resp, r, proto), reply
 }
 
-// finish adds the OPT record a client that sent one expects, and replaces an answer that does not
-// fit the client's UDP size with a truncated one (TC=1: the client retries over TCP).
-func finish(resp, buf []byte, r *wire.Request, proto int) []byte {
+// finish cuts a UDP reply that does not fit the client's payload size down to the whole records
+// that fit, with TC=1 (wire.Truncate: what CoreDNS does, so a client without a TCP fallback, musl
+// before 1.2.4, still gets addresses, and one with it retries over TCP), and then adds the OPT
+// record a client that sent one expects, its room kept. resp is the caller's own: cut in place.
+func finish(resp []byte, r *wire.Request, proto int) []byte {
+	if proto == protoUDP {
+		room := r.UDPSize
+		if r.HasEDNS {
+			room -= wire.OPTLen
+		}
+		resp = wire.Truncate(resp, room)
+	}
 	if r.HasEDNS {
 		resp = wire.AppendOPT(resp, wire.DefaultUDPSize, r.DO)
-	}
-	if proto == protoUDP && len(resp) > r.UDPSize {
-		return wire.AppendTruncated(buf[:0], r)
 	}
 	return resp
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/binary"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -9,11 +10,12 @@ import (
 	"github.com/podns/podns/stub/wire"
 )
 
-// hitServer returns a server without sockets whose cache already holds the answer to query.
-func hitServer(tb testing.TB, query []byte) *Server {
+// hitServer returns a server without sockets whose cache already holds the answer to query: n A
+// records.
+func hitServer(tb testing.TB, query []byte, n int) *Server {
 	tb.Helper()
 	c := cache.New(cache.Config{Size: 100})
-	s := &Server{cfg: Config{Cache: c, Forwarder: &fakeForwarder{answer: records(2)}}, inflight: make(chan struct{}, 1)}
+	s := &Server{cfg: Config{Cache: c, Forwarder: &fakeForwarder{answer: records(n)}}, inflight: make(chan struct{}, 1)}
 	s.resolve(append([]byte(nil), query...), protoUDP, func([]byte) {})
 	var r wire.Request
 	if _, v := s.answer(&r, make([]byte, 0, maxMsg), query, protoUDP); v != reply {
@@ -40,7 +42,7 @@ func packQuery(tb testing.TB, name string, edns bool) []byte {
 func TestHitPathAllocatesNothing(t *testing.T) {
 	for _, edns := range []bool{false, true} {
 		q := packQuery(t, "Hot.Example.", edns)
-		s := hitServer(t, q)
+		s := hitServer(t, q, 2)
 		var r wire.Request
 		buf := make([]byte, 0, maxMsg)
 		allocs := testing.AllocsPerRun(1000, func() {
@@ -56,9 +58,33 @@ func TestHitPathAllocatesNothing(t *testing.T) {
 	}
 }
 
+// A hit too big for the client's UDP size is cut in the buffer it was copied into: still no
+// allocation, and TC=1 with the records that fit.
+func TestTruncatedHitAllocatesNothing(t *testing.T) {
+	for _, edns := range []bool{false, true} {
+		q := packQuery(t, "Hot.Example.", edns)
+		if edns { // packQuery's EDNS size (1232) holds 40 A records: ask for the least
+			binary.BigEndian.PutUint16(q[len(q)-11+3:], wire.MinUDPSize)
+		}
+		s := hitServer(t, q, 40)
+		var r wire.Request
+		buf := make([]byte, 0, maxMsg)
+		allocs := testing.AllocsPerRun(1000, func() {
+			resp, v := s.answer(&r, buf, q, protoUDP)
+			if v != reply || len(resp) > wire.MinUDPSize || !wire.IsTruncated(resp) || wire.Count(resp, wire.Answer) == 0 {
+				t.Fatal("not a truncated hit with records")
+			}
+			countResponse(resp)
+		})
+		if allocs != 0 {
+			t.Errorf("edns=%v: %.1f allocations per truncated cache hit, want 0", edns, allocs)
+		}
+	}
+}
+
 func BenchmarkHitPath(b *testing.B) {
 	q := packQuery(b, "Hot.Example.", true)
-	s := hitServer(b, q)
+	s := hitServer(b, q, 2)
 	var r wire.Request
 	buf := make([]byte, 0, maxMsg)
 	b.ReportAllocs()

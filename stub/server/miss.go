@@ -134,7 +134,7 @@ func (s *Server) resolve(pkt []byte, proto int, send func([]byte)) {
 		// probes notice the upstream's return; the next miss after that refreshes the entry.
 		// Refreshing on every stale answer would only add load to a cluster DNS that is
 		// struggling or restarting.
-		send(finish(stale, buf, &r, proto))
+		send(finish(stale, &r, proto))
 		return
 	}
 	start := time.Now()
@@ -156,7 +156,7 @@ func (s *Server) resolve(pkt []byte, proto int, send func([]byte)) {
 		if res.err == nil && (stale == nil || usable(res.msg)) {
 			out, err := pack(res.msg, q.Question, &r, buf)
 			if err == nil {
-				send(finish(out, buf, &r, proto))
+				send(finish(out, &r, proto))
 				return
 			}
 			s.log.Warn().Err(err).Str("qname", q.Question[0].Name).Msg("cannot pack the upstream's reply")
@@ -174,7 +174,7 @@ func (s *Server) resolve(pkt []byte, proto int, send func([]byte)) {
 		}
 	}
 	if stale != nil {
-		send(finish(stale, buf, &r, proto))
+		send(finish(stale, &r, proto))
 		return
 	}
 	send(wire.AppendError(buf, &r, wire.RcodeServFail))

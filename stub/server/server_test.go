@@ -211,8 +211,8 @@ func TestTruncationFitsClientSize(t *testing.T) {
 	_, addr := startServer(t, &fakeForwarder{answer: records(60)}, nil)
 	for _, round := range []string{"miss", "hit"} {
 		r := query(t, "udp", addr, "big.example.", dns.TypeA, 0)
-		if !r.Truncated || len(r.Answer) != 0 {
-			t.Errorf("%s: plain UDP client got TC=%v with %d answers, want TC=1 and none", round, r.Truncated, len(r.Answer))
+		if want := fitsUDP(t, records(60), "big.example.", 512, false); !r.Truncated || len(r.Answer) != want {
+			t.Errorf("%s: plain UDP client got TC=%v with %d answers, want TC=1 and the %d that fit", round, r.Truncated, len(r.Answer), want)
 		}
 		m := new(dns.Msg)
 		m.SetQuestion("big.example.", dns.TypeA)
@@ -229,7 +229,84 @@ func TestTruncationFitsClientSize(t *testing.T) {
 	}
 }
 
+// fitsUDP is how many answer records of the upstream's reply to name fit a UDP client of size
+// octets, by miekg/dns's Msg.Truncate: what CoreDNS sends such a client.
+func fitsUDP(t *testing.T, answer func(*dns.Msg) (*dns.Msg, error), name string, size int, edns bool) int {
+	t.Helper()
+	q := dnstest.Msg(name, dns.TypeA)
+	m, err := answer(q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Compress = true
+	if edns {
+		m.SetEdns0(wire.DefaultUDPSize, false)
+	}
+	m.Truncate(size)
+	if !m.Truncated {
+		t.Fatalf("the reply to %s fits %d octets: nothing to truncate", name, size)
+	}
+	return len(m.Answer)
+}
+
+// A headless Service's 40 A records (issue 12 item 0), cached or not, over UDP to a client
+// without EDNS or with a small one: TC=1 and every record that fits, the upstream's first ones
+// in order, so a musl client before 1.2.4 (no TCP fallback) resolves as it did against CoreDNS.
+// Over TCP: all 40.
+func TestTruncatedUDPReplyKeepsTheRecordsThatFit(t *testing.T) {
+	const name = "big.alpha.svc.cluster.local."
+	fwd := &fakeForwarder{answer: records(40)}
+	_, addr := startServer(t, fwd, nil)
+	full, _ := records(40)(dnstest.Msg(name, dns.TypeA))
+	for _, round := range []string{"miss", "hit"} {
+		for _, edns := range []int{0, 512, 600} {
+			size := max(edns, 512)
+			want := fitsUDP(t, records(40), name, size, edns > 0)
+			if want == 0 || want == 40 {
+				t.Fatalf("EDNS %d: %d of 40 records fit, not a partial answer", edns, want)
+			}
+			m := dnstest.Msg(name, dns.TypeA)
+			if edns > 0 {
+				m.SetEdns0(uint16(edns), false)
+			}
+			pkt, _ := m.Pack()
+			resp := udpReply(t, addr, pkt)
+			if len(resp) > size {
+				t.Errorf("%s, EDNS %d: %d octets, limit %d", round, edns, len(resp), size)
+			}
+			var r dns.Msg
+			if err := r.Unpack(resp); err != nil {
+				t.Fatalf("%s, EDNS %d: reply does not unpack: %v", round, edns, err)
+			}
+			if !r.Truncated || r.Rcode != dns.RcodeSuccess || len(r.Answer) != want {
+				t.Errorf("%s, EDNS %d: TC=%v rcode %d with %d answers, want TC=1 NOERROR and the %d that fit",
+					round, edns, r.Truncated, r.Rcode, len(r.Answer), want)
+			}
+			for i, rr := range r.Answer {
+				if rr.String() != full.Answer[i].String() {
+					t.Errorf("%s, EDNS %d: answer %d = %v, want %v", round, edns, i, rr, full.Answer[i])
+				}
+			}
+			if o := r.IsEdns0(); (o != nil) != (edns > 0) || len(r.Ns) != 0 || len(r.Extra) != min(edns, 1) {
+				t.Errorf("%s, EDNS %d: authority %v, additional %v: want only an OPT iff the client sent one", round, edns, r.Ns, r.Extra)
+			}
+		}
+		if r := query(t, "tcp", addr, name, dns.TypeA, 0); r.Truncated || len(r.Answer) != 40 {
+			t.Errorf("%s: TCP got TC=%v with %d answers, want all 40", round, r.Truncated, len(r.Answer))
+		}
+	}
+	if got := fwd.calls.Load(); got != 1 {
+		t.Errorf("upstream asked %d times, want 1: every later query is a hit", got)
+	}
+}
+
 func udpRoundTrip(t *testing.T, addr string, pkt []byte) int {
+	t.Helper()
+	return len(udpReply(t, addr, pkt))
+}
+
+// udpReply sends pkt over UDP to addr and returns the datagram that comes back, whole.
+func udpReply(t *testing.T, addr string, pkt []byte) []byte {
 	t.Helper()
 	c, err := net.Dial("udp", addr)
 	if err != nil {
@@ -245,7 +322,7 @@ func udpRoundTrip(t *testing.T, addr string, pkt []byte) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return n
+	return buf[:n]
 }
 
 func TestBadInput(t *testing.T) {

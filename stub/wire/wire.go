@@ -50,6 +50,10 @@ const (
 	// records: the DNS Flag Day 2020 value, which avoids IP fragmentation.
 	DefaultUDPSize = 1232
 
+	// OPTLen is the size in octets of the OPT record AppendOPT and AppendError
+	// write: root owner, type, class, TTL, RDLENGTH 0 (RFC 6891 §6.1.2).
+	OPTLen = 11
+
 	maxNameLen = 255 // wire octets of a name, root label included (RFC 1035 §3.1)
 )
 
@@ -328,11 +332,70 @@ func AppendError(dst []byte, r *Request, rcode int) []byte {
 	return appendReply(dst, r, rcode, false)
 }
 
-// AppendTruncated appends header+question with TC=1 (plus OPT iff the client
-// sent one): what a UDP client gets when the full answer exceeds its size; it
-// retries over TCP.
-func AppendTruncated(dst []byte, r *Request) []byte {
-	return appendReply(dst, r, RcodeSuccess, true)
+// Truncate cuts the reply msg in place so that it fits size octets, for a UDP
+// client whose payload size (RFC 1035 §4.2.1: 512 without EDNS; RFC 6891
+// §6.2.3 with it) the whole reply exceeds, and returns msg[:n]. It keeps the
+// header and the question, then as many whole answer records as fit, in wire
+// order (a CNAME chain stays before the records it leads to); the authority
+// section only when the whole answer and the whole authority section fit, and
+// the additional section only when everything before it and all of it fit:
+// never a part of an RRset there, which would change what the reply says (an
+// SOA without its signatures, half of a referral). It sets TC when it dropped
+// any record, and the section counts to what it kept. A msg that already
+// fits is returned unchanged.
+//
+// This is what the resolver a pod used before podns does: CoreDNS cuts with
+// miekg/dns's Msg.Truncate, which keeps records in order while they fit and
+// sets TC when any was left out. RFC 2181 §9 allows the partial answer RRset
+// with TC set; clients with a TCP fallback (glibc) ignore it and ask again
+// over TCP, clients without one (musl before 1.2.4) use the records that came.
+// Where only authority or additional records are dropped, TC is set as well
+// (RFC 2181 §9 would allow it clear): over TCP the client can get them.
+//
+// msg must hold no OPT record, which a dropped additional section would take
+// along: append the client's OPT afterwards and keep its room (OPTLen) out of
+// size. Kept records stay valid because compression pointers only point to
+// prior octets (RFC 1035 §4.1.4), all of them kept. The question is kept even
+// when it alone exceeds size (it never does for size >= 512 - OPTLen). A
+// record that does not parse ends the kept part. Allocates nothing.
+func Truncate(msg []byte, size int) []byte {
+	if len(msg) <= size || len(msg) < HeaderLen {
+		return msg
+	}
+	it := Records(msg)
+	qd := Count(msg, Question)
+	if it.Err() != nil {
+		qd = 0 // the question does not parse: Offset is the header's end
+	}
+	end := it.Offset()
+	var n [4]int
+	for it.Next() {
+		rr := it.RR()
+		if rr.End > size {
+			break
+		}
+		n[rr.Section]++
+		// Answer records count one by one; the other sections only as a whole.
+		if rr.Section == Answer || n[rr.Section] == Count(msg, rr.Section) {
+			end = rr.End
+		}
+	}
+	for _, s := range [...]Section{Authority, Additional} {
+		if n[s] != Count(msg, s) {
+			n[s] = 0
+		}
+	}
+	dropped := n[Answer] != Count(msg, Answer) || n[Authority] != Count(msg, Authority) ||
+		n[Additional] != Count(msg, Additional)
+	out := msg[:end]
+	binary.BigEndian.PutUint16(out[4:], uint16(qd))
+	binary.BigEndian.PutUint16(out[6:], uint16(n[Answer]))
+	binary.BigEndian.PutUint16(out[8:], uint16(n[Authority]))
+	binary.BigEndian.PutUint16(out[10:], uint16(n[Additional]))
+	if dropped {
+		setFlag(out, flagTC, true)
+	}
+	return out
 }
 
 // AppendNoData appends a NODATA reply to r, which must have parsed without

@@ -329,29 +329,6 @@ func TestAppendError(t *testing.T) {
 	}
 }
 
-func TestAppendTruncated(t *testing.T) {
-	for _, edns := range []bool{false, true} {
-		pkt := query(t, "Big.Example.", dns.TypeTXT, -1, false)
-		if edns {
-			pkt = query(t, "Big.Example.", dns.TypeTXT, 1400, true)
-		}
-		var r Request
-		if err := r.Parse(pkt); err != nil {
-			t.Fatal(err)
-		}
-		m := unpack(t, AppendTruncated(nil, &r))
-		if !m.Truncated || !m.Response || m.Rcode != dns.RcodeSuccess || m.Id != 0xBEEF || !m.RecursionDesired {
-			t.Errorf("edns=%v header = %+v", edns, m.MsgHdr)
-		}
-		if len(m.Question) != 1 || m.Question[0].Name != "Big.Example." || m.Question[0].Qtype != dns.TypeTXT {
-			t.Errorf("question = %v", m.Question)
-		}
-		if o := m.IsEdns0(); (o != nil) != edns || (o != nil && !o.Do()) {
-			t.Errorf("edns=%v OPT = %v", edns, o)
-		}
-	}
-}
-
 func TestAppendOPT(t *testing.T) {
 	m := new(dns.Msg)
 	m.SetQuestion("example.com.", dns.TypeA)
@@ -386,7 +363,6 @@ func TestNoAllocs(t *testing.T) {
 			t.Fatal(err)
 		}
 		buf = AppendError(buf[:0], &r, dns.RcodeServerFailure)
-		buf = AppendTruncated(buf[:0], &r)
 		buf = AppendOPT(buf, 1232, true)
 	})
 	if allocs != 0 {

@@ -22,8 +22,9 @@ func (r Record) Addrs() []string {
 }
 
 // Records returns what the cluster DNS serves: services in two Kubernetes namespaces under
-// cluster.local (IPv4 only, as in most clusters) and an "external" zone, example.test, that
-// stands in for the internet (never forwarded anywhere), with ColdNames extra names in it.
+// cluster.local (IPv4 only, as in most clusters), the headless Service BigName, and an
+// "external" zone, example.test, that stands in for the internet (never forwarded anywhere),
+// with ColdNames extra names in it.
 func Records() []Record {
 	recs := []Record{
 		{FQDN: "web.alpha.svc.cluster.local", A: []string{"10.96.1.10"}},
@@ -37,8 +38,20 @@ func Records() []Record {
 		recs = append(recs, Record{FQDN: ColdName(i),
 			A: []string{fmt.Sprintf("192.0.2.%d", 100+i)}, AAAA: []string{fmt.Sprintf("2001:db8::%d", 100+i)}})
 	}
-	return recs
+	big := Record{FQDN: BigName}
+	for i := range BigRecords {
+		big.A = append(big.A, fmt.Sprintf("10.244.1.%d", 10+i))
+	}
+	return append(recs, big)
 }
+
+// BigName is a headless Service with BigRecords ready endpoints: one A record each, a reply
+// of about 680 octets, more than a UDP client without EDNS takes (512). No standard client run
+// looks it up (issue 12 item 0).
+const BigName = "big.alpha.svc.cluster.local"
+
+// BigRecords is how many A records BigName has.
+const BigRecords = 40
 
 // ColdNames is how many extra external names (ColdName(0) … ColdName(ColdNames-1)) the zone
 // serves beyond Lookups, each with one A and one AAAA record. No standard client run looks
