@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -39,7 +38,8 @@ func TestSoak(t *testing.T) {
 	dir := t.TempDir()
 	// The stub of this tree, not a bin/stub that may be older.
 	stub := filepath.Join(dir, "stub")
-	build := exec.Command(goTool(), "build", "-o", stub, "./stub")
+	// go test puts its own toolchain first on PATH.
+	build := exec.Command("go", "build", "-o", stub, "./stub")
 	build.Dir = root
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build the stub: %v\n%s", err, out)
@@ -118,16 +118,6 @@ func moduleRoot() (string, error) {
 		dir = parent
 	}
 }
-
-// goTool is the go command of the toolchain running the test.
-func goTool() string {
-	if p := filepath.Join(runtime.GOROOT(), "bin", "go"); fileExists(p) {
-		return p
-	}
-	return "go"
-}
-
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 func TestOverlapping(t *testing.T) {
 	t0 := time.Now()
