@@ -45,8 +45,18 @@ type recorder struct {
 	durOut  []float32 // seconds, lookups outside windows, for percentiles
 	failOut []lookup  // the first failures outside windows
 	slowOut []lookup  // the slowest lookups outside windows, slowest first
-	iv      interval
+	// slowAfter counts the lookups outside windows that took over 1 s by how long after the
+	// end of the last fault they started (slowAfterBounds); slowOneAttempt those of them that
+	// sent a single attempt, whose own deadline is 1 s: only a stall of the load generator
+	// itself (CPU starvation) makes such a lookup take over 1 s.
+	slowAfter      [len(slowAfterBounds) + 1]int64
+	slowOneAttempt int64
+	iv             interval
 }
+
+// slowAfterBounds are the buckets of recorder.slowAfter: started within 1 s of a fault's
+// end, within 3 s, within 10 s, later (or before any fault).
+var slowAfterBounds = [...]time.Duration{time.Second, 3 * time.Second, 10 * time.Second}
 
 // slowKept is how many of the slowest lookups outside fault windows the report lists.
 const slowKept = 15
@@ -114,6 +124,12 @@ func (r *recorder) add(l lookup) {
 	d := l.end.Sub(l.start)
 	if d > time.Second {
 		r.over1s[in]++
+		if in == 0 {
+			r.slowAfter[afterBucket(r.windows, l.start)]++
+			if l.attempts == 1 {
+				r.slowOneAttempt++
+			}
+		}
 		r.iv.over1s++
 	}
 	r.maxDur[in] = max(r.maxDur[in], d)
@@ -138,6 +154,21 @@ func (r *recorder) add(l lookup) {
 			}
 		}
 	}
+}
+
+// afterBucket is the slowAfterBounds bucket of a lookup outside windows that started at t.
+func afterBucket(ws []window, t time.Time) int {
+	for i := len(ws) - 1; i >= 0; i-- {
+		if e := ws[i].end; !e.IsZero() && !e.After(t) {
+			for b, bound := range slowAfterBounds {
+				if t.Sub(e) < bound {
+					return b
+				}
+			}
+			break
+		}
+	}
+	return len(slowAfterBounds)
 }
 
 // takeInterval returns the counts since the last call and starts a new interval.
@@ -174,10 +205,13 @@ type result struct {
 	durOut  []float32
 	failOut []lookup
 	slowOut []lookup
-	stall   stallStats
-	garbage garbageStats
-	cuts    int64
-	dropped int64
+	// see recorder
+	slowAfter      [len(slowAfterBounds) + 1]int64
+	slowOneAttempt int64
+	stall          stallStats
+	garbage        garbageStats
+	cuts           int64
+	dropped        int64
 }
 
 func (res *result) collect(s *soak) {
@@ -187,6 +221,7 @@ func (res *result) collect(s *soak) {
 	res.windows = slices.Clone(r.windows)
 	res.counts, res.over1s, res.maxDur = r.counts, r.over1s, r.maxDur
 	res.durOut, res.failOut, res.slowOut = r.durOut, r.failOut, r.slowOut
+	res.slowAfter, res.slowOneAttempt = r.slowAfter, r.slowOneAttempt
 	for _, p := range s.proxies {
 		res.cuts += p.cuts.Load()
 		res.dropped += p.dropped.Load()
@@ -303,6 +338,8 @@ func (res *result) markdown(w io.Writer) {
 		res.over1s[0], res.over1s[1], res.maxDur[0].Round(time.Millisecond), res.maxDur[1].Round(time.Millisecond),
 		quantile(res.durOut, 0.5)*1000, quantile(res.durOut, 0.99)*1000, quantile(res.durOut, 0.999)*1000, res.skipped)
 
+	fmt.Fprintf(w, "Lookups over 1 s outside fault windows, by when they started: within 1 s of a fault's end %d, 1-3 s after %d, 3-10 s after %d, later %d. Of them, %d sent one attempt only (its deadline is 1 s): the load generator itself was stalled (CPU starvation), not the stub.\n\n",
+		res.slowAfter[0], res.slowAfter[1], res.slowAfter[2], res.slowAfter[3], res.slowOneAttempt)
 	fmt.Fprintf(w, "## Fault windows\n\nA lookup that overlaps several windows is counted in the latest.\n\n| fault | upstream | windows | total time | longest | lookups | failed | over 1 s |\n|---|---|---|---|---|---|---|---|\n")
 	type agg struct {
 		n                      int

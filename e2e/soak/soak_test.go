@@ -167,6 +167,9 @@ func TestRecorderCounts(t *testing.T) {
 	if r.windows[0].lookups != 1 || r.windows[0].failed != 1 || r.windows[0].over1s != 1 {
 		t.Errorf("window counts %+v", r.windows[0])
 	}
+	if r.slowAfter != [4]int64{0, 1, 0, 0} || r.slowOneAttempt != 0 {
+		t.Errorf("slow outside by distance %v, one attempt %d; want [0 1 0 0] and 0", r.slowAfter, r.slowOneAttempt)
+	}
 	if len(r.slowOut) != 2 || r.slowOut[0].kind != kMiss {
 		t.Errorf("slowest outside: %+v", r.slowOut)
 	}
