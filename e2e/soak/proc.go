@@ -153,6 +153,9 @@ type sample struct {
 	rss        float64 // bytes, VmRSS
 	goroutines float64 // go_goroutines from /metrics
 	fds        int     // entries of /proc/PID/fd
+	// heapInuse is go_memstats_heap_inuse_bytes: with the RSS it tells the Go heap's cycle
+	// (which moves it) from pages the runtime has not returned (which do not).
+	heapInuse float64
 }
 
 // metricsClient never keeps a connection open: a kept-alive scrape connection would be an open
@@ -184,6 +187,7 @@ func takeSample(pid int, metricsURL string) (sample, error) {
 	if s.goroutines = promValue(text, "go_goroutines"); math.IsNaN(s.goroutines) {
 		return s, errors.New("no go_goroutines in /metrics")
 	}
+	s.heapInuse = promValue(text, "go_memstats_heap_inuse_bytes")
 	return s, nil
 }
 

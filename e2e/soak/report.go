@@ -470,11 +470,11 @@ func sumMetric(text, name string) string {
 
 // tsv writes the time series.
 func (res *result) tsv(w io.Writer) {
-	fmt.Fprintln(w, "t_s\tlookups\tfailed_outside\tfailed_inside\tover_1s\tin_fault\trss_mib\tgoroutines\tfds\terror")
+	fmt.Fprintln(w, "t_s\tlookups\tfailed_outside\tfailed_inside\tover_1s\tin_fault\trss_mib\theap_inuse_mib\tgoroutines\tfds\terror")
 	res.mu.Lock()
 	defer res.mu.Unlock()
 	for _, r := range res.series {
-		fmt.Fprintf(w, "%.0f\t%d\t%d\t%d\t%d\t%t\t%.1f\t%.0f\t%d\t%s\n", r.at.Sub(res.started).Seconds(), r.lookups, r.failedOut, r.failedIn, r.over1s, r.inFault, r.rss/(1<<20), r.goroutines, r.fds, r.err)
+		fmt.Fprintf(w, "%.0f\t%d\t%d\t%d\t%d\t%t\t%.1f\t%.1f\t%.0f\t%d\t%s\n", r.at.Sub(res.started).Seconds(), r.lookups, r.failedOut, r.failedIn, r.over1s, r.inFault, r.rss/(1<<20), r.heapInuse/(1<<20), r.goroutines, r.fds, r.err)
 	}
 }
 
