@@ -51,6 +51,7 @@ type recorder struct {
 	// itself (CPU starvation) makes such a lookup take over 1 s.
 	slowAfter      [len(slowAfterBounds) + 1]int64
 	slowOneAttempt int64
+	lastAlive      time.Time // see alive
 	iv             interval
 }
 
@@ -90,24 +91,51 @@ func (r *recorder) closeWindow(i int) {
 }
 
 // overlapping is the index of the latest window that [start, end] meets, -1 if none; an open
-// window (end zero) lasts until now. Windows follow one another, so the scan stops at the
-// first that ended before start.
+// window (end zero) lasts until now.
 func overlapping(ws []window, start, end time.Time) int {
-	for i := len(ws) - 1; i >= 0; i-- {
-		w := ws[i]
-		if !w.end.IsZero() && w.end.Before(start) {
-			return -1
-		}
-		if !w.start.After(end) {
-			return i
+	best := -1
+	for i, w := range ws {
+		if (w.end.IsZero() || !w.end.Before(start)) && !w.start.After(end) {
+			if best < 0 || w.start.After(ws[best].start) {
+				best = i
+			}
 		}
 	}
-	return -1
+	return best
+}
+
+// hostStall is the window kind of a stall of the soak process itself.
+var hostStall = faultSpec{"host-stall", "soak process"}
+
+// stallThreshold is the longest the soak process may go unscheduled before the time counts as
+// a host stall: half the resolver's 1 s attempt.
+const stallThreshold = 500 * time.Millisecond
+
+// alive notes that the soak process ran at now. A gap over stallThreshold since the last note
+// is recorded as a host-stall window: the load generator and the fault proxies both live in
+// this process, so while it is not scheduled (the host's CPUs starved by other work) the
+// upstreams are as good as black-holed and the lookups' own clocks run late, through no fault
+// of the stub. Called by a 50 ms ticker and by every lookup as it is recorded, so that a
+// lookup recorded right after a stall, before the ticker runs, is classified with it.
+func (r *recorder) alive(now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.aliveLocked(now)
+}
+
+func (r *recorder) aliveLocked(now time.Time) {
+	if !r.lastAlive.IsZero() && now.Sub(r.lastAlive) > stallThreshold {
+		r.windows = append(r.windows, window{faultSpec: hostStall, start: r.lastAlive, end: now})
+	}
+	if now.After(r.lastAlive) {
+		r.lastAlive = now
+	}
 }
 
 func (r *recorder) add(l lookup) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.aliveLocked(time.Now())
 	in := 0
 	wi := overlapping(r.windows, l.start, l.end)
 	if wi >= 0 {
@@ -158,14 +186,17 @@ func (r *recorder) add(l lookup) {
 
 // afterBucket is the slowAfterBounds bucket of a lookup outside windows that started at t.
 func afterBucket(ws []window, t time.Time) int {
-	for i := len(ws) - 1; i >= 0; i-- {
-		if e := ws[i].end; !e.IsZero() && !e.After(t) {
-			for b, bound := range slowAfterBounds {
-				if t.Sub(e) < bound {
-					return b
-				}
+	var last time.Time
+	for _, w := range ws {
+		if !w.end.IsZero() && !w.end.After(t) && w.end.After(last) {
+			last = w.end
+		}
+	}
+	if !last.IsZero() {
+		for b, bound := range slowAfterBounds {
+			if t.Sub(last) < bound {
+				return b
 			}
-			break
 		}
 	}
 	return len(slowAfterBounds)
@@ -253,7 +284,7 @@ func mib(b float64) string { return fmt.Sprintf("%.1f MiB", b/(1<<20)) }
 func (res *result) checks() []check {
 	_, failedOut, _ := res.total(0)
 	var cs []check
-	cs = append(cs, check{"failed lookups outside fault windows", "", strconv.FormatInt(failedOut, 10), "0", failedOut == 0})
+	cs = append(cs, check{"failed lookups outside fault windows and host stalls", "", strconv.FormatInt(failedOut, 10), "0", failedOut == 0})
 	cs = append(cs, check{"stub alive at the end (same PID)", strconv.Itoa(res.stubPID), map[bool]string{true: "alive", false: "exited"}[res.alive], "alive", res.alive})
 	if !res.alive {
 		return cs
@@ -303,7 +334,16 @@ func (res *result) summary(w io.Writer) {
 	nOut, fOut, _ := res.total(0)
 	nIn, fIn, _ := res.total(1)
 	fmt.Fprintf(tw, "lookups outside fault windows\t\t%d\t\t\n", nOut)
-	fmt.Fprintf(tw, "lookups overlapping a fault\t\t%d (%d failed)\t(reported)\t\n", nIn, fIn)
+	fmt.Fprintf(tw, "lookups overlapping a fault or host stall\t\t%d (%d failed)\t(reported)\t\n", nIn, fIn)
+	var stalls int
+	var stalled time.Duration
+	for _, w := range res.windows {
+		if w.faultSpec == hostStall {
+			stalls++
+			stalled += w.end.Sub(w.start)
+		}
+	}
+	fmt.Fprintf(tw, "host stalls over %v (soak process not run)\t\t%d, %v in all\t(reported)\t\n", stallThreshold, stalls, stalled.Round(time.Millisecond))
 	fmt.Fprintf(tw, "lookups over 1 s, outside / inside\t\t%d / %d\t(reported)\t\n", res.over1s[0], res.over1s[1])
 	fmt.Fprintf(tw, "p99 / max outside fault windows\t\t%.1f ms / %.0f ms\t(reported)\t\n", quantile(res.durOut, 0.99)*1000, res.maxDur[0].Seconds()*1000)
 	_ = fOut
@@ -361,12 +401,12 @@ func (res *result) markdown(w io.Writer) {
 		a.failed += wd.failed
 		a.over1 += wd.over1s
 	}
-	for _, f := range faultLoop {
+	for _, f := range append(slices.Clone(faultLoop), hostStall) {
 		if a := byFault[f]; a != nil {
 			fmt.Fprintf(w, "| %s | %s | %d | %v | %v | %d | %d | %d |\n", f.fault, f.target, a.n, a.total.Round(time.Millisecond), a.max.Round(time.Millisecond), a.lookups, a.failed, a.over1)
 		}
 	}
-	fmt.Fprintf(w, "\nUpstream A is the stub's first (preferred) upstream. TCP connections cut by the proxy: %d; messages black-holed: %d.\n\n", res.cuts, res.dropped)
+	fmt.Fprintf(w, "\nA host stall is a time over %v in which the soak process (load generator and fault proxies) was not run: the host's CPUs were taken by other work. Upstream A is the stub's first (preferred) upstream. TCP connections cut by the proxy: %d; messages black-holed: %d.\n\n", stallThreshold, res.cuts, res.dropped)
 
 	fmt.Fprintf(w, "## Failed lookups outside fault windows\n\n")
 	if len(res.failOut) == 0 {

@@ -243,6 +243,11 @@ func waitAnswers(ctx context.Context, addr netip.AddrPort, p *proc) error {
 // the last sample.
 func (s *soak) drive(ctx context.Context) (*result, error) {
 	res := &result{cfg: s.cfg, stubPID: s.stub.pid(), started: time.Now(), loadStart: loadavg()}
+	// From the first lookup to the last sample, so that no quiet phase looks like a stall.
+	dctx, dcancel := context.WithCancel(ctx)
+	var dog sync.WaitGroup
+	dog.Go(func() { s.watchdog(dctx) })
+	defer func() { dcancel(); dog.Wait() }()
 	s.logf("prefill: %d unique names", s.cfg.prefill)
 	if err := prefill(ctx, s.dnsAddr, s.cfg.prefill, 32); err != nil {
 		return nil, err
@@ -358,6 +363,22 @@ func (s *soak) sampleLoop(ctx context.Context, res *result) {
 		res.mu.Lock()
 		res.series = append(res.series, row)
 		res.mu.Unlock()
+	}
+}
+
+// watchdog notes every 50 ms that the soak process runs; see recorder.alive.
+func (s *soak) watchdog(ctx context.Context) {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	s.rec.alive(time.Now())
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			// time.Now, not the tick's time: that is when the tick was due, not when it ran.
+			s.rec.alive(time.Now())
+		}
 	}
 }
 

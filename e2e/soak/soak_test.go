@@ -146,6 +146,25 @@ func TestOverlapping(t *testing.T) {
 	}
 }
 
+func TestHostStallIsAWindow(t *testing.T) {
+	r := newRecorder()
+	t0 := time.Now().Add(-10 * time.Second)
+	r.alive(t0)
+	r.alive(t0.Add(100 * time.Millisecond)) // on time: no window
+	if len(r.windows) != 0 {
+		t.Fatalf("windows %+v after a 100 ms gap", r.windows)
+	}
+	r.alive(t0.Add(2 * time.Second)) // 1.9 s unscheduled
+	if len(r.windows) != 1 || r.windows[0].faultSpec != hostStall {
+		t.Fatalf("windows %+v, want one host stall", r.windows)
+	}
+	// A lookup that failed across the stall is not counted as a failure outside windows.
+	r.add(lookup{kind: kHit, start: t0.Add(time.Second), end: t0.Add(4 * time.Second), outcome: oTimeout})
+	if r.counts[1][kHit][oTimeout] != 1 || len(r.failOut) != 0 {
+		t.Errorf("counts %v, failures outside %d; want it inside", r.counts[1][kHit], len(r.failOut))
+	}
+}
+
 func TestRecorderCounts(t *testing.T) {
 	r := newRecorder()
 	t0 := time.Now()
