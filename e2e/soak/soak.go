@@ -383,12 +383,13 @@ func (s *soak) watchdog(ctx context.Context) {
 }
 
 // faults applies faultLoop, round after round, until duration has passed (the fault under
-// way is finished first).
+// way is finished first). The first round always runs whole, so that even a short soak on a
+// starved host applies every fault once.
 func (s *soak) faults(ctx context.Context, res *result) error {
 	end := time.Now().Add(s.cfg.duration)
 	for round := 1; time.Now().Before(end); round++ {
 		for _, f := range faultLoop {
-			if !time.Now().Before(end) {
+			if round > 1 && !time.Now().Before(end) {
 				break
 			}
 			if err := sleepCtx(ctx, s.cfg.gap); err != nil {
