@@ -65,12 +65,13 @@ images: ## stub and initc images for linux/amd64 and linux/arm64 (docker, podman
 	VERSION=$(VERSION) images/build.sh
 
 clean: ## remove build output (keeps .tools)
-	rm -rf bin bench-results
+	rm -rf bin bench-results soak-results
 
-# The e2e suite owns `demo` (see e2e/README.md); the peer benchmark and the real-Kubernetes
-# suite bring their own targets (`bench-peers`, `e2e-kube`).
+# The e2e suite owns `demo` (see e2e/README.md); the peer benchmark, the soak and the
+# real-Kubernetes suite bring their own targets (`bench-peers`, `soak`, `e2e-kube`).
 include e2e/e2e.mk
 include e2e/bench/bench.mk
+include e2e/soak/soak.mk
 -include e2e/kube/kube.mk
 
 bench: bench-peers ## peer benchmark vs CoreDNS (NodeLocal config), dnsmasq, unbound; writes bench-results/
