@@ -34,17 +34,30 @@ func (s *Server) forwardAsync(pkt []byte, proto int, send func([]byte)) {
 		token = true
 	default:
 		overloadTotal.Inc()
-		var r wire.Request
-		_ = r.Parse(pkt)
-		resp := wire.AppendError(make([]byte, 0, 512), &r, wire.RcodeServFail)
 		owed = false
-		send(resp)
+		send(s.overloaded(pkt, proto))
 		return
 	}
 	own := append([]byte(nil), pkt...) // the reader reuses its buffer
 	s.misses.Add(1)
 	owed, token = false, false // the goroutine owes both from here on
 	go s.miss(own, proto, send)
+}
+
+// overloaded is the reply to a miss past MaxInflight: the expired answer when the cache still has
+// one inside the stale window (RFC 8767 §5 — a resolver that cannot get a fresh answer in time
+// serves stale rather than fail), else SERVFAIL. No upstream query: the upstreams are the backlog.
+// Found by the soak (e2e/soak): on a starved host, names whose TTL had just run out got SERVFAIL
+// although their stale answers were there.
+func (s *Server) overloaded(pkt []byte, proto int) []byte {
+	var r wire.Request
+	buf := make([]byte, 0, 512)
+	if r.Parse(pkt) == nil && s.cfg.Cache != nil {
+		if stale, ok := s.cfg.Cache.Stale(buf, &r, staleTTL); ok {
+			return finish(stale, &r, proto)
+		}
+	}
+	return wire.AppendError(buf, &r, wire.RcodeServFail)
 }
 
 // miss is the goroutine of one client's cache miss. A panic is contained here: the client gets

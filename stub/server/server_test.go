@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
 
 	"github.com/podns/podns/internal/dnstest"
@@ -437,6 +438,50 @@ func TestOverloadAnswersServfailAtOnce(t *testing.T) {
 		t.Errorf("second miss: %s, want SERVFAIL while the slot is taken", dns.RcodeToString[r.Rcode])
 	}
 	close(fwd.gate)
+	if r := <-first; r == nil || len(r.Answer) != 1 {
+		t.Errorf("first miss not answered: %v", r)
+	}
+}
+
+// Past MaxInflight a miss that still has an answer in the stale window gets it (RFC 8767), not
+// SERVFAIL: the soak found SERVFAILs for just-expired names on a starved host.
+func TestOverloadServesStale(t *testing.T) {
+	clock := dnstest.NewClock(time.Unix(1_700_000_000, 0))
+	fwd := &fakeForwarder{answer: records(1)}
+	s, addr := startServer(t, fwd, func(c *Config) {
+		c.MaxInflight = 1
+		c.Cache = cache.New(cache.Config{Size: 100, StaleWindow: time.Hour, Now: clock.Now})
+	})
+	query(t, "udp", addr, "cached.example.", dns.TypeA, 0) // cached, TTL 300
+	// The miss gives its slot back after its reply left: wait for that, or the next miss finds
+	// the slot still taken.
+	waitFor(t, func() bool { return len(s.inflight) == 0 })
+	clock.Advance(10 * time.Minute)
+	fwd.hold()
+	first := make(chan *dns.Msg, 1)
+	go func() {
+		c := &dns.Client{Timeout: 5 * time.Second}
+		m := new(dns.Msg)
+		m.SetQuestion("slow.example.", dns.TypeA)
+		r, _, _ := c.Exchange(m, addr)
+		first <- r
+	}()
+	waitFor(t, func() bool { return fwd.calls.Load() == 2 }) // the only slot is taken
+	overloads := testutil.ToFloat64(overloadTotal)
+	r := query(t, "udp", addr, "cached.example.", dns.TypeA, 0)
+	if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 || r.Answer[0].Header().Ttl != staleTTL {
+		t.Errorf("expired name past MaxInflight: %v, want the stale answer (TTL %d)", r, staleTTL)
+	}
+	if r := query(t, "udp", addr, "never.example.", dns.TypeA, 0); r.Rcode != dns.RcodeServerFailure {
+		t.Errorf("new name past MaxInflight: %s, want SERVFAIL", dns.RcodeToString[r.Rcode])
+	}
+	if got := testutil.ToFloat64(overloadTotal) - overloads; got != 2 {
+		t.Errorf("podns_overload_total rose by %v, want 2", got)
+	}
+	if n := fwd.calls.Load(); n != 2 {
+		t.Errorf("upstream asked %d times, want 2: an overloaded miss sends nothing", n)
+	}
+	fwd.release()
 	if r := <-first; r == nil || len(r.Answer) != 1 {
 		t.Errorf("first miss not answered: %v", r)
 	}
