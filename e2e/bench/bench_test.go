@@ -43,19 +43,6 @@ func TestParseStatCPU(t *testing.T) {
 	}
 }
 
-func TestParseVmRSS(t *testing.T) {
-	got, err := parseVmRSS("Name:\tstub\nVmHWM:\t 9000 kB\nVmRSS:\t    6144 kB\nRssAnon:\t 1 kB\n")
-	if err != nil || got != 6144*1024 {
-		t.Fatalf("got %v, %v; want %v", got, err, 6144*1024)
-	}
-	if _, err := parseVmRSS("Name:\tkthreadd\n"); err == nil {
-		t.Error("no VmRSS line: want an error")
-	}
-	if _, err := parseVmRSS("VmRSS:\t 12 MB\n"); err == nil {
-		t.Error("unknown unit: want an error")
-	}
-}
-
 func TestParseDnsperf(t *testing.T) {
 	out := `Statistics:
 

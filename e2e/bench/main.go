@@ -27,6 +27,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/podns/podns/e2e/internal/proc"
 )
 
 // options are the command-line knobs; defaults are in parseOptions.
@@ -135,7 +137,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 // bench holds what one invocation shares between targets and rounds.
 type bench struct {
 	opts     *options
-	procs    *procSet
+	procs    *proc.Set
 	tmp      string
 	dnsperf  string
 	self     string
@@ -152,7 +154,7 @@ func run(ctx context.Context, o *options, stdout io.Writer) (err error) {
 	if !cpus.IsSet(o.serverCPU) || !cpus.IsSet(o.genCPU) || o.serverCPU == o.genCPU {
 		return fmt.Errorf("need two distinct usable CPUs (-server-cpu %d, -gen-cpu %d; %d available)", o.serverCPU, o.genCPU, cpus.Count())
 	}
-	b := &bench{opts: o, procs: &procSet{}}
+	b := &bench{opts: o, procs: &proc.Set{}}
 	if b.dnsperf, err = lookBin("dnsperf"); err != nil {
 		return errors.New("dnsperf not found: apt-get install dnsperf")
 	}
@@ -190,8 +192,8 @@ func run(ctx context.Context, o *options, stdout io.Writer) (err error) {
 	// Cleanup runs whatever happened: every process killed by PID and reaped, the temp dir
 	// removed, and both asserted.
 	defer func() {
-		b.procs.stopAll()
-		cerr := b.procs.assertNoneRunning()
+		b.procs.StopAll()
+		cerr := b.procs.AssertNoneRunning()
 		if rerr := os.RemoveAll(b.tmp); rerr != nil {
 			cerr = errors.Join(cerr, rerr)
 		} else if _, serr := os.Stat(b.tmp); serr == nil {
@@ -200,7 +202,7 @@ func run(ctx context.Context, o *options, stdout io.Writer) (err error) {
 		if cerr != nil {
 			err = errors.Join(err, fmt.Errorf("cleanup: %w", cerr))
 		} else {
-			fmt.Fprintf(stdout, "cleanup: all %d processes started were stopped and reaped; temp dir removed\n", len(b.procs.procs))
+			fmt.Fprintf(stdout, "cleanup: all %d processes started were stopped and reaped; temp dir removed\n", b.procs.Len())
 		}
 	}()
 	if b.hitNames, err = writeZone(b.tmp, o.hitNames, o.missNames); err != nil {
@@ -393,21 +395,21 @@ func (b *bench) startUpstream(bin string) error {
 	if err := os.WriteFile(cf, []byte(upstreamCorefile(b.tmp, port)), 0o644); err != nil {
 		return err
 	}
-	p, err := b.procs.startPinned(b.opts.genCPU, "upstream coredns", filepath.Join(dir, "log"), bin, []string{"-conf", cf, "-quiet"}, cleanEnv())
+	p, err := b.procs.Start("upstream coredns", filepath.Join(dir, "log"), bin, []string{"-conf", cf, "-quiet"}, cleanEnv(), proc.Options{CPU: b.opts.genCPU})
 	if err != nil {
 		return err
 	}
-	if _, err := firstAnswer(b.upstream.String(), b.hitNames[0], time.Now(), 10*time.Second, p.done); err != nil {
-		return fmt.Errorf("upstream: %w\n%s", err, p.tail())
+	if _, err := firstAnswer(b.upstream.String(), b.hitNames[0], time.Now(), 10*time.Second, p.Done()); err != nil {
+		return fmt.Errorf("upstream: %w\n%s", err, p.Tail())
 	}
 	if err := resolveAll(b.upstream.String(), []string{b.hitNames[len(b.hitNames)-1], "u0000000." + missZone}); err != nil {
-		return fmt.Errorf("upstream: %w\n%s", err, p.tail())
+		return fmt.Errorf("upstream: %w\n%s", err, p.Tail())
 	}
 	return nil
 }
 
 // start starts target t with its config under dir, on its own address and a free port.
-func (b *bench) start(t, bin, dir string, cacheSize int) (*proc, netip.AddrPort, launch, error) {
+func (b *bench) start(t, bin, dir string, cacheSize int) (*proc.Proc, netip.AddrPort, launch, error) {
 	var listen netip.AddrPort
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, listen, launch{}, err
@@ -421,7 +423,7 @@ func (b *bench) start(t, bin, dir string, cacheSize int) (*proc, netip.AddrPort,
 	if err != nil {
 		return nil, listen, l, err
 	}
-	p, err := b.procs.startPinned(b.opts.serverCPU, t, filepath.Join(dir, "log"), l.path, l.args, l.env)
+	p, err := b.procs.Start(t, filepath.Join(dir, "log"), l.path, l.args, l.env, proc.Options{CPU: b.opts.serverCPU})
 	return p, listen, l, err
 }
 
@@ -433,16 +435,16 @@ func (b *bench) startIdle(ctx context.Context, t, bin, dir string, cacheSize int
 	if err != nil {
 		return 0, 0, err
 	}
-	defer p.stop()
-	fa, err := firstAnswer(listen.String(), b.hitNames[0], start, 10*time.Second, p.done)
+	defer p.Stop()
+	fa, err := firstAnswer(listen.String(), b.hitNames[0], start, 10*time.Second, p.Done())
 	if err != nil {
-		return 0, 0, fmt.Errorf("first answer: %w\n%s", err, p.tail())
+		return 0, 0, fmt.Errorf("first answer: %w\n%s", err, p.Tail())
 	}
 	if !sleepCtx(ctx, b.opts.idle) {
 		return 0, 0, ctx.Err()
 	}
-	if rss, err = rssBytes(p.pid()); err != nil {
-		return 0, 0, fmt.Errorf("RSS: %w\n%s", err, p.tail())
+	if rss, err = rssBytes(p.PID()); err != nil {
+		return 0, 0, fmt.Errorf("RSS: %w\n%s", err, p.Tail())
 	}
 	return fa.Seconds() * 1000, rss, nil
 }
@@ -468,17 +470,17 @@ func (b *bench) runTarget(ctx context.Context, t, bin string, round int) (map[st
 	if err != nil {
 		return nil, err
 	}
-	defer p.stop()
+	defer p.Stop()
 	fail := func(what string, err error) (map[string]float64, error) {
-		if p.exited() {
-			return nil, fmt.Errorf("%s: %v; %s exited: %v\n%s", what, err, t, p.err, p.tail())
+		if p.Exited() {
+			return nil, fmt.Errorf("%s: %v; %s exited: %v\n%s", what, err, t, p.Err(), p.Tail())
 		}
-		return nil, fmt.Errorf("%s: %v\n%s", what, err, p.tail())
+		return nil, fmt.Errorf("%s: %v\n%s", what, err, p.Tail())
 	}
-	if _, err := firstAnswer(listen.String(), b.hitNames[0], time.Now(), 10*time.Second, p.done); err != nil {
+	if _, err := firstAnswer(listen.String(), b.hitNames[0], time.Now(), 10*time.Second, p.Done()); err != nil {
 		return fail("first answer", err)
 	}
-	pid := p.pid()
+	pid := p.PID()
 	if !sleepCtx(ctx, o.idle) {
 		return nil, ctx.Err()
 	}
@@ -548,7 +550,7 @@ func (b *bench) runTarget(ctx context.Context, t, bin string, round int) (map[st
 		v[mBytesPrealloc] = max(0, v[mRSSIdleSized]-v[mRSSIdle]) / float64(sized-def)
 		v[mBytesPerEntry] += v[mBytesPrealloc]
 	}
-	if p.exited() {
+	if p.Exited() {
 		return fail("after the runs", errors.New("server died"))
 	}
 	return v, nil
@@ -627,12 +629,12 @@ func (b *bench) runDnsperf(ctx context.Context, server netip.AddrPort, file stri
 		"-d", filepath.Join(b.tmp, file),
 		"-c", "4", "-T", "1",
 	}, extra...)
-	p, err := b.procs.startPinned(b.opts.genCPU, "dnsperf", log, b.dnsperf, args, cleanEnv())
+	p, err := b.procs.Start("dnsperf", log, b.dnsperf, args, cleanEnv(), proc.Options{CPU: b.opts.genCPU})
 	if err != nil {
 		return perfResult{}, err
 	}
 	if err := waitCtx(ctx, p, limit+15*time.Second); err != nil {
-		return perfResult{}, fmt.Errorf("dnsperf: %w\n%s", err, p.tail())
+		return perfResult{}, fmt.Errorf("dnsperf: %w\n%s", err, p.Tail())
 	}
 	out, err := os.ReadFile(log)
 	if err != nil {
@@ -640,10 +642,10 @@ func (b *bench) runDnsperf(ctx context.Context, server netip.AddrPort, file stri
 	}
 	r, err := parseDnsperf(string(out))
 	if err != nil {
-		return r, fmt.Errorf("%w\n%s", err, p.tail())
+		return r, fmt.Errorf("%w\n%s", err, p.Tail())
 	}
 	if r.Completed == 0 {
-		return r, fmt.Errorf("dnsperf: no query answered\n%s", p.tail())
+		return r, fmt.Errorf("dnsperf: no query answered\n%s", p.Tail())
 	}
 	// Every name asked exists: any other rcode means the run measured an error path (e.g. a
 	// server answering a special-use name locally), not the cache.
@@ -659,12 +661,12 @@ func (b *bench) runLoadgen(ctx context.Context, server netip.AddrPort) (rateResu
 	log := filepath.Join(b.tmp, "loadgen.log")
 	args := []string{"loadgen", "-server", server.String(), "-names", filepath.Join(b.tmp, "hits.txt"),
 		"-rate", strconv.Itoa(o.rate), "-duration", o.rateDur.String()}
-	p, err := b.procs.startPinned(o.genCPU, "loadgen", log, b.self, args, cleanEnv())
+	p, err := b.procs.Start("loadgen", log, b.self, args, cleanEnv(), proc.Options{CPU: o.genCPU})
 	if err != nil {
 		return rateResult{}, err
 	}
 	if err := waitCtx(ctx, p, o.rateDur+15*time.Second); err != nil {
-		return rateResult{}, fmt.Errorf("loadgen: %w\n%s", err, p.tail())
+		return rateResult{}, fmt.Errorf("loadgen: %w\n%s", err, p.Tail())
 	}
 	out, err := os.ReadFile(log)
 	if err != nil {
@@ -673,7 +675,7 @@ func (b *bench) runLoadgen(ctx context.Context, server netip.AddrPort) (rateResu
 	var r rateResult
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &r); err != nil {
-		return r, fmt.Errorf("loadgen output: %w\n%s", err, p.tail())
+		return r, fmt.Errorf("loadgen output: %w\n%s", err, p.Tail())
 	}
 	if r.Received == 0 {
 		return r, errors.New("loadgen: no query answered")
@@ -682,15 +684,15 @@ func (b *bench) runLoadgen(ctx context.Context, server netip.AddrPort) (rateResu
 }
 
 // waitCtx waits for a load generator to finish, killing it on timeout or interrupt.
-func waitCtx(ctx context.Context, p *proc, limit time.Duration) error {
+func waitCtx(ctx context.Context, p *proc.Proc, limit time.Duration) error {
 	select {
 	case <-ctx.Done():
-		p.stop()
+		p.Stop()
 		return ctx.Err()
-	case <-p.done:
-		return p.err
+	case <-p.Done():
+		return p.Err()
 	case <-time.After(limit):
-		p.stop()
-		return fmt.Errorf("%s did not finish within %v; killed", p.name, limit)
+		p.Stop()
+		return fmt.Errorf("%s did not finish within %v; killed", p.Name, limit)
 	}
 }

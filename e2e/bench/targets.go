@@ -2,13 +2,14 @@ package main
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/podns/podns/e2e/internal/proc"
 )
 
 // Loopback addresses: one per server, so that no two ever share a port and a leftover of one
@@ -37,20 +38,8 @@ const (
 // freePort returns a port free for both UDP and TCP on addr. Another process could take it
 // before the server binds it; the server then fails to start and the benchmark says so.
 func freePort(addr netip.Addr) (int, error) {
-	for try := 0; try < 20; try++ {
-		l, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(addr, 0)))
-		if err != nil {
-			return 0, err
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(addr, uint16(port))))
-		l.Close()
-		if err == nil {
-			u.Close()
-			return port, nil
-		}
-	}
-	return 0, fmt.Errorf("no free port on %s", addr)
+	ap, err := proc.FreePort(addr)
+	return int(ap.Port()), err
 }
 
 // writeZone writes the hit zone with n A records h00000..h<n-1> and the dnsperf data files for

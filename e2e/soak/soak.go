@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/podns/podns/e2e/internal/proc"
 )
 
 // Loopback addresses, one per role, away from the peer benchmark's 127.0.0.10-14: CoreDNS
@@ -73,10 +75,10 @@ type window struct {
 // soak is one run's state.
 type soak struct {
 	cfg      config
-	procs    *procSet
+	procs    *proc.Set
 	backends [2]*backend
 	proxies  [2]*faultProxy
-	stub     *proc
+	stub     *proc.Proc
 	dnsAddr  netip.AddrPort
 	metrics  string
 	rec      *recorder
@@ -87,21 +89,21 @@ type backend struct {
 	name string
 	addr netip.AddrPort
 	conf string
-	p    *proc
+	p    *proc.Proc
 }
 
 // run does one soak and returns its result; cleanup (every process stopped by PID and reaped,
 // every proxy closed) is done and checked before it returns.
 func run(ctx context.Context, cfg config) (res *result, err error) {
-	s := &soak{cfg: cfg, procs: &procSet{}, rec: newRecorder()}
+	s := &soak{cfg: cfg, procs: &proc.Set{}, rec: newRecorder()}
 	defer func() {
 		for _, p := range s.proxies {
 			if p != nil {
 				p.close()
 			}
 		}
-		s.procs.stopAll()
-		if cerr := s.procs.assertNoneRunning(); cerr != nil {
+		s.procs.StopAll()
+		if cerr := s.procs.AssertNoneRunning(); cerr != nil {
 			err = errors.Join(err, cerr)
 		}
 	}()
@@ -123,7 +125,7 @@ func (s *soak) setup(ctx context.Context) error {
 		return err
 	}
 	for i := range s.backends {
-		ap, err := freePort(backendAddrs[i])
+		ap, err := proc.FreePort(backendAddrs[i])
 		if err != nil {
 			return err
 		}
@@ -137,7 +139,7 @@ func (s *soak) setup(ctx context.Context) error {
 		if err := s.startBackend(ctx, b); err != nil {
 			return err
 		}
-		pa, err := freePort(proxyAddrs[i])
+		pa, err := proc.FreePort(proxyAddrs[i])
 		if err != nil {
 			return err
 		}
@@ -146,10 +148,10 @@ func (s *soak) setup(ctx context.Context) error {
 		}
 	}
 	var err error
-	if s.dnsAddr, err = freePort(stubAddr); err != nil {
+	if s.dnsAddr, err = proc.FreePort(stubAddr); err != nil {
 		return err
 	}
-	httpAddr, err := freePort(stubAddr)
+	httpAddr, err := proc.FreePort(stubAddr)
 	if err != nil {
 		return err
 	}
@@ -169,7 +171,7 @@ func (s *soak) setup(ctx context.Context) error {
 		"PODNS_RESOLV_CONF=" + resolvConf,
 		"PODNS_LOG_LEVEL=info",
 	}
-	if s.stub, err = s.procs.start("stub", filepath.Join(s.cfg.dir, "stub.log"), s.cfg.stub, nil, env); err != nil {
+	if s.stub, err = startClean(s.procs, "stub", filepath.Join(s.cfg.dir, "stub.log"), s.cfg.stub, nil, env); err != nil {
 		return err
 	}
 	ready := "http://" + httpAddr.String() + "/readyz"
@@ -181,11 +183,11 @@ func (s *soak) setup(ctx context.Context) error {
 				break
 			}
 		}
-		if s.stub.exited() {
-			return fmt.Errorf("stub exited before ready: %v\n%s", s.stub.err, s.stub.tail())
+		if s.stub.Exited() {
+			return fmt.Errorf("stub exited before ready: %v\n%s", s.stub.Err(), s.stub.Tail())
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("stub not ready within 15 s\n%s", s.stub.tail())
+			return fmt.Errorf("stub not ready within 15 s\n%s", s.stub.Tail())
 		}
 		select {
 		case <-ctx.Done():
@@ -193,7 +195,7 @@ func (s *soak) setup(ctx context.Context) error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	s.logf("stub pid %d on %s, upstreams %s → %s, %s → %s", s.stub.pid(), s.dnsAddr,
+	s.logf("stub pid %d on %s, upstreams %s → %s, %s → %s", s.stub.PID(), s.dnsAddr,
 		s.proxies[0].addr, s.backends[0].addr, s.proxies[1].addr, s.backends[1].addr)
 	return nil
 }
@@ -202,22 +204,22 @@ func (s *soak) setup(ctx context.Context) error {
 func (s *soak) startBackend(ctx context.Context, b *backend) error {
 	var err error
 	for try := 0; ; try++ {
-		if b.p, err = s.procs.start(b.name, filepath.Join(s.cfg.dir, strings.ReplaceAll(b.name, " ", "-")+".log"),
+		if b.p, err = startClean(s.procs, b.name, filepath.Join(s.cfg.dir, strings.ReplaceAll(b.name, " ", "-")+".log"),
 			s.cfg.coredns, []string{"-conf", b.conf, "-quiet"}, nil); err != nil {
 			return err
 		}
 		if err = waitAnswers(ctx, b.addr, b.p); err == nil {
 			return nil
 		}
-		b.p.kill()
+		b.p.Kill()
 		if try == 4 || ctx.Err() != nil {
-			return fmt.Errorf("%s on %s: %w\n%s", b.name, b.addr, err, b.p.tail())
+			return fmt.Errorf("%s on %s: %w\n%s", b.name, b.addr, err, b.p.Tail())
 		}
 	}
 }
 
 // waitAnswers polls addr until it answers the zone's SOA, p exits, or 10 s pass.
-func waitAnswers(ctx context.Context, addr netip.AddrPort, p *proc) error {
+func waitAnswers(ctx context.Context, addr netip.AddrPort, p *proc.Proc) error {
 	c := &dns.Client{Timeout: 200 * time.Millisecond}
 	m := new(dns.Msg).SetQuestion(zone, dns.TypeSOA)
 	deadline := time.Now().Add(10 * time.Second)
@@ -225,8 +227,8 @@ func waitAnswers(ctx context.Context, addr netip.AddrPort, p *proc) error {
 		if r, _, err := c.ExchangeContext(ctx, m, addr.String()); err == nil && r.Rcode == dns.RcodeSuccess {
 			return nil
 		}
-		if p.exited() {
-			return fmt.Errorf("exited: %v", p.err)
+		if p.Exited() {
+			return fmt.Errorf("exited: %v", p.Err())
 		}
 		if time.Now().After(deadline) {
 			return errors.New("no answer within 10 s")
@@ -242,7 +244,7 @@ func waitAnswers(ctx context.Context, addr netip.AddrPort, p *proc) error {
 // drive runs the phases: prefill and warm-up, the first sample, load with the fault loop,
 // the last sample.
 func (s *soak) drive(ctx context.Context) (*result, error) {
-	res := &result{cfg: s.cfg, stubPID: s.stub.pid(), started: time.Now(), loadStart: loadavg()}
+	res := &result{cfg: s.cfg, stubPID: s.stub.PID(), started: time.Now(), loadStart: loadavg()}
 	// From the first lookup to the last sample, so that no quiet phase looks like a stall.
 	dctx, dcancel := context.WithCancel(ctx)
 	var dog sync.WaitGroup
@@ -285,9 +287,9 @@ func (s *soak) drive(ctx context.Context) (*result, error) {
 	if ferr != nil {
 		return nil, ferr
 	}
-	if s.stub.exited() {
+	if s.stub.Exited() {
 		res.alive = false
-		res.stubLog = s.stub.tail()
+		res.stubLog = s.stub.Tail()
 		res.collect(s)
 		return res, nil
 	}
@@ -302,10 +304,10 @@ func (s *soak) drive(ctx context.Context) (*result, error) {
 	res.loadEnd = loadavg()
 	res.ended = time.Now()
 	// SIGTERM, as the kubelet does: a clean exit (0) after the soak is part of the result.
-	s.stub.stop()
-	res.exit = s.stub.cmd.ProcessState.String()
-	res.cleanExit = s.stub.cmd.ProcessState.ExitCode() == 0
-	res.stubLog = s.stub.tail()
+	s.stub.Stop()
+	res.exit = s.stub.ProcessState().String()
+	res.cleanExit = s.stub.ProcessState().ExitCode() == 0
+	res.stubLog = s.stub.Tail()
 	res.collect(s)
 	return res, nil
 }
@@ -321,10 +323,10 @@ func (s *soak) settle(ctx context.Context) (sample, error) {
 	}
 	var prev sample
 	for try := 0; try < 30; try++ {
-		if s.stub.exited() {
-			return sample{}, fmt.Errorf("stub exited: %v\n%s", s.stub.err, s.stub.tail())
+		if s.stub.Exited() {
+			return sample{}, fmt.Errorf("stub exited: %v\n%s", s.stub.Err(), s.stub.Tail())
 		}
-		cur, err := takeSample(s.stub.pid(), s.metrics)
+		cur, err := takeSample(s.stub.PID(), s.metrics)
 		if err != nil {
 			return sample{}, err
 		}
@@ -354,7 +356,7 @@ func (s *soak) sampleLoop(ctx context.Context, res *result) {
 		case <-t.C:
 		}
 		row := s.rec.takeInterval()
-		if smp, err := takeSample(s.stub.pid(), s.metrics); err == nil {
+		if smp, err := takeSample(s.stub.PID(), s.metrics); err == nil {
 			row.sample = smp
 		} else {
 			row.sample.at = time.Now()
@@ -422,7 +424,7 @@ func (s *soak) apply(ctx context.Context, f faultSpec) error {
 	switch f.fault {
 	case "restart":
 		for _, i := range idx {
-			s.backends[i].p.kill()
+			s.backends[i].p.Kill()
 		}
 		if err := sleepCtx(ctx, s.cfg.restartDown); err != nil {
 			return err

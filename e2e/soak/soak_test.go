@@ -3,12 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"io"
 	"math"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -18,6 +16,10 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/podns/podns/internal/dnstest"
+
+	"github.com/podns/podns/e2e/internal/proc"
+
+	"github.com/podns/podns/e2e/internal/scenario"
 )
 
 // TestSoak is the shortened soak CI runs (make test): the whole fault loop once, at a lower
@@ -27,7 +29,7 @@ func TestSoak(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: the shortened soak takes about 3 minutes")
 	}
-	root, err := moduleRoot()
+	root, err := scenario.FindRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,24 +101,6 @@ type logWriter struct{ t *testing.T }
 func (w logWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
-}
-
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && strings.Contains(string(b), "module github.com/podns/podns\n") {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("podns module root not found")
-		}
-		dir = parent
-	}
 }
 
 func TestOverlapping(t *testing.T) {
@@ -288,7 +272,7 @@ func backendServer(t *testing.T) netip.AddrPort {
 
 func newTestProxy(t *testing.T) *faultProxy {
 	t.Helper()
-	ap, err := freePort(netip.MustParseAddr("127.0.0.1"))
+	ap, err := proc.FreePort(netip.MustParseAddr("127.0.0.1"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -362,16 +346,6 @@ func TestFaultProxyCut(t *testing.T) {
 	}
 	if p.cuts.Load() != 4 {
 		t.Errorf("cuts %d, want 4", p.cuts.Load())
-	}
-}
-
-func TestParseVmRSS(t *testing.T) {
-	got, err := parseVmRSS("Name:\tstub\nVmRSS:\t    6144 kB\n")
-	if err != nil || got != 6144*1024 {
-		t.Fatalf("got %v, %v", got, err)
-	}
-	if _, err := parseVmRSS("Name:\tx\n"); err == nil {
-		t.Error("no VmRSS line: want an error")
 	}
 }
 
