@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -256,18 +257,6 @@ func startEDNSServer(t *testing.T, proto string, rejectRcode int, withOPT bool, 
 	return s
 }
 
-func boolsEqual(a, b []bool) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // Issue 12 item 2, the given input at the forwarder: FORMERR without OPT to the query with OPT,
 // the answer without. Right: NOERROR with 192.0.2.21, one retry without OPT, reason edns.
 func TestEDNSIntolerantFormerr(t *testing.T) {
@@ -282,7 +271,7 @@ func TestEDNSIntolerantFormerr(t *testing.T) {
 			t.Fatal(err)
 		}
 		wantA(t, r, "192.0.2.21")
-		if got := srv.seen(); !boolsEqual(got, []bool{true, false}) {
+		if got := srv.seen(); !slices.Equal(got, []bool{true, false}) {
 			t.Errorf("queries carried OPT %v, want [true false]: one retry without OPT", got)
 		}
 		if d := metric(f.peers[0].m.errEDNS) - edns; d != 1 {
@@ -305,7 +294,7 @@ func TestEDNSIntolerantNotimp(t *testing.T) {
 			t.Fatal(err)
 		}
 		wantA(t, r, "192.0.2.21")
-		if got := srv.seen(); !boolsEqual(got, []bool{true, false}) {
+		if got := srv.seen(); !slices.Equal(got, []bool{true, false}) {
 			t.Errorf("queries carried OPT %v, want [true false]", got)
 		}
 	})
@@ -326,7 +315,7 @@ func TestFormerrWithOPTNotRetried(t *testing.T) {
 		if r.Rcode != dns.RcodeFormatError {
 			t.Errorf("rcode %s, want the server's FORMERR", dns.RcodeToString[r.Rcode])
 		}
-		if got := srv.seen(); !boolsEqual(got, []bool{true}) {
+		if got := srv.seen(); !slices.Equal(got, []bool{true}) {
 			t.Errorf("queries carried OPT %v, want [true]: no retry", got)
 		}
 		if metric(f.peers[0].m.errEDNS) != edns || f.peers[0].ednsIntolerant() {
@@ -394,12 +383,12 @@ func TestEDNSIntoleranceRemembered(t *testing.T) {
 		ask()
 		clock.Advance(ednsMemory - time.Second)
 		ask()
-		if got := srv.seen(); !boolsEqual(got, []bool{true, false, false}) {
+		if got := srv.seen(); !slices.Equal(got, []bool{true, false, false}) {
 			t.Errorf("queries carried OPT %v, want [true false false]: the second at once without", got)
 		}
 		clock.Advance(time.Second)
 		ask()
-		if got := srv.seen(); !boolsEqual(got, []bool{true, false, false, true, false}) {
+		if got := srv.seen(); !slices.Equal(got, []bool{true, false, false, true, false}) {
 			t.Errorf("queries carried OPT %v, want [true false false true false]: EDNS tried again after %v", got, ednsMemory)
 		}
 		mu.Lock()
@@ -423,7 +412,7 @@ func TestEDNSIntolerantBigAnswerOverTCP(t *testing.T) {
 	if r.Rcode != dns.RcodeSuccess || r.Truncated || len(r.Answer) != 40 {
 		t.Fatalf("rcode %s TC %v with %d records, want all 40", dns.RcodeToString[r.Rcode], r.Truncated, len(r.Answer))
 	}
-	if got := srv.seen(); !boolsEqual(got, []bool{true, false, false}) {
+	if got := srv.seen(); !slices.Equal(got, []bool{true, false, false}) {
 		t.Errorf("queries carried OPT %v, want [true false false] (UDP with, UDP without, TCP without)", got)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -325,23 +326,11 @@ func TestOrder(t *testing.T) {
 					}
 				}
 			}
-			if !slicesEqual(got, tc.want) {
+			if !slices.Equal(got, tc.want) {
 				t.Errorf("order %v, want %v", got, tc.want)
 			}
 		})
 	}
-}
-
-func slicesEqual(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // SERVFAIL, NOTIMP and REFUSED are replies: a server giving them is alive, to probes and to
