@@ -32,7 +32,7 @@ var program = cli.Program{
 	Name:    "initc",
 	Summary: "points the pod's resolv.conf at podns's stub",
 	Config:  &config.Config{},
-	Footer: fmt.Sprintf("Exit status: %d done (rewritten, already in place, or disabled for hostNetwork), %d refused or failed (resolv.conf untouched), %d bad configuration.",
+	Footer: fmt.Sprintf("Exit status: %d done (rewritten, already in place, or disabled: hostNetwork, or only unspecified nameservers), %d refused or failed (resolv.conf untouched), %d bad configuration.",
 		exitOK, exitFail, exitConfig),
 }
 
@@ -72,7 +72,7 @@ func run(args []string, environ map[string]string, stdout, stderr io.Writer) int
 	case apply.Disabled:
 		log.Warn().Str("resolv_conf", cfg.ResolvConf).Str("marker", statedir.DisabledMarkerPath(cfg.StateDir)).
 			Str("pod_ip", cfg.PodIP).Str("host_ip", cfg.HostIP).
-			Msg("podns disabled: " + p.HostNetworkReason)
+			Msg("podns disabled: " + rep.Reason)
 		return exitOK
 	}
 	ev := log.Info()

@@ -81,10 +81,15 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 		return exitConfig
 	}
 
-	ups, source, err := cfg.ResolveUpstreams()
+	res, err := cfg.ResolveUpstreams()
 	if err != nil {
 		log.Error().Err(err).Msg("cannot start")
 		return exitConfig
+	}
+	ups, source := res.Servers, res.Source
+	for _, u := range res.Skipped {
+		log.Warn().Str("upstream", u.String()).Str("from", source).
+			Msg("nameserver skipped: a packet to it would reach the stub itself (the unspecified address or the stub's own listener)")
 	}
 	fwd, err := upstream.New(cfg.Upstream(ups, log.With().Str("part", "upstream").Logger()))
 	if err != nil {

@@ -1,5 +1,6 @@
 // Package apply does initc's work on the pod's files: save the kubelet's resolv.conf to the
-// state dir once, rewrite resolv.conf in place, or disable podns for a hostNetwork pod.
+// state dir once, rewrite resolv.conf in place, or disable podns for a pod it cannot serve (a
+// hostNetwork pod, or one whose every nameserver is the unspecified address).
 //
 // The order of operations is what makes a failure harmless: everything is read, decided,
 // rendered and validated first, and resolv.conf is opened for writing (a read-only mount
@@ -42,7 +43,7 @@ type Action string
 const (
 	Rewritten Action = "rewritten" // resolv.conf now points at podns
 	Unchanged Action = "unchanged" // it already did, byte for byte: a rerun; nothing written
-	Disabled  Action = "disabled"  // hostNetwork: resolv.conf untouched, marker written
+	Disabled  Action = "disabled"  // resolv.conf untouched, marker written; Report.Reason says why
 )
 
 // Saved says what happened to upstream.conf.
@@ -64,6 +65,8 @@ type Report struct {
 	Written  []byte           // the resolv.conf content now in place (nil when disabled)
 	Options  []resolvconf.Option
 	Changes  []string // option changes, see rewrite.Merge
+	// Reason says why podns is disabled (Action Disabled); it is also the marker's text.
+	Reason string
 	// StaleMarkerRemoved is true when a disabled marker from an earlier run was removed
 	// because this pod is not hostNetwork: left in place it would keep the stub from serving
 	// DNS while resolv.conf points at it.
@@ -103,10 +106,7 @@ func Run(p Params) (Report, error) {
 	markerPath := statedir.DisabledMarkerPath(p.StateDir)
 
 	if p.HostNetwork {
-		if err := statedir.WriteDisabled(p.StateDir, p.HostNetworkReason); err != nil {
-			return Report{}, fail(markerPath, "cannot write the disabled marker", err)
-		}
-		return Report{Action: Disabled, Saved: SavedNone}, nil
+		return disable(p.StateDir, p.HostNetworkReason)
 	}
 
 	curData, cur, err := readConf(p.ResolvConf)
@@ -117,6 +117,13 @@ func Run(p Params) (Report, error) {
 	origData, orig, saved, err := pickOriginal(p, curData, cur, savedPath)
 	if err != nil {
 		return Report{}, err
+	}
+	if !forwardable(orig) {
+		// Without podns such a pod's lookups go to its own port 53, where nothing of the
+		// cluster's listens; with podns the stub would forward to itself and refuse to start.
+		// Leaving the file alone keeps the pod resolving exactly as it would without podns.
+		return disable(p.StateDir, fmt.Sprintf("every nameserver of %s (%v) is the unspecified address, which reaches the pod itself, not a DNS server: the stub would forward to itself; podns left %s alone",
+			p.ResolvConf, orig.Nameservers, p.ResolvConf))
 	}
 
 	res, err := rewrite.Render(origData, orig, p.Nameserver, p.Options, savedPath)
@@ -180,10 +187,32 @@ func pickOriginal(p Params, curData []byte, cur *resolvconf.File, savedPath stri
 	if err != nil {
 		return nil, nil, "", err
 	}
-	if len(orig.Nameservers) == 0 || rewrite.PointsAt(orig, p.Nameserver) {
+	if !forwardable(orig) || rewrite.PointsAt(orig, p.Nameserver) {
 		return nil, nil, "", fail(savedPath, fmt.Sprintf("saved original is unusable (nameservers %v) and %s does not hold a new one", orig.Nameservers, p.ResolvConf), nil)
 	}
 	return origData, orig, SavedKept, nil
+}
+
+// disable writes the disabled marker with reason and leaves resolv.conf alone: the stub then
+// serves only its probes and the pod resolves as it would without podns.
+func disable(stateDir, reason string) (Report, error) {
+	if err := statedir.WriteDisabled(stateDir, reason); err != nil {
+		return Report{}, fail(statedir.DisabledMarkerPath(stateDir), "cannot write the disabled marker", err)
+	}
+	return Report{Action: Disabled, Saved: SavedNone, Reason: reason}, nil
+}
+
+// forwardable reports whether f names a nameserver the stub can forward to: one that is not the
+// unspecified address (0.0.0.0, ::, ::ffff:0.0.0.0), which Linux delivers to the local host (the
+// stub's own listener). The stub skips such a nameserver when the file has another one
+// (stub/config ResolveUpstreams).
+func forwardable(f *resolvconf.File) bool {
+	for _, a := range f.Nameservers {
+		if !a.Unmap().IsUnspecified() {
+			return true
+		}
+	}
+	return false
 }
 
 // readConf reads and parses a resolv.conf, refusing what is not one. A file larger than

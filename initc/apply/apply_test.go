@@ -170,6 +170,11 @@ func TestRun(t *testing.T) {
 			wantErr: "upstream.conf: saved original is unusable",
 		},
 		{
+			name:    "the saved original names only the unspecified address: refused",
+			before:  podFiles{resolv: "nameserver 127.0.0.1\n", saved: "nameserver 0.0.0.0\n", marker: absent},
+			wantErr: "upstream.conf: saved original is unusable",
+		},
+		{
 			name:    "the saved original is garbage: refused",
 			before:  podFiles{resolv: "nameserver 127.0.0.1\n", saved: "\x00", marker: absent},
 			wantErr: "upstream.conf: refusing to rewrite: not a resolv.conf",
@@ -268,5 +273,46 @@ func TestRunStateDirUnwritable(t *testing.T) {
 	}
 	if got := read(t, p.ResolvConf); got != clusterFirst {
 		t.Errorf("resolv.conf changed to %q", got)
+	}
+}
+
+// A kubelet file whose every nameserver is the unspecified address (0.0.0.0, ::) gives the stub
+// nothing to forward to but itself: podns is disabled and the pod resolves as without it. With one
+// real nameserver beside it the file is rewritten; the stub skips the unspecified one.
+func TestUnspecifiedNameservers(t *testing.T) {
+	for _, tc := range []struct {
+		resolv string
+		want   Action
+	}{
+		{"nameserver 0.0.0.0\nsearch default.svc.cluster.local\n", Disabled},
+		{"nameserver ::\n", Disabled},
+		{"nameserver ::ffff:0.0.0.0\nnameserver 0.0.0.0\n", Disabled},
+		{"nameserver 0.0.0.0\nnameserver 10.96.0.10\n", Rewritten},
+	} {
+		p := setup(t, podFiles{resolv: tc.resolv, saved: absent, marker: absent})
+		rep, err := Run(p)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.resolv, err)
+		}
+		if rep.Action != tc.want {
+			t.Fatalf("%q: action %s, want %s", tc.resolv, rep.Action, tc.want)
+		}
+		marker := read(t, statedir.DisabledMarkerPath(p.StateDir))
+		saved := read(t, statedir.UpstreamConfPath(p.StateDir))
+		if tc.want == Rewritten {
+			if marker != absent || saved != tc.resolv {
+				t.Errorf("%q: marker %q, saved %q; want no marker and the original saved", tc.resolv, marker, saved)
+			}
+			continue
+		}
+		if got := read(t, p.ResolvConf); got != tc.resolv {
+			t.Errorf("%q: resolv.conf changed to %q", tc.resolv, got)
+		}
+		if saved != absent || rep.Saved != SavedNone {
+			t.Errorf("%q: saved %q (%s), want nothing saved", tc.resolv, saved, rep.Saved)
+		}
+		if !strings.Contains(marker, "unspecified address") || marker != rep.Reason+"\n" {
+			t.Errorf("%q: marker %q, reason %q", tc.resolv, marker, rep.Reason)
+		}
 	}
 }

@@ -170,38 +170,71 @@ func (c *Config) SearchPath() (search []string, ndots int) {
 // ListenAddrs returns the listen addresses.
 func (c *Config) ListenAddrs() []netip.AddrPort { return c.Listen }
 
-// ResolveUpstreams returns the upstream list and where it came from: PODNS_UPSTREAMS when set,
-// else the nameservers of the saved resolv.conf. It refuses an upstream that a packet from the
-// stub would deliver to one of the stub's own listeners (see loops): a resolv.conf that already
-// says 127.0.0.1, or 0.0.0.0, would make the stub forward to itself until the upstream timeout.
+// Upstreams is where the stub forwards, as ResolveUpstreams decided it.
+type Upstreams struct {
+	// Servers are the upstreams, in the order they are tried.
+	Servers []netip.AddrPort
+	// Source is where they came from: "PODNS_UPSTREAMS" or the saved resolv.conf's path.
+	Source string
+	// Skipped are nameservers of the saved resolv.conf left out because a packet to them would
+	// reach the stub itself (see loops); the stub logs them at start.
+	Skipped []netip.AddrPort
+}
+
+// ResolveUpstreams returns the upstreams: PODNS_UPSTREAMS when set, else the nameservers of the
+// saved resolv.conf. An upstream that a packet from the stub would deliver to one of the stub's
+// own listeners (see loops: 127.0.0.1, 0.0.0.0, ...) would make the stub forward to itself until
+// the upstream timeout, so:
+//   - in PODNS_UPSTREAMS, the operator's own setting, it is an error (the stub exits 2);
+//   - in the saved file, the kubelet's, it is skipped when another nameserver remains, as glibc
+//     moves past a nameserver that refuses the connection; when none remains it is an error.
+//
 // The host's addresses for that check are read once, here, from net.InterfaceAddrs.
-func (c *Config) ResolveUpstreams() ([]netip.AddrPort, string, error) {
+func (c *Config) ResolveUpstreams() (Upstreams, error) {
+	u := Upstreams{Source: "PODNS_UPSTREAMS"}
 	var ups []netip.AddrPort
-	source := "PODNS_UPSTREAMS"
 	if len(c.Upstreams) > 0 {
 		ups = c.Upstreams
 	} else {
 		var f *resolvconf.File
 		var err error
-		if f, source, err = c.upstreamConf(); err != nil {
-			return nil, source, fmt.Errorf("no upstreams: PODNS_UPSTREAMS is unset and %v (initc saves the kubelet's resolv.conf there)", err)
+		if f, u.Source, err = c.upstreamConf(); err != nil {
+			return u, fmt.Errorf("no upstreams: PODNS_UPSTREAMS is unset and %v (initc saves the kubelet's resolv.conf there)", err)
 		}
 		for _, a := range f.Nameservers {
 			ups = append(ups, netip.AddrPortFrom(a, 53))
 		}
 		if len(ups) == 0 {
-			return nil, source, fmt.Errorf("no upstreams: %s has no nameserver line", source)
+			return u, fmt.Errorf("no upstreams: %s has no nameserver line", u.Source)
 		}
 	}
 	local := interfaceAddrs()
-	for _, u := range ups {
-		for _, l := range c.ListenAddrs() {
-			if loops(u, l, local) {
-				return nil, source, fmt.Errorf("refusing to start: upstream %s (from %s) reaches the stub's own listen address %s; forwarding to it would loop", u, source, l)
-			}
+	var loopErr error
+	for _, up := range ups {
+		l, ok := c.reaches(up, local)
+		if !ok {
+			u.Servers = append(u.Servers, up)
+			continue
+		}
+		u.Skipped = append(u.Skipped, up)
+		if loopErr == nil {
+			loopErr = fmt.Errorf("refusing to start: upstream %s (from %s) reaches the stub's own listen address %s; forwarding to it would loop", up, u.Source, l)
 		}
 	}
-	return ups, source, nil
+	if loopErr != nil && (len(c.Upstreams) > 0 || len(u.Servers) == 0) {
+		return Upstreams{Source: u.Source}, loopErr
+	}
+	return u, nil
+}
+
+// reaches returns the listener of the stub that a packet to upstream u would be delivered to.
+func (c *Config) reaches(u netip.AddrPort, local map[netip.Addr]bool) (netip.AddrPort, bool) {
+	for _, l := range c.ListenAddrs() {
+		if loops(u, l, local) {
+			return l, true
+		}
+	}
+	return netip.AddrPort{}, false
 }
 
 // loops reports whether a packet the stub sends to upstream u would be delivered to its listener

@@ -96,6 +96,7 @@ func TestResolveUpstreams(t *testing.T) {
 		env      map[string]string
 		conf     string // upstream.conf content; "" = no file
 		want     string
+		skipped  string
 		wantErr  string
 		fromFile bool
 	}{
@@ -112,6 +113,10 @@ func TestResolveUpstreams(t *testing.T) {
 		{name: "unspecified IPv6 via the file", env: map[string]string{"PODNS_LISTEN": "[::1]:53"}, conf: "nameserver ::\n", wantErr: "refusing to start: upstream [::]:53"},
 		{name: "unspecified via env", env: map[string]string{"PODNS_LISTEN": "127.0.0.1:5353", "PODNS_UPSTREAMS": "0.0.0.0:5353"}, wantErr: "would loop"},
 		{name: "second upstream loops", env: map[string]string{"PODNS_UPSTREAMS": "10.96.0.10,::ffff:127.0.0.1"}, wantErr: "upstream [::ffff:127.0.0.1]:53"},
+		{name: "a looping nameserver of the file is skipped when another remains", conf: "nameserver 0.0.0.0\nnameserver 10.96.0.10\n",
+			want: "10.96.0.10:53", skipped: "0.0.0.0:53", fromFile: true},
+		{name: "every looping nameserver of the file is skipped", conf: "nameserver 127.0.0.1\nnameserver 10.96.0.10\nnameserver ::\n",
+			want: "10.96.0.10:53", skipped: "127.0.0.1:53 [::]:53", fromFile: true},
 		{name: "other port is fine", env: map[string]string{"PODNS_LISTEN": "127.0.0.1:53", "PODNS_UPSTREAMS": "127.0.0.1:5353"}, want: "127.0.0.1:5353"},
 	}
 	for _, tt := range tests {
@@ -130,7 +135,8 @@ func TestResolveUpstreams(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ups, source, err := c.ResolveUpstreams()
+			res, err := c.ResolveUpstreams()
+			ups, source := res.Servers, res.Source
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tt.wantErr)
@@ -146,6 +152,13 @@ func TestResolveUpstreams(t *testing.T) {
 			}
 			if strings.Join(got, " ") != tt.want {
 				t.Errorf("upstreams %v, want %s", got, tt.want)
+			}
+			var skipped []string
+			for _, u := range res.Skipped {
+				skipped = append(skipped, u.String())
+			}
+			if strings.Join(skipped, " ") != tt.skipped {
+				t.Errorf("skipped %v, want %q", skipped, tt.skipped)
 			}
 			if tt.fromFile != (source == statedir.UpstreamConfPath(dir)) {
 				t.Errorf("source %q", source)
@@ -337,7 +350,7 @@ func TestLoopViaInterfaceAddress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := c.ResolveUpstreams(); err == nil || !strings.Contains(err.Error(), "would loop") {
+	if _, err := c.ResolveUpstreams(); err == nil || !strings.Contains(err.Error(), "would loop") {
 		t.Fatalf("upstream %s with listener 0.0.0.0:5353: err = %v, want the loop refusal", own, err)
 	}
 }
@@ -434,14 +447,15 @@ func TestUpstreamsNeverFromTheLiveResolvConf(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ups, _, err := c.ResolveUpstreams(); err == nil || !strings.Contains(err.Error(), "no upstreams") {
+	if ups, err := c.ResolveUpstreams(); err == nil || !strings.Contains(err.Error(), "no upstreams") {
 		t.Fatalf("upstreams %v, err %v; want no upstreams", ups, err)
 	}
 	c, err = Load(map[string]string{"PODNS_STATE_DIR": dir, "PODNS_RESOLV_CONF": live, "PODNS_UPSTREAMS": "10.96.0.10"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ups, source, err := c.ResolveUpstreams()
+	res, err := c.ResolveUpstreams()
+	ups, source := res.Servers, res.Source
 	if err != nil || len(ups) != 1 || ups[0].String() != "10.96.0.10:53" || source != "PODNS_UPSTREAMS" {
 		t.Fatalf("upstreams %v from %s, err %v", ups, source, err)
 	}
