@@ -122,6 +122,11 @@ func TestLayoutNameClash(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), tc.want) {
 					t.Fatalf("%s: want a build error containing %q, got %v", comp, tc.want, err)
 				}
+				// The message is a JSON pointer, where "/" would read "~1": it must say what
+				// to do in words a reader can copy.
+				if strings.Contains(err.Error(), "~1") || !strings.Contains(err.Error(), "opt the workload out") {
+					t.Errorf("%s: message %q escapes the label or lacks the opt-out", comp, err)
+				}
 				// The same workload opted out renders as written.
 				optedOut := strings.Replace(dep, "  name: web\n", "  name: web\n  labels: {podns.io/inject: \"false\"}\n", 1)
 				if err := fSys.WriteFile("/m/app/deployment.yaml", []byte(optedOut)); err != nil {
