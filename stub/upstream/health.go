@@ -70,7 +70,9 @@ type ProbeResult struct {
 // ProbeAll probes every server in parallel, marks the ones that answer up and the silent ones
 // down (starting their background probers), and returns one result per server in the order of
 // Servers. Each probe is bounded by Config.Timeout and by ctx. Call it before the stub reports
-// ready, so that even the first lookup avoids a dead server.
+// ready, so that even the first lookup avoids a dead server. In tcp mode each probe goes over
+// TCP and UDP at once: a server that answers over UDP only is up, and used over UDP from the
+// first lookup on (fallback.go).
 func (f *Forwarder) ProbeAll(ctx context.Context) []ProbeResult {
 	res := make([]ProbeResult, len(f.peers))
 	var wg sync.WaitGroup
