@@ -48,7 +48,9 @@ type Config struct {
 	LogFormat string `env:"PODNS_LOG_FORMAT" envDefault:"json" oneof:"json console" help:"log format"`
 
 	// UpstreamProtocol is tcp by default: TCP to the cluster DNS cannot hit the conntrack race.
-	UpstreamProtocol string `env:"PODNS_UPSTREAM_PROTOCOL" envDefault:"tcp" oneof:"tcp udp" help:"protocol to the upstreams; udp retries over TCP when truncated"`
+	// tcp still uses UDP for an upstream that answers only over UDP (a NetworkPolicy allowing
+	// UDP/53 only): failing every lookup is never better.
+	UpstreamProtocol string `env:"PODNS_UPSTREAM_PROTOCOL" envDefault:"tcp" oneof:"tcp udp" help:"protocol to the upstreams; udp retries over TCP when truncated; tcp falls back to UDP for an upstream that answers only over UDP"`
 	// UpstreamTimeout bounds one attempt at one upstream; then the next upstream is tried.
 	UpstreamTimeout time.Duration `env:"PODNS_UPSTREAM_TIMEOUT" envDefault:"2s" min:"100ms" max:"30s" help:"per-attempt upstream timeout"`
 	// UpstreamIdleTimeout closes pooled upstream TCP connections before CoreDNS's 10 s idle close.
