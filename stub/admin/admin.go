@@ -1,5 +1,6 @@
 // Package admin serves the stub's HTTP endpoints for the kubelet and Prometheus: /healthz (the
-// process is alive), /readyz (it is serving DNS) and /metrics.
+// process is alive), /readyz (it is serving DNS) and /metrics; and, on loopback connections only,
+// /debug/ for someone inside the pod (debug.go).
 package admin
 
 import (
@@ -13,8 +14,9 @@ import (
 type ReadyFunc func() (ready bool, why string)
 
 // Handler returns the mux: /metrics from g, /healthz always 200 while the process runs, /readyz
-// 200 or 503 from ready.
-func Handler(g prometheus.Gatherer, ready ReadyFunc) http.Handler {
+// 200 or 503 from ready, and the /debug/ paths of d (none when d is nil), refused with 403 on a
+// connection to an address other than loopback.
+func Handler(g prometheus.Gatherer, ready ReadyFunc, d *Debug) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -27,5 +29,6 @@ func Handler(g prometheus.Gatherer, ready ReadyFunc) http.Handler {
 		}
 		_, _ = w.Write([]byte(why + "\n"))
 	})
-	return mux
+	debugRoutes(mux, d)
+	return loopbackOnly(mux)
 }
