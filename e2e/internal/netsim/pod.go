@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -17,7 +18,8 @@ const StubHTTP = "127.0.0.1:9253"
 
 // PodConfig describes a simulated pod.
 type PodConfig struct {
-	// Nameservers the kubelet writes into the pod's resolv.conf. Default: [VIP].
+	// Nameservers the kubelet writes into the pod's resolv.conf. Default: the cluster's VIP
+	// (VIP, or VIP6 in an IPv6 cluster).
 	Nameservers []string
 }
 
@@ -28,7 +30,8 @@ type PodConfig struct {
 type Pod struct {
 	// NS is the pod's network namespace.
 	NS string
-	// IP is the pod's address.
+	// IP is the pod's address (IPv6 in an IPv6 cluster, where the pod has no IPv4 address but
+	// loopback's).
 	IP string
 	// ResolvConf is the per-pod file (the bind mount's source): what the kubelet wrote, and
 	// what initc rewrites in place through the mount.
@@ -47,7 +50,7 @@ type Pod struct {
 // /etc/resolv.conf in its mount namespace.
 func (c *Cluster) NewPod(ctx context.Context, cfg PodConfig) (*Pod, error) {
 	if len(cfg.Nameservers) == 0 {
-		cfg.Nameservers = []string{VIP}
+		cfg.Nameservers = []string{c.VIP}
 	}
 	k := c.pods
 	c.pods++
@@ -62,7 +65,15 @@ func (c *Cluster) NewPod(ctx context.Context, cfg PodConfig) (*Pod, error) {
 	}
 	p.NS = ns
 	// Pods reach only the service CIDR (through the node); there is no default route.
-	if err := c.link(ctx, ns, fmt.Sprintf("%02dp%02d", c.idx, k), fmt.Sprintf("10.244.%d.1/24", k), p.IP+"/24", ServiceCIDR); err != nil {
+	tag := fmt.Sprintf("%02dp%02d", c.idx, k)
+	if c.IPv6 {
+		// IPv6-only: the pod's one address is on the veth; lo keeps 127.0.0.1 and ::1.
+		p.IP = netip.MustParseAddr(fmt.Sprintf("fd00:10:244:%d::2", k)).String() // canonical, as ip prints it
+		err = c.link6(ctx, ns, tag, fmt.Sprintf("fd00:10:244:%d::1/64", k), p.IP+"/64", ServiceCIDR6)
+	} else {
+		err = c.link(ctx, ns, tag, fmt.Sprintf("10.244.%d.1/24", k), p.IP+"/24", ServiceCIDR)
+	}
+	if err != nil {
 		return nil, err
 	}
 
