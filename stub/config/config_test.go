@@ -77,13 +77,23 @@ func TestParseUpstream(t *testing.T) {
 		"fd00::10":        "[fd00::10]:53",
 		"[fd00::10]:5353": "[fd00::10]:5353",
 		" 10.0.0.1 ":      "10.0.0.1:53",
+		// IPv6 (issue 12 item 7): brackets without a port, zones, and a bare address that ends
+		// in something port-like, which is all address.
+		"[fd00:10:96::a]":     "[fd00:10:96::a]:53",
+		"[fd00:10:96::a]:53":  "[fd00:10:96::a]:53",
+		"fd00:10:96::a:5353":  "[fd00:10:96::a:5353]:53",
+		"fe80::1%eth0":        "[fe80::1%eth0]:53",
+		"[fe80::1%eth0]":      "[fe80::1%eth0]:53",
+		"[fe80::1%eth0]:5353": "[fe80::1%eth0]:5353",
+		"[::ffff:10.0.0.1]":   "[::ffff:10.0.0.1]:53",
 	} {
 		got, err := ParseUpstream(in)
 		if err != nil || got.String() != want {
 			t.Errorf("ParseUpstream(%q) = %v, %v; want %s", in, got, err, want)
 		}
 	}
-	for _, bad := range []string{"", "dns.example", "10.0.0.1:0", "10.0.0.1:99999", "fd00::10:53:x"} {
+	for _, bad := range []string{"", "dns.example", "10.0.0.1:0", "10.0.0.1:99999", "fd00::10:53:x",
+		"[10.0.0.1]", "[10.0.0.1]:53", "[fd00::10", "fd00::10]", "[fd00::10]:", "[fd00::10]:0", "[]", "[dns.example]"} {
 		if _, err := ParseUpstream(bad); err == nil {
 			t.Errorf("ParseUpstream(%q) accepted", bad)
 		}
