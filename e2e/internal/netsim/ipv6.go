@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -136,4 +137,24 @@ func ipv6Ready(out string) error {
 		return fmt.Errorf("no IPv6 address:\n%s", out)
 	}
 	return nil
+}
+
+// BackendDrops returns how many packets to port 53 backend i has dropped since StopBackend took
+// it down: the queries and connection attempts the VIP's DNAT still sent it.
+func (c *Cluster) BackendDrops(ctx context.Context, i int) (int, error) {
+	tool := "iptables"
+	if c.IPv6 {
+		tool = "ip6tables"
+	}
+	argv := inNetns(c.Backends[i].NS, tool, "-t", "filter", "-L", "INPUT", "-v", "-x", "-n")
+	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("%s -L: %w: %s", tool, err, out)
+	}
+	n := 0
+	for _, m := range dropCounter.FindAllStringSubmatch(string(out), -1) {
+		v, _ := strconv.Atoi(m[1])
+		n += v
+	}
+	return n, nil
 }
