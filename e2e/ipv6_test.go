@@ -217,6 +217,58 @@ func TestIPv6(t *testing.T) {
 		}
 	})
 
+	t.Run("LinkLocalZone", func(t *testing.T) {
+		// An upstream that only a zone makes reachable: a DNS server on the node (CoreDNS in the
+		// node's namespace, as NodeLocal DNSCache runs) at the node's link-local address on the
+		// pod's link, written fe80::…%<pod interface> — bracketed with TCP, bare with UDP.
+		if err := c.StartNodeDNS(ctx); err != nil {
+			t.Fatal(err)
+		}
+		pods := map[string]*netsim.Pod{}
+		labels := map[string]string{}
+		for _, m := range []struct{ key, protocol string }{{"podns [fe80::%if]:53 tcp", "tcp"}, {"podns fe80::%if udp", "udp"}} {
+			p, err := c.NewPod(ctx, netsim.PodConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ll, err := p.NodeLinkLocal(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ups := ll.String()
+			if m.protocol == "tcp" {
+				ups = "[" + ups + "]:53"
+			}
+			if err := p.RunInit(ctx, env.Initc); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := p.StartStub(ctx, env.Stub, "PODNS_UPSTREAMS="+ups, "PODNS_UPSTREAM_PROTOCOL="+m.protocol); err != nil {
+				t.Fatal(err)
+			}
+			pods[m.key] = p
+			labels[m.key] = fmt.Sprintf(`upstream="[%s]:53",protocol=%q`, ll, m.protocol)
+		}
+		res := runClients(t, ctx, env, pods, lookup.Options{Threads: 4, Lookups: 10 * len(names), Names: names})
+		if t.Failed() {
+			return
+		}
+		for key, rs := range res {
+			s := lookup.Summarize(rs, want)
+			t.Logf("IPv6 %-28s lookups %d failures %d partial %d wrong %d p50 %v max %v", key, s.Lookups, s.Failures, s.Partial, s.Wrong, ms(s.P50), ms(s.Max))
+			if s.Lookups != 10*len(names) || s.Failures+s.Partial+s.Wrong != 0 {
+				t.Errorf("%s: %d lookups, %d failed, %d partial, %d wrong (%v); want %d, all correct",
+					key, s.Lookups, s.Failures, s.Partial, s.Wrong, s.WrongExamples, 10*len(names))
+			}
+		}
+		for key, p := range pods {
+			// The label, as the stub prints it, has the zone: the series must exist and count.
+			up, proto, _ := strings.Cut(labels[key], ",")
+			if v := scrape(t, p).Sum("podns_upstream_queries_total", up, proto); v < 1 {
+				t.Errorf("%s: podns_upstream_queries_total{%s} = %v; want the misses sent there", key, labels[key], v)
+			}
+		}
+	})
+
 	// Last: the backend stays down for the rest of the test.
 	t.Run("BackendDown", func(t *testing.T) {
 		// As TestBackendDown: backend 2 hangs (CoreDNS killed, its port 53 dropped) while the

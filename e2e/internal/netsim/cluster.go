@@ -49,6 +49,7 @@ type Cluster struct {
 	idx     int
 	pods    int
 	coredns string
+	conf    string // the backends' Corefile
 
 	delayMu sync.Mutex   // guards delayOn
 	delayOn bool         // the delaying proxies run and port 53 is redirected to them
@@ -120,6 +121,7 @@ func (r *Run) NewClusterWith(ctx context.Context, coredns string, cfg ClusterCon
 	if err := os.WriteFile(conf, []byte(corefile(dir)), 0o644); err != nil {
 		return nil, err
 	}
+	c.conf = conf
 
 	for i := 1; i <= 2; i++ {
 		ns, err := r.addNetns(ctx, fmt.Sprintf("c%d-be%d", idx, i))

@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os/exec"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/miekg/dns"
 )
 
 // Addresses of an IPv6 cluster (ClusterConfig.IPv6), those of kind's IPv6 clusters: service
@@ -157,4 +160,49 @@ func (c *Cluster) BackendDrops(ctx context.Context, i int) (int, error) {
 		n += v
 	}
 	return n, nil
+}
+
+// StartNodeDNS runs CoreDNS with the backends' Corefile in the node's own network namespace,
+// listening on every node address, port 53 — a node-local DNS server as NodeLocal DNSCache runs
+// one (hostNetwork) — and waits until it answers on the node's loopback. The DNAT of the VIP is
+// unaffected: it rewrites only packets to the VIP.
+func (c *Cluster) StartNodeDNS(ctx context.Context) error {
+	p, err := c.run.start(fmt.Sprintf("coredns c%d node", c.idx), c.run.baseEnv(), nil, inNetns(c.Node, c.coredns, "-conf", c.conf)...)
+	if err != nil {
+		return err
+	}
+	lo := "127.0.0.1:53"
+	if c.IPv6 {
+		lo = "[::1]:53"
+	}
+	return poll(ctx, readyTimeout, 50*time.Millisecond, func() error {
+		select {
+		case <-p.Done():
+			return permanent{fmt.Errorf("node coredns exited: %v\n%s", p.Err(), p.Log())}
+		default:
+		}
+		_, err := Query(c.Node, "udp", lo, "web.alpha.svc.cluster.local", dns.TypeA, 500*time.Millisecond)
+		return err
+	})
+}
+
+// NodeLinkLocal returns the IPv6 link-local address of the node's end of the pod's veth: the
+// pod reaches it only through its own interface, so it is written with the zone Iface
+// (fe80::…%<Iface>).
+func (p *Pod) NodeLinkLocal(ctx context.Context) (netip.Addr, error) {
+	out, err := exec.CommandContext(ctx, "ip", "-n", p.c.Node, "-6", "-o", "addr", "show", "dev", p.nodeIf, "scope", "link").CombinedOutput()
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("ip -6 addr show dev %s: %w: %s", p.nodeIf, err, out)
+	}
+	f := strings.Fields(string(out))
+	for i := 0; i+1 < len(f); i++ {
+		if f[i] == "inet6" {
+			pfx, err := netip.ParsePrefix(f[i+1])
+			if err != nil {
+				return netip.Addr{}, err
+			}
+			return pfx.Addr().WithZone(p.Iface), nil
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("no link-local address on %s:\n%s", p.nodeIf, out)
 }

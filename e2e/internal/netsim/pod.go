@@ -38,12 +38,17 @@ type Pod struct {
 	ResolvConf string
 	// StateDir stands in for the emptyDir shared by initc and the stub (PODNS_STATE_DIR).
 	StateDir string
+	// Iface is the pod's network interface (its end of the veth to the node), e.g. for an
+	// IPv6 zone.
+	Iface string
 
 	c     *Cluster
 	name  string
 	dir   string
 	pause *Proc
 	stub  *Proc
+	// nodeIf is the node's end of the pod's veth.
+	nodeIf string
 }
 
 // NewPod creates a pod attached to the node, with the kubelet's resolv.conf bind-mounted on
@@ -66,6 +71,7 @@ func (c *Cluster) NewPod(ctx context.Context, cfg PodConfig) (*Pod, error) {
 	p.NS = ns
 	// Pods reach only the service CIDR (through the node); there is no default route.
 	tag := fmt.Sprintf("%02dp%02d", c.idx, k)
+	p.nodeIf, p.Iface = r.ifName(tag), r.ifName(tag+"x") // as link and link6 name them
 	if c.IPv6 {
 		// IPv6-only: the pod's one address is on the veth; lo keeps 127.0.0.1 and ::1.
 		p.IP = netip.MustParseAddr(fmt.Sprintf("fd00:10:244:%d::2", k)).String() // canonical, as ip prints it
