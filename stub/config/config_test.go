@@ -241,7 +241,9 @@ func TestLoops(t *testing.T) {
 	// podIP stands for an address of a local interface other than loopback; the caller passes
 	// what net.InterfaceAddrs says.
 	const podIP = "10.244.1.7"
-	local := map[netip.Addr]bool{netip.MustParseAddr(podIP): true, netip.MustParseAddr("fd00:10:244::7"): true}
+	local := map[netip.Addr]bool{netip.MustParseAddr(podIP): true, netip.MustParseAddr("fd00:10:244::7"): true,
+		// net.InterfaceAddrs gives a link-local address without its zone.
+		netip.MustParseAddr("fe80::7"): true}
 	tests := []struct {
 		upstream, listen string
 		want             bool
@@ -265,6 +267,7 @@ func TestLoops(t *testing.T) {
 		{"[fd00:10:244::7]:53", "[::]:53", true},
 		{"0.0.0.0:53", "0.0.0.0:53", true},
 		{"[fe80::1%eth0]:53", "[fe80::1]:53", true},
+		{"[fe80::7%eth0]:53", "[::]:53", true}, // the pod's own link-local, zoned
 		// Not a loop.
 		{"0.0.0.0:53", "127.0.0.1:5353", false},
 		{"127.0.0.1:5353", "127.0.0.1:53", false},
@@ -274,6 +277,7 @@ func TestLoops(t *testing.T) {
 		{"10.96.0.10:53", "0.0.0.0:53", false},
 		{"[fd00::a]:53", "[::]:53", false},
 		{"127.0.0.1:53", "[::1]:53", false},
+		{"[fe80::1%eth0]:53", "[::]:53", false}, // the node's link-local: another host
 	}
 	for _, tt := range tests {
 		u, l := netip.MustParseAddrPort(tt.upstream), netip.MustParseAddrPort(tt.listen)
