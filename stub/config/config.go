@@ -31,7 +31,7 @@ type Config struct {
 	Listen ListenList `env:"PODNS_LISTEN" envDefault:"127.0.0.1:53" allowed:"comma-separated ip:port" help:"DNS listen addresses, UDP and TCP on each"`
 
 	// Upstreams overrides the nameservers of the saved resolv.conf.
-	Upstreams UpstreamList `env:"PODNS_UPSTREAMS" allowed:"comma-separated ip[:port], port 53 if omitted" help:"upstream DNS servers; unset: the nameservers of $PODNS_STATE_DIR/upstream.conf"`
+	Upstreams UpstreamList `env:"PODNS_UPSTREAMS" allowed:"comma-separated ip[:port], [ipv6]:port or [ipv6]; port 53 if omitted" help:"upstream DNS servers; unset: the nameservers of $PODNS_STATE_DIR/upstream.conf"`
 
 	// StateDir is the emptyDir shared with initc: upstream.conf (the kubelet's resolv.conf) and
 	// the disabled marker live here.
