@@ -323,13 +323,25 @@ func printCache(w io.Writer, rep *admin.CacheReport) {
 			ttl += fmt.Sprintf(" (stale for %ds more)", e.StaleLeftSeconds)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", e.Name, e.Type, e.Class, fl, e.State, e.Kind, ttl, e.Hits)
-		if rep.Name != "" {
-			for _, r := range e.Records {
-				fmt.Fprintf(tw, "    %s\t\t\t\t\t\t\t\n", strings.ReplaceAll(r, "\t", " "))
-			}
-		}
 	}
 	tw.Flush()
+	if rep.Name == "" {
+		return
+	}
+	// The records after the table: they would widen its first column.
+	for _, e := range rep.Entries {
+		fl := ""
+		if e.DO {
+			fl += " do"
+		}
+		if e.CD {
+			fl += " cd"
+		}
+		fmt.Fprintf(w, "\n%s %s%s (TTLs as stored):\n", e.Type, e.Class, fl)
+		for _, r := range e.Records {
+			fmt.Fprintf(w, "    %s\n", strings.ReplaceAll(r, "\t", " "))
+		}
+	}
 }
 
 // queryLogCmd is `stub querylog [MODE]`: GET or PUT the query log's endpoint (stub/admin,
