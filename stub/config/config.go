@@ -42,7 +42,9 @@ type Config struct {
 	ResolvConf string `env:"PODNS_RESOLV_CONF" envDefault:"/etc/resolv.conf" allowed:"absolute path" help:"the pod's resolv.conf: search list and ndots for the search-path prefetch (never its nameservers)"`
 
 	// HTTPListen serves /metrics, /healthz and /readyz; probes need it reachable on the pod IP.
-	HTTPListen HTTPAddr `env:"PODNS_HTTP_LISTEN" envDefault:":9253" allowed:"[ip]:port or off" help:"/metrics, /healthz, /readyz; off disables"`
+	// Its /debug/ paths (the names the pod resolved) answer loopback connections only, and the
+	// stub subcommands reach it on loopback.
+	HTTPListen HTTPAddr `env:"PODNS_HTTP_LISTEN" envDefault:":9253" allowed:"[ip]:port or off" help:"/metrics, /healthz, /readyz; /debug/ on loopback connections only (stub status, cache, dig, querylog); off disables"`
 
 	LogLevel  string `env:"PODNS_LOG_LEVEL" envDefault:"info" oneof:"trace debug info warn error" help:"log level"`
 	LogFormat string `env:"PODNS_LOG_FORMAT" envDefault:"json" oneof:"json console" help:"log format"`
