@@ -38,12 +38,15 @@ func flightKey(q dns.Question, r *wire.Request) string {
 	return strings.ToLower(q.Name) + string([]byte{byte(q.Qtype >> 8), byte(q.Qtype), byte(q.Qclass >> 8), byte(q.Qclass), flags})
 }
 
-// coalesce forwards q, or with Config.Coalesce waits for an identical query already in flight.
-// leader reports whether this call sent the query (only the leader stores the reply in the
-// cache).
-func (s *Server) coalesce(ctx context.Context, key string, q *dns.Msg) (msg *dns.Msg, leader bool, err error) {
+// coalesce forwards q, the query for r, or with Config.Coalesce waits for an identical query
+// already in flight. leader reports whether this call sent the query. The leader stores the reply
+// in the cache (Cache.Set keeps only what may be cached) before the flight ends, so that an
+// identical question asked at any moment finds either the flight or the cache entry: the
+// search-path prefetch relies on that not to ask a candidate the client asked meanwhile.
+func (s *Server) coalesce(ctx context.Context, key string, q *dns.Msg, r *wire.Request) (msg *dns.Msg, leader bool, err error) {
 	if !s.cfg.Coalesce {
 		msg, err = s.cfg.Forwarder.Exchange(ctx, q)
+		s.store(r, msg, err)
 		return msg, true, err
 	}
 	s.flights.mu.Lock()
@@ -76,5 +79,13 @@ func (s *Server) coalesce(ctx context.Context, key string, q *dns.Msg) (msg *dns
 	}()
 	s.hook("leader")
 	f.msg, f.err = s.cfg.Forwarder.Exchange(ctx, q)
+	s.store(r, f.msg, f.err)
 	return f.msg, true, f.err
+}
+
+// store caches the upstream's reply to r, if there is a cache and a reply.
+func (s *Server) store(r *wire.Request, msg *dns.Msg, err error) {
+	if err == nil && s.cfg.Cache != nil {
+		s.cfg.Cache.Set(r, msg)
+	}
 }

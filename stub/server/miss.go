@@ -152,7 +152,6 @@ func (s *Server) resolve(pkt []byte, proto int, send func([]byte)) {
 	}
 	start := time.Now()
 	results := s.fetch(&r, q, panics.Miss)
-	s.searchPrefetch(q, &r) // after the client's own query is on its way
 	var deadline <-chan time.Time
 	if stale != nil {
 		wait := s.cfg.StaleTimeout
@@ -197,28 +196,34 @@ func (s *Server) resolve(pkt []byte, proto int, send func([]byte)) {
 // stores a usable reply in the cache, and delivers the result on the channel. The query
 // outlives a caller that stopped waiting (stale answer sent): it refreshes the cache. A panic
 // (in the forwarder, the coalescing or the cache) is recorded at where and delivered as
-// errPanicked.
+// errPanicked. For a client's miss (where is panics.Miss) whose answer says the search walk goes
+// on, the search-path prefetch starts once the result is delivered: the client's answer never
+// waits for the speculation.
 func (s *Server) fetch(r *wire.Request, q *dns.Msg, where panics.Where) <-chan result {
 	out := make(chan result, 1)
 	s.misses.Add(1)
 	go func() {
 		var res result
+		walk := false
 		defer func() {
 			if v := recover(); v != nil {
 				s.panicLog.Record(where, v)
-				res = result{err: errPanicked}
+				res, walk = result{err: errPanicked}, false
 			}
 			out <- res
+			if walk {
+				s.searchPrefetch(q, r) // recovers its own panics
+			}
 			s.misses.Done()
 		}()
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Forwarder.MaxExchangeTime())
 		defer cancel()
 		s.hook("fetch")
-		msg, leader, err := s.coalesce(ctx, flightKey(q.Question[0], r), q)
-		if err == nil && leader && s.cfg.Cache != nil {
-			s.cfg.Cache.Set(r, msg)
-		}
+		msg, leader, err := s.coalesce(ctx, flightKey(q.Question[0], r), q, r)
 		res = result{msg, err}
+		// Only the query that went upstream speculates: its followers asked the same question,
+		// and one prefetch per answer is enough.
+		walk = err == nil && leader && where == panics.Miss && walkContinues(q, msg)
 	}()
 	return out
 }
