@@ -35,7 +35,9 @@ func (s *Server) refresh(pkt []byte, why prefetchReason) {
 		if err != nil {
 			return
 		}
-		<-s.fetch(&r, q, panics.Prefetch)
+		// The expiry refresh renews an entry that is still fresh; a search candidate that is
+		// fresh by now is not asked again.
+		<-s.fetch(&r, q, panics.Prefetch, why == prefetchSearch)
 	}()
 }
 
@@ -74,11 +76,12 @@ func walkContinues(q *dns.Msg, msg *dns.Msg) bool {
 // later candidate at once, same type and flags, so that the client's follow-up queries are cache
 // hits or join a query already in flight. The answers are exactly the upstream's.
 //
-// fetch calls it on the first step's goroutine once the answer is stored and on its way to the
-// client. A follow-up that arrives before a candidate is asked is not asked twice: a candidate
-// that is fresh in the cache is skipped, and one in flight is joined (coalesce), and coalesce
-// stores an answer before it ends the flight, so there is no moment when a candidate is neither.
-// A panic in it is the prefetch's: it is recovered here.
+// fetch calls it on the first step's goroutine once the answer is stored, before handing it to
+// the client. A candidate is never asked twice, whoever asks first: the prefetch skips one that
+// is fresh in the cache and joins one in flight, the client's miss joins the prefetch's flight or
+// finds its stored answer (coalesce stores before it ends a flight, and checks for a fresh entry
+// before it starts one). A panic in it is the prefetch's: it is recovered here, and the client
+// still gets its answer.
 func (s *Server) searchPrefetch(q *dns.Msg, r *wire.Request) {
 	if len(s.cfg.Search) == 0 || s.cfg.Cache == nil {
 		return

@@ -174,7 +174,7 @@ func TestSearchPathPrefetch(t *testing.T) {
 			s, addr := startServer(t, fwd, func(c *Config) { c.Search = search; c.Ndots = 5 })
 			query(t, "udp", addr, tt.query, dns.TypeA, 0)
 			waitFor(t, func() bool { return len(fwd.names()) >= len(tt.want) })
-			s.misses.Wait() // every prefetch the first step started has ended
+			quiesce(t, s) // every prefetch the first step started has ended
 			got := fwd.names()
 			if !sameSet(got, tt.want) {
 				t.Fatalf("asked upstream %q, want %q", got, tt.want)
@@ -192,7 +192,7 @@ func TestSearchPathPrefetch(t *testing.T) {
 		fwd := &fakeForwarder{answer: walkAnswers}
 		s, addr := startServer(t, fwd, nil)
 		query(t, "udp", addr, "api.example.com.ns.svc.cluster.local.", dns.TypeA, 0)
-		s.misses.Wait()
+		quiesce(t, s)
 		if got := fwd.names(); len(got) != 1 {
 			t.Fatalf("asked %q", got)
 		}
