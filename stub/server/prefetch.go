@@ -39,6 +39,25 @@ func (s *Server) refresh(pkt []byte, why prefetchReason) {
 	}()
 }
 
+// searchWalkStart reports whether name is X.<first search domain> for an X with fewer dots than
+// ndots, the first step of a search-list walk, and returns X lowercased. Always false without a
+// search list or a cache.
+func (s *Server) searchWalkStart(name string) (string, bool) {
+	if len(s.cfg.Search) == 0 || s.cfg.Cache == nil {
+		return "", false
+	}
+	name = strings.ToLower(name)
+	suffix := "." + s.cfg.Search[0] + "."
+	if !strings.HasSuffix(name, suffix) {
+		return "", false
+	}
+	x := name[:len(name)-len(suffix)]
+	if x == "" || strings.Count(x, ".") >= s.cfg.Ndots {
+		return "", false
+	}
+	return x, true
+}
+
 // searchPrefetch is the ndots:5 fix. A pod's resolver tries a short or external name X with each
 // search domain in turn, then as X itself, one round trip each, mostly NXDOMAIN. When the stub
 // sees X.<first search domain> for an X with fewer dots than ndots — the first step of that walk —
@@ -57,13 +76,8 @@ func (s *Server) searchPrefetch(q *dns.Msg, r *wire.Request) {
 		}
 	}()
 	s.hook("search")
-	name := strings.ToLower(q.Question[0].Name)
-	suffix := "." + s.cfg.Search[0] + "."
-	if !strings.HasSuffix(name, suffix) {
-		return
-	}
-	x := name[:len(name)-len(suffix)]
-	if x == "" || strings.Count(x, ".") >= s.cfg.Ndots {
+	x, ok := s.searchWalkStart(q.Question[0].Name)
+	if !ok {
 		return
 	}
 	candidates := make([]string, 0, len(s.cfg.Search))
