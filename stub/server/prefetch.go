@@ -37,7 +37,7 @@ func (s *Server) refresh(pkt []byte, why prefetchReason) {
 		}
 		// The expiry refresh renews an entry that is still fresh; a search candidate that is
 		// fresh by now is not asked again.
-		<-s.fetch(&r, q, panics.Prefetch, why == prefetchSearch)
+		s.fetchNow(&r, q, panics.Prefetch, why == prefetchSearch) // already on its own goroutine
 	}()
 }
 
