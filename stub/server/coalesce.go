@@ -7,6 +7,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/podns/podns/stub/querylog"
 	"github.com/podns/podns/stub/wire"
 )
 
@@ -16,6 +17,7 @@ type flight struct {
 	done chan struct{}
 	msg  *dns.Msg // read-only once done is closed: pack copies what it changes
 	err  error
+	up   upstreamInfo // the leader's upstream and attempts, for its waiters' query log lines
 }
 
 // flights deduplicates concurrent misses by the cache's notion of "the same question".
@@ -40,10 +42,10 @@ func flightKey(q dns.Question, r *wire.Request) string {
 
 // coalesce forwards q, or with Config.Coalesce waits for an identical query already in flight.
 // leader reports whether this call sent the query (only the leader stores the reply in the
-// cache).
-func (s *Server) coalesce(ctx context.Context, key string, q *dns.Msg) (msg *dns.Msg, leader bool, err error) {
+// cache). up gets the answering upstream and the attempts, the leader's for a waiter.
+func (s *Server) coalesce(ctx context.Context, key string, q *dns.Msg, up *upstreamInfo) (msg *dns.Msg, leader bool, err error) {
 	if !s.cfg.Coalesce {
-		msg, err = s.cfg.Forwarder.Exchange(ctx, q)
+		msg, err = s.cfg.Forwarder.Exchange(querylog.WithUpstream(ctx, up), q)
 		return msg, true, err
 	}
 	s.flights.mu.Lock()
@@ -52,6 +54,7 @@ func (s *Server) coalesce(ctx context.Context, key string, q *dns.Msg) (msg *dns
 		coalescedTotal.Inc()
 		select {
 		case <-f.done:
+			*up = f.up
 			return f.msg, false, f.err
 		case <-ctx.Done():
 			return nil, false, ctx.Err()
@@ -75,6 +78,7 @@ func (s *Server) coalesce(ctx context.Context, key string, q *dns.Msg) (msg *dns
 		close(f.done)
 	}()
 	s.hook("leader")
-	f.msg, f.err = s.cfg.Forwarder.Exchange(ctx, q)
+	f.msg, f.err = s.cfg.Forwarder.Exchange(querylog.WithUpstream(ctx, &f.up), q)
+	*up = f.up
 	return f.msg, true, f.err
 }

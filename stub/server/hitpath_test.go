@@ -18,7 +18,7 @@ func hitServer(tb testing.TB, query []byte, n int) *Server {
 	s := &Server{cfg: Config{Cache: c, Forwarder: &fakeForwarder{answer: records(n)}}, inflight: make(chan struct{}, 1)}
 	s.resolve(append([]byte(nil), query...), protoUDP, func([]byte) {})
 	var r wire.Request
-	if _, v := s.answer(&r, make([]byte, 0, maxMsg), query, protoUDP); v != reply {
+	if _, v, _ := s.answer(&r, make([]byte, 0, maxMsg), query, protoUDP); v != reply {
 		tb.Fatal("the cache did not answer after the miss was resolved")
 	}
 	return s
@@ -46,7 +46,7 @@ func TestHitPathAllocatesNothing(t *testing.T) {
 		var r wire.Request
 		buf := make([]byte, 0, maxMsg)
 		allocs := testing.AllocsPerRun(1000, func() {
-			resp, v := s.answer(&r, buf, q, protoUDP)
+			resp, v, _ := s.answer(&r, buf, q, protoUDP)
 			if v != reply || len(resp) == 0 {
 				t.Fatal("not a hit")
 			}
@@ -70,7 +70,7 @@ func TestTruncatedHitAllocatesNothing(t *testing.T) {
 		var r wire.Request
 		buf := make([]byte, 0, maxMsg)
 		allocs := testing.AllocsPerRun(1000, func() {
-			resp, v := s.answer(&r, buf, q, protoUDP)
+			resp, v, _ := s.answer(&r, buf, q, protoUDP)
 			if v != reply || len(resp) > wire.MinUDPSize || !wire.IsTruncated(resp) || wire.Count(resp, wire.Answer) == 0 {
 				t.Fatal("not a truncated hit with records")
 			}
@@ -89,7 +89,7 @@ func BenchmarkHitPath(b *testing.B) {
 	buf := make([]byte, 0, maxMsg)
 	b.ReportAllocs()
 	for b.Loop() {
-		resp, _ := s.answer(&r, buf, q, protoUDP)
+		resp, _, _ := s.answer(&r, buf, q, protoUDP)
 		countResponse(resp)
 	}
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"strings"
+	"time"
 
 	"github.com/miekg/dns"
 
@@ -35,7 +36,9 @@ func (s *Server) refresh(pkt []byte, why prefetchReason) {
 		if err != nil {
 			return
 		}
-		<-s.fetch(&r, q, panics.Prefetch)
+		start := time.Now()
+		res := <-s.fetch(&r, q, panics.Prefetch)
+		s.prefetched(own, res, time.Since(start))
 	}()
 }
 

@@ -7,11 +7,13 @@ import (
 	"net/netip"
 	"os"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/podns/podns/stub/panics"
+	"github.com/podns/podns/stub/querylog"
 	"github.com/podns/podns/stub/wire"
 )
 
@@ -43,6 +45,18 @@ type batchIO struct {
 	rn              int           // datagrams received by readFn
 	serr            syscall.Errno // error of the last readFn/writeFn call
 	sdone, sk, sent int           // writeFn sends smsg[sdone:sk], reports sent
+
+	// t0 is when recvmmsg returned the batch: every datagram in it counts as read then, so
+	// that timing the hits costs one clock read per batch, not one per hit.
+	t0   time.Time
+	meta [udpBatch]sentMeta // of each queued reply, for flush
+}
+
+// sentMeta is what flush needs of a queued reply to time it and offer it to the query log.
+type sentMeta struct {
+	dgram int             // the datagram of the batch it answers
+	src   querylog.Source // where it came from
+	done  bool            // timed and logged already (the SERVFAIL after a panic: replyServFail did)
 }
 
 func newBatchIO() *batchIO {
@@ -93,11 +107,36 @@ func (s *Server) serveUDPBatch(conn *net.UDPConn) {
 			s.log.Warn().Err(err).Msg("udp read")
 			continue
 		}
+		b.t0 = time.Now()
 		k := 0 // replies queued for sendmmsg
 		for i := range n {
 			k = s.handleBatched(conn, rc, b, &r, i, k)
 		}
-		b.send(rc, k)
+		s.flush(rc, b, k)
+	}
+}
+
+// flush sends the first k queued replies, then times them all with one clock read and offers
+// them to the query log. A hit's duration is thus from its batch's arrival to its batch's
+// sendmmsg: what the client waited on the stub, the other datagrams in the batch included.
+func (s *Server) flush(rc syscall.RawConn, b *batchIO, k int) {
+	if k == 0 {
+		return
+	}
+	b.send(rc, k)
+	d := time.Since(b.t0)
+	logOn := s.cfg.QueryLog.On()
+	for j := range k {
+		m := &b.meta[j]
+		if m.done {
+			continue
+		}
+		cl := client{proto: protoUDP}
+		if logOn {
+			cl.remote, _ = sockaddrToAddrPort(&b.names[m.dgram])
+		}
+		pkt := b.in[m.dgram][:b.rmsg[m.dgram].Len]
+		s.answeredAfter(cl, pkt, b.out[j][:b.svec[j].Len], m.src, upstreamInfo{}, d)
 	}
 }
 
@@ -118,12 +157,13 @@ func (s *Server) handleBatched(conn *net.UDPConn, rc syscall.RawConn, b *batchIO
 	if !ok {
 		return queued
 	}
+	cl := client{remote: addr, proto: protoUDP, start: b.t0}
 	owed := true
 	defer func() {
 		if v := recover(); v != nil {
 			s.panicLog.Record(panics.UDP, v)
 			if owed {
-				s.replyServFail(panics.UDP, pkt, func(resp []byte) {
+				s.replyServFail(panics.UDP, pkt, cl, func(resp []byte) {
 					if s.mustOrder() {
 						s.sendInOrder(conn, addr, wire.ID(resp), resp)
 						return
@@ -131,30 +171,33 @@ func (s *Server) handleBatched(conn *net.UDPConn, rc syscall.RawConn, b *batchIO
 					countResponse(resp)
 					b.out[queued] = append(b.out[queued][:0], resp...)
 					b.queue(queued, b.out[queued], &b.names[i], m.Hdr.Namelen)
+					b.meta[queued] = sentMeta{done: true}
 					queued++
 				})
 			}
 		}
 	}()
 	s.hook("batch")
-	resp, v := s.answer(r, b.out[queued][:0], pkt, protoUDP)
+	resp, v, src := s.answer(r, b.out[queued][:0], pkt, protoUDP)
 	switch v {
 	case reply:
 		owed = false
 		if s.mustOrder() {
 			s.sendInOrder(conn, addr, r.ID, resp)
+			s.answered(cl, pkt, resp, src, upstreamInfo{})
 			return queued
 		}
 		countResponse(resp)
 		b.queue(queued, resp, &b.names[i], m.Hdr.Namelen)
+		b.meta[queued] = sentMeta{dgram: i, src: src}
 		return queued + 1
 	case forward:
 		// Replies already answered in this batch leave first, so that none can be
 		// overtaken by this query's reply (the musl same-ID order).
-		b.send(rc, queued)
+		s.flush(rc, b, queued)
 		queued = 0
 		owed = false // forwardUDP owes the reply from here on
-		s.forwardUDP(conn, addr, r.ID, pkt)
+		s.forwardUDP(conn, cl, r.ID, pkt)
 	}
 	return queued
 }
