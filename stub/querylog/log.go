@@ -269,6 +269,9 @@ func typeString(t uint16) string {
 }
 
 func rcodeString(rc int) string {
+	if rc == dns.RcodeBadVers {
+		return "BADVERS" // miekg/dns names 16 BADSIG, its TSIG meaning; in an OPT record it is BADVERS (RFC 6891 §9)
+	}
 	if s, ok := dns.RcodeToString[rc]; ok {
 		return s
 	}
