@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"math"
 	"net"
 	"net/netip"
 	"runtime"
@@ -46,11 +47,7 @@ func (b *logBuf) linesWith(t *testing.T, msg string) []map[string]any {
 // observed returns how many answers podns_request_duration_seconds counted for cache=src.
 func observed(t *testing.T, src querylog.Source) uint64 {
 	t.Helper()
-	var m dto.Metric
-	if err := requestObservers[src].(prometheus.Histogram).Write(&m); err != nil {
-		t.Fatal(err)
-	}
-	return m.GetHistogram().GetSampleCount()
+	return requestDuration.count(src)
 }
 
 // snapshot holds the histogram's count per label.
@@ -330,5 +327,58 @@ func TestUDPHitsAllocateNothingWithQueryLog(t *testing.T) {
 		if per := float64(after.Mallocs-before.Mallocs) / n; per > 0.05 {
 			t.Errorf("query log %v: %.2f heap allocations per cache hit over UDP, want 0", mode, per)
 		}
+	}
+}
+
+// podns_request_duration_seconds as Prometheus reads it: one series per source but prefetch,
+// cumulative buckets in seconds, n answers of one duration counted at once.
+func TestRequestDurationHistogram(t *testing.T) {
+	h := newDurationHistogram(requestDuration.desc)
+	h.observe(querylog.Hit, 30*time.Microsecond, 5) // a batch of 5 hits
+	h.observe(querylog.Hit, 50*time.Microsecond, 1) // on a bound: counted in it (le)
+	h.observe(querylog.Hit, 3*time.Millisecond, 1)
+	h.observe(querylog.Miss, 10*time.Second, 1) // past the last bound: +Inf only
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(h)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(mfs) != 1 || mfs[0].GetName() != "podns_request_duration_seconds" {
+		t.Fatalf("gathered %v", mfs)
+	}
+	series := map[string]*dto.Histogram{}
+	for _, m := range mfs[0].GetMetric() {
+		series[m.GetLabel()[0].GetValue()] = m.GetHistogram()
+	}
+	var names []string
+	for src := range querylog.Prefetch {
+		names = append(names, src.String())
+	}
+	if len(series) != len(names) {
+		t.Errorf("series %v, want one per source but prefetch: %v", series, names)
+	}
+	hit := series["hit"]
+	if hit.GetSampleCount() != 7 || math.Abs(hit.GetSampleSum()-(5*30e-6+50e-6+3e-3)) > 1e-12 {
+		t.Errorf("hit: count %d sum %v", hit.GetSampleCount(), hit.GetSampleSum())
+	}
+	for _, b := range hit.GetBucket() {
+		want := uint64(7)
+		switch {
+		case b.GetUpperBound() < 50e-6:
+			want = 0
+		case b.GetUpperBound() < 0.005:
+			want = 6
+		}
+		if b.GetCumulativeCount() != want {
+			t.Errorf("hit: le=%v holds %d, want %d", b.GetUpperBound(), b.GetCumulativeCount(), want)
+		}
+	}
+	miss := series["miss"]
+	if miss.GetSampleCount() != 1 || miss.GetSampleSum() != 10 || miss.GetBucket()[len(miss.GetBucket())-1].GetCumulativeCount() != 0 {
+		t.Errorf("miss: %v", miss)
+	}
+	if n := len(hit.GetBucket()); n != len(requestBuckets) || hit.GetBucket()[0].GetUpperBound() != 50e-6 || hit.GetBucket()[n-1].GetUpperBound() != 5 {
+		t.Errorf("buckets %v, want 50µs to 5s", hit.GetBucket())
 	}
 }

@@ -124,19 +124,35 @@ func (s *Server) flush(rc syscall.RawConn, b *batchIO, k int) {
 		return
 	}
 	b.send(rc, k)
+	s.account(b, k)
+}
+
+// account times the first k queued replies of the batch, just sent, and offers them to the query
+// log.
+func (s *Server) account(b *batchIO, k int) {
 	d := time.Since(b.t0)
-	logOn := s.cfg.QueryLog.On()
+	var n [querylog.Prefetch]uint64 // replies per source: one histogram update each
+	for j := range k {
+		if m := &b.meta[j]; !m.done {
+			n[m.src]++
+		}
+	}
+	for src, c := range n {
+		if c > 0 {
+			requestDuration.observe(querylog.Source(src), d, c)
+		}
+	}
+	if !s.cfg.QueryLog.On() {
+		return
+	}
 	for j := range k {
 		m := &b.meta[j]
 		if m.done {
 			continue
 		}
 		cl := client{proto: protoUDP}
-		if logOn {
-			cl.remote, _ = sockaddrToAddrPort(&b.names[m.dgram])
-		}
-		pkt := b.in[m.dgram][:b.rmsg[m.dgram].Len]
-		s.answeredAfter(cl, pkt, b.out[j][:b.svec[j].Len], m.src, upstreamInfo{}, d)
+		cl.remote, _ = sockaddrToAddrPort(&b.names[m.dgram])
+		s.offer(cl, b.in[m.dgram][:b.rmsg[m.dgram].Len], b.out[j][:b.svec[j].Len], m.src, upstreamInfo{}, d)
 	}
 }
 
