@@ -46,9 +46,12 @@ type batchIO struct {
 	serr            syscall.Errno // error of the last readFn/writeFn call
 	sdone, sk, sent int           // writeFn sends smsg[sdone:sk], reports sent
 
-	// t0 is when recvmmsg returned the batch: every datagram in it counts as read then, so
-	// that timing the hits costs one clock read per batch, not one per hit.
-	t0   time.Time
+	// t0 is when recvmmsg returned the batch, on the monotonic clock since epoch: every
+	// datagram in it counts as read then, so that timing the hits costs one clock read per
+	// batch, not one per hit. time.Since reads the monotonic clock only; time.Now reads the
+	// wall clock too.
+	epoch time.Time
+	t0    time.Duration
 	meta [udpBatch]sentMeta // of each queued reply, for flush
 }
 
@@ -60,7 +63,7 @@ type sentMeta struct {
 }
 
 func newBatchIO() *batchIO {
-	b := new(batchIO)
+	b := &batchIO{epoch: time.Now()}
 	for i := range b.rmsg {
 		b.rvec[i].Base = &b.in[i][0]
 		b.rvec[i].SetLen(udpSlot)
@@ -107,7 +110,7 @@ func (s *Server) serveUDPBatch(conn *net.UDPConn) {
 			s.log.Warn().Err(err).Msg("udp read")
 			continue
 		}
-		b.t0 = time.Now()
+		b.t0 = time.Since(b.epoch)
 		k := 0 // replies queued for sendmmsg
 		for i := range n {
 			k = s.handleBatched(conn, rc, b, &r, i, k)
@@ -130,7 +133,7 @@ func (s *Server) flush(rc syscall.RawConn, b *batchIO, k int) {
 // account times the first k queued replies of the batch, just sent, and offers them to the query
 // log.
 func (s *Server) account(b *batchIO, k int) {
-	d := time.Since(b.t0)
+	d := time.Since(b.epoch) - b.t0
 	var n [querylog.Prefetch]uint64 // replies per source: one histogram update each
 	for j := range k {
 		if m := &b.meta[j]; !m.done {
@@ -173,7 +176,7 @@ func (s *Server) handleBatched(conn *net.UDPConn, rc syscall.RawConn, b *batchIO
 	if !ok {
 		return queued
 	}
-	cl := client{remote: addr, proto: protoUDP, start: b.t0}
+	cl := client{remote: addr, proto: protoUDP, start: b.epoch.Add(b.t0)}
 	owed := true
 	defer func() {
 		if v := recover(); v != nil {
