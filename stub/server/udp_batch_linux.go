@@ -52,7 +52,7 @@ type batchIO struct {
 	// wall clock too.
 	epoch time.Time
 	t0    time.Duration
-	meta [udpBatch]sentMeta // of each queued reply, for flush
+	meta  [udpBatch]sentMeta // of each queued reply, for flush
 }
 
 // sentMeta is what flush needs of a queued reply to time it and offer it to the query log.
