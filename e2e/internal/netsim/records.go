@@ -34,6 +34,11 @@ func Records() []Record {
 		{FQDN: "www.example.test", A: []string{"192.0.2.10"}, AAAA: []string{"2001:db8::10"}},
 		{FQDN: "api.example.test", A: []string{"192.0.2.11", "192.0.2.12"}},
 	}
+	// IPv6 Services (an IPv6-only one and a dual-stack one), for IPv6Lookups.
+	recs = append(recs,
+		Record{FQDN: "web6.alpha.svc.cluster.local", AAAA: []string{"fd00:10:96::1:10"}},
+		Record{FQDN: "dual.alpha.svc.cluster.local", A: []string{"10.96.1.20"}, AAAA: []string{"fd00:10:96::1:20"}},
+	)
 	for i := range ColdNames {
 		recs = append(recs, Record{FQDN: ColdName(i),
 			A: []string{fmt.Sprintf("192.0.2.%d", 100+i)}, AAAA: []string{fmt.Sprintf("2001:db8::%d", 100+i)}})
@@ -86,6 +91,23 @@ func Lookups() []Lookup {
 		{Name: "web.alpha.svc.cluster.local", Want: want["web.alpha.svc.cluster.local"]},
 		{Name: "www.example.test", Want: want["www.example.test"]},
 		{Name: "api.example.test", Want: want["api.example.test"]},
+	}
+}
+
+// IPv6Lookups returns the names the clients resolve in an IPv6 cluster's pods (namespace
+// "alpha"): an IPv6-only Service by its short name (an AAAA record, the A question NODATA) and
+// fully qualified (four dots, below ndots:5, so three NXDOMAINs first), a dual-stack Service
+// (A and AAAA), and an external name with both (three NXDOMAINs, then the answers).
+func IPv6Lookups() []Lookup {
+	want := map[string][]string{}
+	for _, r := range Records() {
+		want[r.FQDN] = r.Addrs()
+	}
+	return []Lookup{
+		{Name: "web6", Want: want["web6.alpha.svc.cluster.local"]},
+		{Name: "web6.alpha.svc.cluster.local", Want: want["web6.alpha.svc.cluster.local"]},
+		{Name: "dual", Want: want["dual.alpha.svc.cluster.local"]},
+		{Name: "www.example.test", Want: want["www.example.test"]},
 	}
 }
 
