@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"net/netip"
 	"sync/atomic"
 	"time"
@@ -135,8 +136,9 @@ func (s *Server) offer(cl client, pkt, resp []byte, src querylog.Source, up upst
 }
 
 // prefetched offers an upstream query the stub made on its own (a prefetch) to the query log.
+// A search candidate found fresh in the cache (errFresh) was not asked: no line.
 func (s *Server) prefetched(pkt []byte, res result, d time.Duration) {
-	if !s.cfg.QueryLog.On() {
+	if !s.cfg.QueryLog.On() || errors.Is(res.err, errFresh) {
 		return
 	}
 	e := querylog.Entry{Query: pkt, Duration: d, Source: querylog.Prefetch, Upstream: res.up.Server, Attempts: res.up.Attempts}

@@ -22,7 +22,8 @@ func (r Record) Addrs() []string {
 }
 
 // Records returns what the cluster DNS serves: services in two Kubernetes namespaces under
-// cluster.local (IPv4 only, as in most clusters), the headless Service BigName, and an
+// cluster.local (IPv4 only, as in most clusters; ColdServices of them in the pods' own), the
+// headless Service BigName, and an
 // "external" zone, example.test, that stands in for the internet (never forwarded anywhere),
 // with ColdNames extra names in it.
 func Records() []Record {
@@ -43,6 +44,7 @@ func Records() []Record {
 		recs = append(recs, Record{FQDN: ColdName(i),
 			A: []string{fmt.Sprintf("192.0.2.%d", 100+i)}, AAAA: []string{fmt.Sprintf("2001:db8::%d", 100+i)}})
 	}
+	recs = append(recs, coldServiceRecords()...)
 	big := Record{FQDN: BigName}
 	for i := range BigRecords {
 		big.A = append(big.A, fmt.Sprintf("10.244.1.%d", 10+i))
