@@ -23,6 +23,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/podns/podns/stub/panics"
+	"github.com/podns/podns/stub/querylog"
 )
 
 const (
@@ -312,7 +313,8 @@ func (f *Forwarder) MaxExchangeTime() time.Duration {
 // NOTIMP or REFUSED is passed over, as glibc's res_send does, and the next server is tried;
 // when every server tried replied so, the result is a SERVFAIL reply (see serverFailure), and
 // when some server gave no reply at all, an error. The error names every failure. ctx cancels
-// the whole exchange.
+// the whole exchange. When ctx carries a querylog.Upstream, Exchange counts its attempts there and
+// names the server whose reply it returns.
 //
 // A query carrying an OPT record that a server answers with FORMERR or NOTIMP and no OPT is
 // sent to it again without OPT within the same attempt, and the server is remembered as
@@ -352,9 +354,16 @@ func (f *Forwarder) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) 
 	failed := &multierror.Error{ErrorFormat: oneLine}
 	var rejected *dns.Msg // the last reply that made the stub try the next server
 	silent := false       // some server gave no reply at all
+	trace := querylog.UpstreamFrom(ctx)
 	for _, p := range f.order() {
+		if trace != nil {
+			trace.Attempts++
+		}
 		r, err := p.attempt(qs)
 		if err == nil {
+			if trace != nil {
+				trace.Server = p.addr
+			}
 			if reason := passOverReason(r.Rcode); reason != "" {
 				p.passedOver(reason)
 				rejected = r
