@@ -28,6 +28,7 @@ import (
 	"github.com/podns/podns/stub/config"
 	"github.com/podns/podns/stub/memlimit"
 	"github.com/podns/podns/stub/panics"
+	"github.com/podns/podns/stub/querylog"
 	"github.com/podns/podns/stub/server"
 	"github.com/podns/podns/stub/upstream"
 )
@@ -107,7 +108,10 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 	if cacheOn {
 		c = cache.New(cc)
 	}
+	qlog := querylog.New(cfg.QueryLogConfig(log.With().Str("part", "querylog").Logger()))
+	defer qlog.Close()
 	scfg := cfg.Server(c, fwd, log.With().Str("part", "server").Logger())
+	scfg.QueryLog = qlog
 	srv, err := server.New(scfg)
 	if err != nil {
 		log.Error().Err(err).Msg("cannot start")
@@ -125,8 +129,9 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 		}
 		return true, "ok"
 	}
-	st := &statusSource{environ: environ, started: started, ready: ready, derived: derivedSettings(cfg, res, mem), fwd: fwd, cache: c}
-	stopHTTP, err := serveHTTP(cfg, reg, ready, &admin.Debug{Status: st.status, Cache: c}, log)
+	st := &statusSource{environ: environ, started: started, ready: ready, derived: derivedSettings(cfg, res, mem), fwd: fwd, cache: c,
+		queryLog: func() string { return qlog.Mode().String() }}
+	stopHTTP, err := serveHTTP(cfg, reg, ready, &admin.Debug{Status: st.status, Cache: c, QueryLog: qlog}, log)
 	if err != nil {
 		log.Error().Err(err).Msg("cannot serve HTTP")
 		return exitFail
@@ -170,7 +175,7 @@ func fitMemory(cfg *config.Config, cc *cache.Config, cacheOn bool, stderr io.Wri
 func registry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	for _, cs := range [][]prometheus.Collector{server.Collectors(), cache.Collectors(), upstream.Collectors(), panics.Collectors()} {
+	for _, cs := range [][]prometheus.Collector{server.Collectors(), cache.Collectors(), upstream.Collectors(), panics.Collectors(), querylog.Collectors()} {
 		reg.MustRegister(cs...)
 	}
 	return reg
@@ -246,6 +251,8 @@ func startupLog(ev *zerolog.Event, cfg *config.Config, ups []netip.AddrPort, sou
 		Str("coalesce", cfg.Coalesce.String()).
 		Str("order_same_id", cfg.OrderSameID.String()).
 		Str("http_listen", string(cfg.HTTPListen)).
+		Str("query_log", cfg.QueryLog.String()).
+		Int("query_log_rate", cfg.QueryLogRate).
 		Dur("shutdown_grace", cfg.ShutdownGrace)
 }
 

@@ -361,13 +361,13 @@ func queryLogCmd(ctx context.Context, args []string, environ map[string]string, 
 		Dropped  int64   `json:"dropped"`
 	}
 	if len(args) == 0 {
-		if err := c.get(ctx, queryLogPath, &st); err != nil {
+		if err := c.get(ctx, admin.QueryLogPath, &st); err != nil {
 			return fail(stderr, "querylog", err)
 		}
 		fmt.Fprintf(stdout, "query log: %s (at most %d lines/s; %d dropped)\n", st.Mode, st.Rate, st.Dropped)
 		return exitOK
 	}
-	if err := c.do(ctx, http.MethodPut, queryLogPath+"?mode="+url.QueryEscape(args[0]), &st); err != nil {
+	if err := c.do(ctx, http.MethodPut, admin.QueryLogPath+"?mode="+url.QueryEscape(args[0]), &st); err != nil {
 		return fail(stderr, "querylog", err)
 	}
 	prev := "?"
@@ -377,6 +377,3 @@ func queryLogCmd(ctx context.Context, args []string, environ map[string]string, 
 	fmt.Fprintf(stdout, "query log: %s → %s\n", prev, st.Mode)
 	return exitOK
 }
-
-// queryLogPath is the query log's switch (admin.QueryLogPath once the query log is in).
-const queryLogPath = "/debug/querylog"

@@ -241,3 +241,25 @@ func TestDebugPathsOnLoopbackOnly(t *testing.T) {
 		}
 	}
 }
+
+func TestQueryLogSubcommand(t *testing.T) {
+	s := startStub(t, map[string]string{"PODNS_UPSTREAMS": answering(t), "PODNS_QUERY_LOG_RATE": "50"})
+	if code, out, errOut := s.sub(t, "querylog"); code != exitOK || out != "query log: off (at most 50 lines/s; 0 dropped)\n" {
+		t.Fatalf("querylog: exit %d, %q, stderr %q", code, out, errOut)
+	}
+	if code, out, errOut := s.sub(t, "querylog", "slow:20ms"); code != exitOK || out != "query log: off → slow:20ms\n" {
+		t.Fatalf("querylog slow:20ms: exit %d, %q, stderr %q", code, out, errOut)
+	}
+	if _, out, _ := s.sub(t, "status"); !strings.Contains(out, "\nquery log: slow:20ms\n") {
+		t.Errorf("status after the switch:\n%s", out)
+	}
+	if !strings.Contains(s.logs.String(), `"by":"PUT /debug/querylog from 127.0.0.1:`) || !strings.Contains(s.logs.String(), `(stub querylog)"`) {
+		t.Errorf("no change line naming the subcommand:\n%s", s.logs.String())
+	}
+	if code, _, errOut := s.sub(t, "querylog", "verbose"); code != exitFail || !strings.Contains(errOut, "400 Bad Request") || !strings.Contains(errOut, "allowed: off, errors") {
+		t.Errorf("a bad mode: exit %d, stderr %q", code, errOut)
+	}
+	if code, _, errOut := s.sub(t, "querylog", "all", "errors"); code != exitConfig || !strings.Contains(errOut, "stub querylog [") {
+		t.Errorf("two modes: exit %d, stderr %q", code, errOut)
+	}
+}

@@ -1,6 +1,7 @@
 // Package admin serves the stub's HTTP endpoints for the kubelet and Prometheus: /healthz (the
 // process is alive), /readyz (it is serving DNS) and /metrics; and, on loopback connections only,
-// /debug/ for someone inside the pod (debug.go).
+// /debug/ for someone inside the pod: status and cache (debug.go), the query log's switch
+// (querylog.go).
 package admin
 
 import (
@@ -29,6 +30,12 @@ func Handler(g prometheus.Gatherer, ready ReadyFunc, d *Debug) http.Handler {
 		}
 		_, _ = w.Write([]byte(why + "\n"))
 	})
+	if d != nil && d.QueryLog != nil {
+		h := queryLogHandler(d.QueryLog)
+		for _, method := range []string{"GET", "PUT", "POST"} {
+			mux.Handle(method+" "+QueryLogPath, h)
+		}
+	}
 	debugRoutes(mux, d)
 	return loopbackOnly(mux)
 }

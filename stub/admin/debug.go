@@ -12,6 +12,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/podns/podns/stub/cache"
+	"github.com/podns/podns/stub/querylog"
 )
 
 // The /debug/ paths answer what a person inside the pod asks the running stub (`stub status`,
@@ -35,12 +36,14 @@ const (
 	MaxTop     = 1000
 )
 
-// Debug is what the /debug/ paths read. A nil Status answers 404.
+// Debug is what the /debug/ paths read. A nil Status answers 404 on StatusPath and CachePath.
 type Debug struct {
 	// Status returns the stub's state now.
 	Status func() Status
 	// Cache is the stub's cache; nil when PODNS_CACHE_SIZE=0 (CachePath then says so).
 	Cache *cache.Cache
+	// QueryLog is switched by QueryLogPath; nil: not served.
+	QueryLog *querylog.Log
 }
 
 // Status is StatusPath's JSON.
