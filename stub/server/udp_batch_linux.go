@@ -72,7 +72,7 @@ func newBatchIO() *batchIO {
 		b.out[i] = make([]byte, 0, udpSlot)
 	}
 	b.readFn = func(fd uintptr) bool {
-		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.rmsg[0])), udpBatch, unix.MSG_DONTWAIT, 0, 0)
+		r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.rmsg[0])), udpBatch, unix.MSG_DONTWAIT, 0, 0)
 		if e == unix.EAGAIN || e == unix.EINTR {
 			return false // wait in the netpoller
 		}
@@ -80,7 +80,7 @@ func newBatchIO() *batchIO {
 		return true
 	}
 	b.writeFn = func(fd uintptr) bool {
-		r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.smsg[b.sdone])), uintptr(b.sk-b.sdone), unix.MSG_DONTWAIT, 0, 0)
+		r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.smsg[b.sdone])), uintptr(b.sk-b.sdone), unix.MSG_DONTWAIT, 0, 0)
 		if e == unix.EAGAIN || e == unix.EINTR {
 			return false
 		}
