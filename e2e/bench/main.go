@@ -294,7 +294,7 @@ func run(ctx context.Context, o *options, stdout io.Writer) (err error) {
 	}
 	for r := 0; r < o.rounds; r++ {
 		if o.has(phIdle) {
-			fmt.Fprintf(stdout, "round %d/%d: idle, %s at once for %v ... ", r+1, o.rounds, strings.Join(targets, ", "), o.idleCPUDur)
+			fmt.Fprintf(stdout, "round %d/%d: idle for %v (%s) ... ", r+1, o.rounds, o.idleCPUDur, strings.Join(targets, ", "))
 			vals, err := b.runIdle(ctx, targets, bins, r)
 			if ctx.Err() != nil {
 				return ctx.Err()
