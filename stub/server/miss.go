@@ -54,6 +54,7 @@ func (s *Server) overloaded(pkt []byte, proto int) []byte {
 	buf := make([]byte, 0, 512)
 	if r.Parse(pkt) == nil && s.cfg.Cache != nil {
 		if stale, ok := s.cfg.Cache.Stale(buf, &r, staleTTL); ok {
+			s.cfg.Cache.StaleServed()
 			return finish(stale, &r, proto)
 		}
 	}
@@ -147,6 +148,7 @@ func (s *Server) resolve(pkt []byte, proto int, send func([]byte)) {
 		// probes notice the upstream's return; the next miss after that refreshes the entry.
 		// Refreshing on every stale answer would only add load to a cluster DNS that is
 		// struggling or restarting.
+		s.cfg.Cache.StaleServed()
 		send(finish(stale, &r, proto))
 		return
 	}
@@ -187,6 +189,7 @@ func (s *Server) resolve(pkt []byte, proto int, send func([]byte)) {
 		}
 	}
 	if stale != nil {
+		s.cfg.Cache.StaleServed()
 		send(finish(stale, &r, proto))
 		return
 	}
