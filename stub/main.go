@@ -197,7 +197,7 @@ func startupProbe(ctx context.Context, cfg *config.Config, fwd *upstream.Forward
 		if !p.Up {
 			ev = log.Warn().AnErr("error", p.Err)
 		}
-		ev.Str("upstream", p.Server).Bool("up", p.Up).Dur("rtt", p.RTT).Msg("startup probe")
+		ev.Str("upstream", p.Server).Bool("up", p.Up).Str("protocol", p.Protocol).Dur("rtt", p.RTT).Msg("startup probe")
 	}
 }
 

@@ -31,7 +31,7 @@ type Config struct {
 	Listen ListenList `env:"PODNS_LISTEN" envDefault:"127.0.0.1:53" allowed:"comma-separated ip:port" help:"DNS listen addresses, UDP and TCP on each"`
 
 	// Upstreams overrides the nameservers of the saved resolv.conf.
-	Upstreams UpstreamList `env:"PODNS_UPSTREAMS" allowed:"comma-separated ip[:port], port 53 if omitted" help:"upstream DNS servers; unset: the nameservers of $PODNS_STATE_DIR/upstream.conf"`
+	Upstreams UpstreamList `env:"PODNS_UPSTREAMS" allowed:"comma-separated ip[:port], [ipv6]:port or [ipv6]; port 53 if omitted" help:"upstream DNS servers; unset: the nameservers of $PODNS_STATE_DIR/upstream.conf"`
 
 	// StateDir is the emptyDir shared with initc: upstream.conf (the kubelet's resolv.conf) and
 	// the disabled marker live here.
@@ -48,7 +48,9 @@ type Config struct {
 	LogFormat string `env:"PODNS_LOG_FORMAT" envDefault:"json" oneof:"json console" help:"log format"`
 
 	// UpstreamProtocol is tcp by default: TCP to the cluster DNS cannot hit the conntrack race.
-	UpstreamProtocol string `env:"PODNS_UPSTREAM_PROTOCOL" envDefault:"tcp" oneof:"tcp udp" help:"protocol to the upstreams; udp retries over TCP when truncated"`
+	// tcp still uses UDP for an upstream that answers only over UDP (a NetworkPolicy allowing
+	// UDP/53 only): failing every lookup is never better.
+	UpstreamProtocol string `env:"PODNS_UPSTREAM_PROTOCOL" envDefault:"tcp" oneof:"tcp udp" help:"protocol to the upstreams; udp retries over TCP when truncated; tcp falls back to UDP for an upstream that answers only over UDP"`
 	// UpstreamTimeout bounds one attempt at one upstream; then the next upstream is tried.
 	UpstreamTimeout time.Duration `env:"PODNS_UPSTREAM_TIMEOUT" envDefault:"2s" min:"100ms" max:"30s" help:"per-attempt upstream timeout"`
 	// UpstreamIdleTimeout closes pooled upstream TCP connections before CoreDNS's 10 s idle close.

@@ -77,13 +77,23 @@ func TestParseUpstream(t *testing.T) {
 		"fd00::10":        "[fd00::10]:53",
 		"[fd00::10]:5353": "[fd00::10]:5353",
 		" 10.0.0.1 ":      "10.0.0.1:53",
+		// IPv6 (issue 12 item 7): brackets without a port, zones, and a bare address that ends
+		// in something port-like, which is all address.
+		"[fd00:10:96::a]":     "[fd00:10:96::a]:53",
+		"[fd00:10:96::a]:53":  "[fd00:10:96::a]:53",
+		"fd00:10:96::a:5353":  "[fd00:10:96::a:5353]:53",
+		"fe80::1%eth0":        "[fe80::1%eth0]:53",
+		"[fe80::1%eth0]":      "[fe80::1%eth0]:53",
+		"[fe80::1%eth0]:5353": "[fe80::1%eth0]:5353",
+		"[::ffff:10.0.0.1]":   "[::ffff:10.0.0.1]:53",
 	} {
 		got, err := ParseUpstream(in)
 		if err != nil || got.String() != want {
 			t.Errorf("ParseUpstream(%q) = %v, %v; want %s", in, got, err, want)
 		}
 	}
-	for _, bad := range []string{"", "dns.example", "10.0.0.1:0", "10.0.0.1:99999", "fd00::10:53:x"} {
+	for _, bad := range []string{"", "dns.example", "10.0.0.1:0", "10.0.0.1:99999", "fd00::10:53:x",
+		"[10.0.0.1]", "[10.0.0.1]:53", "[fd00::10", "fd00::10]", "[fd00::10]:", "[fd00::10]:0", "[]", "[dns.example]"} {
 		if _, err := ParseUpstream(bad); err == nil {
 			t.Errorf("ParseUpstream(%q) accepted", bad)
 		}
@@ -244,7 +254,9 @@ func TestLoops(t *testing.T) {
 	// podIP stands for an address of a local interface other than loopback; the caller passes
 	// what net.InterfaceAddrs says.
 	const podIP = "10.244.1.7"
-	local := map[netip.Addr]bool{netip.MustParseAddr(podIP): true, netip.MustParseAddr("fd00:10:244::7"): true}
+	local := map[netip.Addr]bool{netip.MustParseAddr(podIP): true, netip.MustParseAddr("fd00:10:244::7"): true,
+		// net.InterfaceAddrs gives a link-local address without its zone.
+		netip.MustParseAddr("fe80::7"): true}
 	tests := []struct {
 		upstream, listen string
 		want             bool
@@ -268,6 +280,7 @@ func TestLoops(t *testing.T) {
 		{"[fd00:10:244::7]:53", "[::]:53", true},
 		{"0.0.0.0:53", "0.0.0.0:53", true},
 		{"[fe80::1%eth0]:53", "[fe80::1]:53", true},
+		{"[fe80::7%eth0]:53", "[::]:53", true}, // the pod's own link-local, zoned
 		// Not a loop.
 		{"0.0.0.0:53", "127.0.0.1:5353", false},
 		{"127.0.0.1:5353", "127.0.0.1:53", false},
@@ -277,6 +290,7 @@ func TestLoops(t *testing.T) {
 		{"10.96.0.10:53", "0.0.0.0:53", false},
 		{"[fd00::a]:53", "[::]:53", false},
 		{"127.0.0.1:53", "[::1]:53", false},
+		{"[fe80::1%eth0]:53", "[::]:53", false}, // the node's link-local: another host
 	}
 	for _, tt := range tests {
 		u, l := netip.MustParseAddrPort(tt.upstream), netip.MustParseAddrPort(tt.listen)

@@ -51,12 +51,24 @@ func (l *UpstreamList) UnmarshalText(b []byte) error {
 	return errs.ErrorOrNil()
 }
 
-// ParseUpstream accepts "ip", "ip:port" and "[ipv6]:port"; the port defaults to 53. Names are
-// refused: the stub is the pod's resolver and has nothing to resolve them with.
+// ParseUpstream accepts "ip", "ip:port", "[ipv6]:port" and "[ipv6]"; the port defaults to 53.
+// An IPv6 address may carry a zone (fe80::1%eth0, [fe80::1%eth0]:53). A bare IPv6 address is
+// the whole string: "fd00::a:5353" is the address fd00::a:5353 on port 53, as it must be, since
+// both readings are valid; a port after an IPv6 address needs the brackets (RFC 3986 §3.2.2).
+// Brackets around an IPv4 address are refused. Names are refused: the stub is the pod's
+// resolver and has nothing to resolve them with.
 func ParseUpstream(s string) (netip.AddrPort, error) {
 	s = strings.TrimSpace(s)
 	if a, err := netip.ParseAddr(s); err == nil {
 		return netip.AddrPortFrom(a, 53), nil
+	}
+	// "[v6]" without a port: the bracketed form people copy from "[v6]:port" and URLs.
+	if inner, ok := strings.CutPrefix(s, "["); ok {
+		if inner, ok := strings.CutSuffix(inner, "]"); ok {
+			if a, err := netip.ParseAddr(inner); err == nil && a.Is6() {
+				return netip.AddrPortFrom(a, 53), nil
+			}
+		}
 	}
 	ap, err := netip.ParseAddrPort(s)
 	if err != nil || ap.Port() == 0 {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 
@@ -38,12 +39,24 @@ func flightKey(q dns.Question, r *wire.Request) string {
 	return strings.ToLower(q.Name) + string([]byte{byte(q.Qtype >> 8), byte(q.Qtype), byte(q.Qclass >> 8), byte(q.Qclass), flags})
 }
 
-// coalesce forwards q, or with Config.Coalesce waits for an identical query already in flight.
-// leader reports whether this call sent the query (only the leader stores the reply in the
-// cache).
-func (s *Server) coalesce(ctx context.Context, key string, q *dns.Msg) (msg *dns.Msg, leader bool, err error) {
+// errFresh is coalesce's answer when the question's cache entry is fresh: it was stored after
+// the caller looked (the query it waited for landed), and the caller serves it from the cache.
+var errFresh = errors.New("answered from the cache meanwhile")
+
+// coalesce forwards q, the query for r, or with Config.Coalesce waits for an identical query
+// already in flight. leader reports whether this call sent the query. The leader stores the reply
+// in the cache (Cache.Set keeps only what may be cached) before the flight ends, so with
+// skipFresh an identical question always finds the flight, or the fresh entry (errFresh): a
+// client's miss that overtook the search-path prefetch of its question, or the prefetch that
+// overtook the client, is never asked upstream twice. A refresh of an entry still fresh (the
+// expiry prefetch) passes skipFresh false.
+func (s *Server) coalesce(ctx context.Context, key string, q *dns.Msg, r *wire.Request, skipFresh bool) (msg *dns.Msg, leader bool, err error) {
 	if !s.cfg.Coalesce {
+		if skipFresh && s.fresh(r) {
+			return nil, false, errFresh
+		}
 		msg, err = s.cfg.Forwarder.Exchange(ctx, q)
+		s.store(r, msg, err)
 		return msg, true, err
 	}
 	s.flights.mu.Lock()
@@ -56,6 +69,11 @@ func (s *Server) coalesce(ctx context.Context, key string, q *dns.Msg) (msg *dns
 		case <-ctx.Done():
 			return nil, false, ctx.Err()
 		}
+	}
+	// Under the lock: a flight ends (its reply stored first) only under it too.
+	if skipFresh && s.fresh(r) {
+		s.flights.mu.Unlock()
+		return nil, false, errFresh
 	}
 	f := &flight{done: make(chan struct{})}
 	if s.flights.m == nil {
@@ -76,5 +94,16 @@ func (s *Server) coalesce(ctx context.Context, key string, q *dns.Msg) (msg *dns
 	}()
 	s.hook("leader")
 	f.msg, f.err = s.cfg.Forwarder.Exchange(ctx, q)
+	s.store(r, f.msg, f.err)
 	return f.msg, true, f.err
+}
+
+// fresh reports whether the cache holds a fresh answer to r.
+func (s *Server) fresh(r *wire.Request) bool { return s.cfg.Cache != nil && s.cfg.Cache.Fresh(r) }
+
+// store caches the upstream's reply to r, if there is a cache and a reply.
+func (s *Server) store(r *wire.Request, msg *dns.Msg, err error) {
+	if err == nil && s.cfg.Cache != nil {
+		s.cfg.Cache.Set(r, msg)
+	}
 }

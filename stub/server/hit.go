@@ -22,11 +22,16 @@ const (
 // errors and cache hits into buf. It allocates nothing, so a cache hit costs a copy and a few
 // patches, never an unpacked message.
 func (s *Server) answer(r *wire.Request, buf, pkt []byte, proto int) ([]byte, verdict) {
-	switch err := r.Parse(pkt); {
-	case err == nil:
-	case errors.Is(err, wire.ErrDrop):
+	err := r.Parse(pkt)
+	if errors.Is(err, wire.ErrDrop) {
 		droppedUnparseable.Inc()
 		return nil, drop
+	}
+	// Every query that gets a reply counts, the ones refused below too; QType is 0 ("other")
+	// when the question did not parse.
+	countRequest(proto, r.QType)
+	switch {
+	case err == nil:
 	case errors.Is(err, wire.ErrNotImp):
 		return wire.AppendError(buf[:0], r, wire.RcodeNotImp), reply
 	case errors.Is(err, wire.ErrBadVers):
@@ -34,7 +39,6 @@ func (s *Server) answer(r *wire.Request, buf, pkt []byte, proto int) ([]byte, ve
 	default:
 		return wire.AppendError(buf[:0], r, wire.RcodeFormErr), reply
 	}
-	countRequest(proto, r.QType)
 	if s.cfg.FilterAAAA && r.QType == dns.TypeAAAA && r.QClass == dns.ClassINET {
 		filteredTotal.Inc()
 		return finish(wire.AppendNoData(buf[:0], r, filteredTTL), r, proto), reply
@@ -56,7 +60,21 @@ func (s *Server) answer(r *wire.Request, buf, pkt []byte, proto int) ([]byte, ve
 // that fit, with TC=1 (wire.Truncate: what CoreDNS does, so a client without a TCP fallback, musl
 // before 1.2.4, still gets addresses, and one with it retries over TCP), and then adds the OPT
 // record a client that sent one expects, its room kept. resp is the caller's own: cut in place.
+//
+// Every reply built from a cache entry or an upstream reply (hit, miss, stale, coalesced, the
+// AAAA filter's NODATA) goes through here, and gets the stub's header rule, the same for all:
+//   - AA=0. The stub answers from its cache or its upstream, never from a zone it is authoritative
+//     for (RFC 1035 §4.1.1), whatever AA its upstream set. CoreDNS's cache sets AA=1 on every
+//     hit instead (plugin/cache item.go toMsg, since 1.5.1), to stop old clients taking a
+//     cached NODATA from its kubernetes plugin, which sets RA=0, for a lame referral; with RA=1
+//     below that cannot happen, so the stub needs no false AA.
+//   - RA=1. The stub offers recursion, through its upstream, to every client (RFC 1035 §4.1.1);
+//     wire.AppendError sets it on the replies the stub makes itself. It also keeps glibc's
+//     res_send and Go's resolver (checkHeader, golang.org/issue/15434) from taking a NOERROR
+//     reply with no records, AA=0 and RA=0 for a lame referral and the lookup for a failure.
 func finish(resp []byte, r *wire.Request, proto int) []byte {
+	wire.SetAA(resp, false)
+	wire.SetRA(resp, true)
 	if proto == protoUDP {
 		room := r.UDPSize
 		if r.HasEDNS {

@@ -17,11 +17,11 @@ import (
 var (
 	requestsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "podns", Name: "requests_total",
-		Help: "DNS requests received, by transport (udp, tcp) and query type.",
+		Help: "DNS requests received and answered, by transport (udp, tcp) and query type: every query, malformed, refused (FORMERR, NOTIMP, BADVERS) or not; packets dropped unanswered count in podns_dropped_total instead.",
 	}, []string{"proto", "type"})
 	responsesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "podns", Name: "responses_total",
-		Help: "DNS responses sent, by rcode.",
+		Help: "DNS responses sent, by rcode: the whole extended rcode (RFC 6891 §6.1.3; BADVERS is 16, not NOERROR), named as in the IANA registry, \"other\" for a value without a name.",
 	}, []string{"rcode"})
 	droppedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "podns", Name: "dropped_total",
@@ -90,11 +90,24 @@ var requestCounters = func() (out [2]typeCounters) {
 	return out
 }()
 
-var rcodeCounters = func() (out [16]prometheus.Counter) {
-	for i := range out {
-		name, ok := dns.RcodeToString[i]
-		if !ok {
-			name = "other"
+// rcodeNames names every rcode a response can carry that has a name in the IANA DNS RCODE
+// registry and fits the header and the OPT record; the rest count as "other", which keeps the
+// label's values to this list. 16 is BADVERS: BADSIG shares the number but is a TSIG error,
+// carried in a TSIG record, never as a message's rcode (RFC 6891 §9, RFC 8945 §6.2).
+var rcodeNames = [...]string{
+	0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED",
+	6: "YXDOMAIN", 7: "YXRRSET", 8: "NXRRSET", 9: "NOTAUTH", 10: "NOTZONE", 11: "DSOTYPENI",
+	16: "BADVERS", 17: "BADKEY", 18: "BADTIME", 19: "BADMODE", 20: "BADNAME", 21: "BADALG",
+	22: "BADTRUNC", 23: "BADCOOKIE",
+}
+
+var rcodeOther = responsesTotal.WithLabelValues("other")
+
+var rcodeCounters = func() (out [len(rcodeNames)]prometheus.Counter) {
+	for i, name := range rcodeNames {
+		if name == "" {
+			out[i] = rcodeOther
+			continue
 		}
 		out[i] = responsesTotal.WithLabelValues(name)
 	}
@@ -109,11 +122,24 @@ func countRequest(proto int, qtype uint16) {
 	requestCounters[proto].other.Inc()
 }
 
-// countResponse counts the reply by the rcode in its header.
+// countResponse counts the reply by its whole rcode. The stub's replies hold at most one OPT
+// record, its own, and always last (finish and wire.AppendError append it; the upstream's is
+// stripped), so unless their last octets are an OPT with upper rcode bits set the header's
+// rcode is the whole rcode and nothing is walked: the hit path pays a few comparisons.
 func countResponse(resp []byte) {
-	if len(resp) >= wire.HeaderLen {
-		rcodeCounters[wire.Rcode(resp)].Inc()
+	if len(resp) < wire.HeaderLen {
+		return
 	}
+	rc := wire.Rcode(resp)
+	if t := len(resp) - wire.OPTLen; wire.Count(resp, wire.Additional) > 0 && t >= wire.HeaderLen &&
+		resp[t] == 0 && resp[t+1] == 0 && resp[t+2] == wire.TypeOPT && resp[t+5] != 0 {
+		rc = wire.ExtendedRcode(resp)
+	}
+	if rc < len(rcodeCounters) {
+		rcodeCounters[rc].Inc()
+		return
+	}
+	rcodeOther.Inc()
 }
 
 var (

@@ -2,10 +2,12 @@ package server
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/miekg/dns"
 
+	"github.com/podns/podns/stub/cache"
 	"github.com/podns/podns/stub/panics"
 	"github.com/podns/podns/stub/wire"
 )
@@ -153,8 +155,7 @@ func (s *Server) resolve(pkt []byte, proto int, send func([]byte)) {
 		return
 	}
 	start := time.Now()
-	results := s.fetch(&r, q, panics.Miss)
-	s.searchPrefetch(q, &r) // after the client's own query is on its way
+	results := s.fetch(&r, q, panics.Miss, true)
 	var deadline <-chan time.Time
 	if stale != nil {
 		wait := s.cfg.StaleTimeout
@@ -168,6 +169,14 @@ func (s *Server) resolve(pkt []byte, proto int, send func([]byte)) {
 	select {
 	case res := <-results:
 		forwardDuration.Observe(time.Since(start).Seconds())
+		if errors.Is(res.err, errFresh) {
+			// The answer landed between the hit check and the flight check: it is a hit now.
+			// (Evicted again in those microseconds, it counts as a failed upstream query.)
+			if resp, st := s.cfg.Cache.Lookup(buf, &r); st != cache.Miss {
+				send(finish(resp, &r, proto))
+				return
+			}
+		}
 		if res.err == nil && (stale == nil || usable(res.msg)) {
 			out, err := pack(res.msg, q.Question, &r, buf)
 			if err == nil {
@@ -200,16 +209,24 @@ func (s *Server) resolve(pkt []byte, proto int, send func([]byte)) {
 // stores a usable reply in the cache, and delivers the result on the channel. The query
 // outlives a caller that stopped waiting (stale answer sent): it refreshes the cache. A panic
 // (in the forwarder, the coalescing or the cache) is recorded at where and delivered as
-// errPanicked.
-func (s *Server) fetch(r *wire.Request, q *dns.Msg, where panics.Where) <-chan result {
+// errPanicked. With skipFresh, a question whose answer is fresh in the cache by the time its
+// flight would start is not asked: the result is errFresh (see coalesce). For a client's miss
+// (where is panics.Miss) whose answer says the search walk goes on, the search-path prefetch
+// starts its queries before the result is delivered — a few microseconds of the client's time —
+// so that the client's next step, sent once it has this answer, finds them in flight.
+func (s *Server) fetch(r *wire.Request, q *dns.Msg, where panics.Where, skipFresh bool) <-chan result {
 	out := make(chan result, 1)
 	s.misses.Add(1)
 	go func() {
 		var res result
+		walk := false
 		defer func() {
 			if v := recover(); v != nil {
 				s.panicLog.Record(where, v)
-				res = result{err: errPanicked}
+				res, walk = result{err: errPanicked}, false
+			}
+			if walk {
+				s.searchPrefetch(q, r) // recovers its own panics
 			}
 			out <- res
 			s.misses.Done()
@@ -217,11 +234,11 @@ func (s *Server) fetch(r *wire.Request, q *dns.Msg, where panics.Where) <-chan r
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Forwarder.MaxExchangeTime())
 		defer cancel()
 		s.hook("fetch")
-		msg, leader, err := s.coalesce(ctx, flightKey(q.Question[0], r), q)
-		if err == nil && leader && s.cfg.Cache != nil {
-			s.cfg.Cache.Set(r, msg)
-		}
+		msg, leader, err := s.coalesce(ctx, flightKey(q.Question[0], r), q, r, skipFresh)
 		res = result{msg, err}
+		// Only the query that went upstream speculates: its followers asked the same question,
+		// and one prefetch per answer is enough.
+		walk = err == nil && leader && where == panics.Miss && walkContinues(q, msg)
 	}()
 	return out
 }

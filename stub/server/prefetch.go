@@ -35,18 +35,53 @@ func (s *Server) refresh(pkt []byte, why prefetchReason) {
 		if err != nil {
 			return
 		}
-		<-s.fetch(&r, q, panics.Prefetch)
+		// The expiry refresh renews an entry that is still fresh; a search candidate that is
+		// fresh by now is not asked again.
+		<-s.fetch(&r, q, panics.Prefetch, why == prefetchSearch)
 	}()
 }
 
-// searchPrefetch is the ndots:5 fix. A pod's resolver tries a short or external name X with each
-// search domain in turn, then as X itself, one round trip each, mostly NXDOMAIN. When the stub
-// sees X.<first search domain> for an X with fewer dots than ndots — the first step of that walk —
-// it asks upstream for every later candidate at once, so that the client's follow-up queries are
-// cache hits or join a query already in flight. The answers are exactly the upstream's.
+// walkContinues reports whether msg, the upstream's answer to q, is one after which every client
+// that walks the search list asks the next candidate: only then does the search-path prefetch
+// speculate (issue 12 item 4), so that a name found at the first step costs exactly the queries
+// its client sends.
 //
-// It runs on the miss's goroutine, but a panic in it is the prefetch's: it is recovered here, so
-// that the client still gets the answer to its own query, which is already on its way.
+//   - NXDOMAIN: glibc (res_search keeps trying on HOST_NOT_FOUND), musl (lookup_name.c
+//     name_from_dns returns 0 when either reply is NXDOMAIN) and Go's resolver all go on.
+//   - NODATA (NOERROR, empty answer section) for A or AAAA: not enough. These come in pairs, and
+//     the common case, a Service with only an A record, is an AAAA NODATA whose walk ends at the
+//     A answer. Even NODATA for both ends musl's walk (EAI_NODATA) while glibc and Go go on;
+//     the stub cannot tell the two apart, so it leaves that walk to the client, which then costs
+//     what it costs without podns.
+//   - NODATA for any other type (SRV, TXT, MX, …): only glibc's res_search and Go walk the
+//     search list for those (musl's res_search is res_query: no search list), and both go on
+//     after NODATA (glibc counts it in got_nodata and keeps trying; Go tries the next name).
+func walkContinues(q *dns.Msg, msg *dns.Msg) bool {
+	switch {
+	case msg == nil:
+		return false
+	case msg.Rcode == dns.RcodeNameError:
+		return true
+	case msg.Rcode != dns.RcodeSuccess || len(msg.Answer) != 0 || msg.Truncated:
+		return false
+	}
+	t := q.Question[0].Qtype
+	return t != dns.TypeA && t != dns.TypeAAAA
+}
+
+// searchPrefetch is the ndots:5 fix. A pod's resolver tries a short or external name X with each
+// search domain in turn, then as X itself, one round trip each, mostly NXDOMAIN. When the
+// upstream's answer to X.<first search domain>, for an X with fewer dots than ndots — the first
+// step of that walk — says the walk goes on (walkContinues), the stub asks upstream for every
+// later candidate at once, same type and flags, so that the client's follow-up queries are cache
+// hits or join a query already in flight. The answers are exactly the upstream's.
+//
+// fetch calls it on the first step's goroutine once the answer is stored, before handing it to
+// the client. A candidate is never asked twice, whoever asks first: the prefetch skips one that
+// is fresh in the cache and joins one in flight, the client's miss joins the prefetch's flight or
+// finds its stored answer (coalesce stores before it ends a flight, and checks for a fresh entry
+// before it starts one). A panic in it is the prefetch's: it is recovered here, and the client
+// still gets its answer.
 func (s *Server) searchPrefetch(q *dns.Msg, r *wire.Request) {
 	if len(s.cfg.Search) == 0 || s.cfg.Cache == nil {
 		return

@@ -29,7 +29,7 @@ type fakeForwarder struct {
 	calls  atomic.Int64
 	gate   chan struct{}
 	answer func(q *dns.Msg) (*dns.Msg, error)
-	mu     sync.Mutex // guards gate and asked once the server runs
+	mu     sync.Mutex // guards gate, asked and a change of answer once the server runs
 	asked  []string   // question names, in order
 	down   atomic.Bool
 }
@@ -62,7 +62,7 @@ func (f *fakeForwarder) release() {
 func (f *fakeForwarder) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
 	f.calls.Add(1)
 	f.mu.Lock()
-	gate := f.gate
+	gate, answer := f.gate, f.answer
 	f.asked = append(f.asked, q.Question[0].Name)
 	f.mu.Unlock()
 	if gate != nil {
@@ -72,7 +72,7 @@ func (f *fakeForwarder) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, err
 			return nil, ctx.Err()
 		}
 	}
-	return f.answer(q)
+	return answer(q)
 }
 
 // records answers A questions with n addresses (TTL 300) and everything else with NXDOMAIN+SOA.

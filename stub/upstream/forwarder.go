@@ -64,6 +64,10 @@ type Config struct {
 	// taken as IPv4; duplicates are dropped; port 0 is refused. Required.
 	Servers []netip.AddrPort
 	// Protocol is "tcp" (default) or "udp". In udp mode a truncated reply is retried over TCP.
+	// In tcp mode a server whose TCP is refused or times out while it answers over UDP (a
+	// NetworkPolicy that allows UDP port 53 only) is used over UDP until TCP to it works again,
+	// checked in the background (fallback.go); there is no TCP-only mode, because failing every
+	// query is never better than asking over UDP, the protocol the pod used without podns.
 	Protocol string
 	// Timeout bounds one attempt at one server, including connection set-up and re-sends;
 	// then the next server is tried. Default 2s; must be positive.
@@ -123,6 +127,9 @@ type Forwarder struct {
 	probeWait func(time.Duration) <-chan time.Time
 	// probeDone, when set, is told of every background probe (tests).
 	probeDone func(addr string, interval time.Duration, err error)
+	// recheckDone, when set, is told of every background TCP check of a server used over UDP
+	// (tests); its pauses come from probeWait too.
+	recheckDone func(addr string, interval time.Duration, err error)
 	// panicLog counts and logs the panics the connection readers and probes recover from.
 	panicLog panics.Recorder
 	// testHook, when set (tests), is called at each stage a test may panic at: "reader" (a reply
@@ -191,6 +198,13 @@ func New(cfg Config) (*Forwarder, error) {
 	for i, p := range f.peers {
 		f.cfg.Servers[i] = p.ap
 		p.m.healthy.Set(1) // only once New succeeds: a refused config leaves no series behind
+		if f.udp {
+			p.m.protoUDP.Set(1)
+			p.m.protoTCP.Set(0)
+		} else {
+			p.m.protoTCP.Set(1)
+			p.m.protoUDP.Set(0)
+		}
 	}
 	f.ctx, f.cancel = context.WithCancel(context.Background())
 	return f, nil

@@ -62,12 +62,17 @@ type ProbeResult struct {
 	RTT time.Duration
 	// Err says why the server is down when !Up.
 	Err error
+	// Protocol is what the server's queries go over after the probe: "tcp", or "udp" in udp
+	// mode and when the server answered over UDP only (the UDP fallback).
+	Protocol string
 }
 
 // ProbeAll probes every server in parallel, marks the ones that answer up and the silent ones
 // down (starting their background probers), and returns one result per server in the order of
 // Servers. Each probe is bounded by Config.Timeout and by ctx. Call it before the stub reports
-// ready, so that even the first lookup avoids a dead server.
+// ready, so that even the first lookup avoids a dead server. In tcp mode each probe goes over
+// TCP and UDP at once: a server that answers over UDP only is up, and used over UDP from the
+// first lookup on (fallback.go).
 func (f *Forwarder) ProbeAll(ctx context.Context) []ProbeResult {
 	res := make([]ProbeResult, len(f.peers))
 	var wg sync.WaitGroup
@@ -80,8 +85,8 @@ func (f *Forwarder) ProbeAll(ctx context.Context) []ProbeResult {
 					p.f.panicLog.Record(panics.Probe, v)
 				}
 			}()
-			rtt, err := p.probeSafely(ctx)
-			res[i] = ProbeResult{Server: p.addr, Up: err == nil, RTT: rtt, Err: err}
+			rtt, err := p.probeSafely(ctx, byStartupProbe)
+			res[i] = ProbeResult{Server: p.addr, Up: err == nil, RTT: rtt, Err: err, Protocol: p.protocol()}
 			switch {
 			case err == nil:
 				p.m.probesAlive.Inc()
@@ -240,7 +245,7 @@ func (p *peer) probeLoop() {
 			return
 		}
 		p.h.mu.Unlock()
-		_, err := p.probeSafely(f.ctx)
+		_, err := p.probeSafely(f.ctx, byProbe)
 		switch {
 		case errors.Is(err, ErrClosed):
 			p.stopProbing()
@@ -270,7 +275,7 @@ func (p *peer) stopProbing() {
 // probeSafely is probe with a panic contained: it is recorded and the probe counts as failed,
 // so that the prober goes on (with its back-off) instead of dying and leaving the server down for
 // good, and a startup probe reports the server down instead of ending the process.
-func (p *peer) probeSafely(ctx context.Context) (rtt time.Duration, err error) {
+func (p *peer) probeSafely(ctx context.Context, by string) (rtt time.Duration, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			p.f.panicLog.Record(panics.Probe, v)
@@ -278,15 +283,17 @@ func (p *peer) probeSafely(ctx context.Context) (rtt time.Duration, err error) {
 		}
 	}()
 	p.f.hook("probe")
-	return p.probe(ctx)
+	if p.f.udp {
+		return p.probeOver(ctx, true)
+	}
+	return p.probeBoth(ctx, by) // TCP, or UDP when only UDP answers (fallback.go)
 }
 
-// probe sends the probe query (ProbeName NS IN, recursion desired, as CoreDNS's forward health
-// check does) over the configured protocol on a connection of its own, and waits for any
-// reply carrying its ID, whatever the RCODE. It is bounded by Config.Timeout and ctx, and
-// aborted by Close. A UDP-mode probe that gets a truncated reply has its answer: the server is
-// alive.
-func (p *peer) probe(ctx context.Context) (time.Duration, error) {
+// probeOver sends the probe query (ProbeName NS IN, recursion desired, as CoreDNS's forward
+// health check does) over UDP or TCP on a connection of its own, and waits for any reply
+// carrying its ID, whatever the RCODE. It is bounded by Config.Timeout and ctx, and aborted by
+// Close. A UDP probe that gets a truncated reply has its answer: the server is alive.
+func (p *peer) probeOver(ctx context.Context, udp bool) (time.Duration, error) {
 	f := p.f
 	if f.closed.Load() {
 		return 0, ErrClosed
@@ -301,7 +308,7 @@ func (p *peer) probe(ctx context.Context) (time.Duration, error) {
 	start := time.Now()
 	var nc net.Conn
 	var err error
-	if f.udp {
+	if udp {
 		var d net.Dialer
 		nc, err = d.DialContext(ctx, "udp", p.addr)
 	} else {
@@ -316,7 +323,7 @@ func (p *peer) probe(ctx context.Context) (time.Duration, error) {
 	}
 	defer context.AfterFunc(ctx, func() { nc.SetDeadline(aLongTimeAgo) })()
 
-	if f.udp {
+	if udp {
 		_, err = nc.Write(framed[2:])
 	} else {
 		_, err = nc.Write(framed)
@@ -327,7 +334,7 @@ func (p *peer) probe(ctx context.Context) (time.Duration, error) {
 	buf := make([]byte, dns.MaxMsgSize)
 	for { // ends at ctx's deadline at the latest
 		var msg []byte
-		if f.udp {
+		if udp {
 			n, err := nc.Read(buf)
 			if err != nil {
 				return 0, p.probeErr(ctx, err)

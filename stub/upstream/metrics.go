@@ -53,6 +53,16 @@ var (
 		Namespace: "podns", Subsystem: "upstream", Name: "skipped_total",
 		Help: "Queries that did not try the upstream server because it was down and another server was up: each one a timeout a client did not wait for.",
 	}, []string{"upstream"})
+
+	protocolFallbackTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "podns", Subsystem: "upstream", Name: "protocol_fallback_total",
+		Help: "Times the stub switched an upstream server from TCP to UDP because TCP to it was refused or timed out while it answered over UDP (a NetworkPolicy allowing UDP/53 only).",
+	}, []string{"upstream"})
+
+	protocolInUse = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "podns", Subsystem: "upstream", Name: "protocol",
+		Help: "1 for the protocol (tcp or udp) the upstream server's queries currently go over, 0 for the other.",
+	}, []string{"upstream", "protocol"})
 )
 
 // Probe results, the values of the label "result" of podns_upstream_probes_total.
@@ -79,7 +89,7 @@ const (
 // register in its registry.
 func Collectors() []prometheus.Collector {
 	return []prometheus.Collector{queriesTotal, errorsTotal, duration, reconnectsTotal, openConnections,
-		healthy, probesTotal, markedDownTotal, skippedTotal}
+		healthy, probesTotal, markedDownTotal, skippedTotal, protocolFallbackTotal, protocolInUse}
 }
 
 // peerMetrics holds one server's series, resolved once in New so the hot path does not
@@ -96,6 +106,8 @@ type peerMetrics struct {
 	healthy                 prometheus.Gauge
 	probesAlive, probesDead prometheus.Counter
 	markedDown, skipped     prometheus.Counter
+	fallbacks               prometheus.Counter
+	protoTCP, protoUDP      prometheus.Gauge
 }
 
 func newPeerMetrics(addr string) peerMetrics {
@@ -118,5 +130,8 @@ func newPeerMetrics(addr string) peerMetrics {
 		probesDead:  probesTotal.WithLabelValues(addr, probeDead),
 		markedDown:  markedDownTotal.WithLabelValues(addr),
 		skipped:     skippedTotal.WithLabelValues(addr),
+		fallbacks:   protocolFallbackTotal.WithLabelValues(addr),
+		protoTCP:    protocolInUse.WithLabelValues(addr, "tcp"),
+		protoUDP:    protocolInUse.WithLabelValues(addr, "udp"),
 	}
 }

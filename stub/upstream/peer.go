@@ -98,7 +98,8 @@ type peer struct {
 	// server's MaxTCPQueries, 128 by default). 0 means no limit is known.
 	budget int
 
-	h health
+	h  health
+	fb fallback // the UDP fallback in tcp mode (fallback.go)
 
 	// noEDNSUntil is when (f.now, Unix nanoseconds) the server is next sent queries with an OPT
 	// record again; 0, or a time past, means it is believed to accept EDNS.
@@ -188,25 +189,62 @@ func (p *peer) attempt(qs *queryState) (*dns.Msg, error) {
 	return nil, err
 }
 
-// send sends the query once, with or without its OPT record, over the configured protocol; in
-// UDP mode a truncated reply is retried over TCP (the same frame: a query without OPT stays
-// without OPT). A query without OPT gets a UDP reply of at most 512 bytes (RFC 1035 section
+// send sends the query once, with or without its OPT record, over the configured protocol or
+// the UDP fallback; a truncated UDP reply is retried over TCP (the same frame: a query without
+// OPT stays without OPT). A TCP attempt refused at once is asked over UDP within the attempt. A query without OPT gets a UDP reply of at most 512 bytes (RFC 1035 section
 // 4.2.1, RFC 6891 section 7); a larger answer comes back truncated and is fetched over TCP.
 func (p *peer) send(qs *queryState, deadline time.Time, withOPT bool) (*dns.Msg, error) {
 	if err := qs.useEDNS(withOPT); err != nil {
 		return nil, fmt.Errorf("%s: %w", p.addr, err)
 	}
-	if !p.f.udp {
+	if !p.overUDP() {
 		p.m.queriesTCP.Inc()
-		return p.viaTCP(qs, deadline)
+		r, err := p.viaTCP(qs, deadline)
+		if err == nil || !refusedFast(err) || qs.ctx.Err() != nil {
+			return r, err
+		}
+		// Refused at once: a policy that allows UDP only, or a server that is gone. The rest
+		// of the attempt tells them apart (fallback.go).
+		p.m.queriesUDP.Inc()
+		ur, uerr := p.viaUDP(qs, deadline)
+		if uerr != nil {
+			if errors.Is(uerr, ErrClosed) || qs.ctx.Err() != nil {
+				return nil, uerr
+			}
+			return nil, fmt.Errorf("%w; over UDP: %v", err, uerr)
+		}
+		p.useUDP(err)
+		if ur.Truncated {
+			return p.retryTruncated(qs, deadline, ur)
+		}
+		return ur, nil
 	}
 	p.m.queriesUDP.Inc()
 	r, err := p.viaUDP(qs, deadline)
 	if err == nil && r.Truncated {
-		p.m.queriesTCP.Inc()
-		r, err = p.viaTCP(qs, deadline)
+		return p.retryTruncated(qs, deadline, r)
 	}
 	return r, err
+}
+
+// retryTruncated retries over TCP the query whose UDP reply r was truncated. In udp mode the
+// retry has the rest of the attempt and its failure fails the attempt. For a server used over
+// UDP because its TCP failed, the retry has at most fallbackTCPWait, and when it fails too the
+// client gets r, TC set: what it would have got from the server without podns (glibc then
+// asks over TCP and fails as it would have; musl before 1.2.4 uses the records that fit).
+func (p *peer) retryTruncated(qs *queryState, deadline time.Time, r *dns.Msg) (*dns.Msg, error) {
+	p.m.queriesTCP.Inc()
+	if p.f.udp {
+		return p.viaTCP(qs, deadline)
+	}
+	if soon := time.Now().Add(fallbackTCPWait); soon.Before(deadline) {
+		deadline = soon
+	}
+	tr, err := p.viaTCP(qs, deadline)
+	if err == nil || errors.Is(err, ErrClosed) || qs.ctx.Err() != nil {
+		return tr, err
+	}
+	return truncatedAnswer(r, qs.call.q), nil
 }
 
 // passedOver records a reply whose RCODE made the stub try the next server (see

@@ -724,7 +724,7 @@ func TestMetrics(t *testing.T) {
 	if got := metric(queriesTotal.WithLabelValues(srv.addr, "tcp")); got != metric(m.queriesTCP) {
 		t.Errorf("series not labelled upstream=%q", srv.addr)
 	}
-	if len(Collectors()) != 9 {
+	if len(Collectors()) != 11 {
 		t.Errorf("%d collectors", len(Collectors()))
 	}
 	f.Close()

@@ -29,12 +29,37 @@ func IsTruncated(pkt []byte) bool { return flags(pkt)&flagTC != 0 }
 // upper bits (RFC 6891 §6.1.3), so BADVERS reads as 0.
 func Rcode(pkt []byte) int { return int(flags(pkt) & rcodeMask) }
 
+// ExtendedRcode returns msg's whole rcode, 0-4095 (RFC 6891 §6.1.3): the
+// header's 4 bits and, when msg has an OPT record, its upper 8 bits from
+// there, so BADVERS reads as 16. It walks the records only when the header
+// counts additional ones, and allocates nothing. A message whose records do
+// not parse up to the OPT gives the header's rcode.
+func ExtendedRcode(msg []byte) int {
+	rcode := Rcode(msg)
+	if Count(msg, Additional) == 0 {
+		return rcode
+	}
+	it := Records(msg)
+	for it.Next() {
+		if rr := it.RR(); rr.Section == Additional && rr.Type == TypeOPT {
+			return rcode | int(msg[rr.TTLOff])<<4
+		}
+	}
+	return rcode
+}
+
 // HeaderRcode returns the part of an extended rcode (0-4095) that the header
 // carries, its low 4 bits; the rest needs an OPT record (RFC 6891 §6.1.3).
 func HeaderRcode(rcode int) int { return rcode & rcodeMask }
 
 // SetRD sets or clears RD (recursion desired).
 func SetRD(pkt []byte, on bool) { setFlag(pkt, flagRD, on) }
+
+// SetAA sets or clears AA (authoritative answer, RFC 1035 §4.1.1).
+func SetAA(pkt []byte, on bool) { setFlag(pkt, flagAA, on) }
+
+// SetRA sets or clears RA (recursion available, RFC 1035 §4.1.1).
+func SetRA(pkt []byte, on bool) { setFlag(pkt, flagRA, on) }
 
 // SetCD sets or clears CD (checking disabled, RFC 4035 §3.2.2).
 func SetCD(pkt []byte, on bool) { setFlag(pkt, flagCD, on) }

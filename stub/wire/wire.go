@@ -60,6 +60,7 @@ const (
 // Header flag bits, as they sit in the 16-bit flags word.
 const (
 	flagQR = 1 << 15
+	flagAA = 1 << 10
 	flagTC = 1 << 9
 	flagRD = 1 << 8
 	flagRA = 1 << 7

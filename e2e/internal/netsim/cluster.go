@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -39,11 +40,16 @@ type Cluster struct {
 	Node string
 	// Backends are the cluster DNS pods.
 	Backends []*Backend
+	// VIP is the cluster DNS ClusterIP pods are given: VIP, or VIP6 in an IPv6 cluster.
+	VIP string
+	// IPv6 is set for a cluster made with ClusterConfig.IPv6: every address in it is IPv6.
+	IPv6 bool
 
 	run     *Run
 	idx     int
 	pods    int
 	coredns string
+	conf    string // the backends' Corefile
 
 	delayMu sync.Mutex   // guards delayOn
 	delayOn bool         // the delaying proxies run and port 53 is redirected to them
@@ -64,6 +70,11 @@ type Backend struct {
 // NewCluster builds a node and two CoreDNS backends serving Records, and waits until both
 // answer. coredns is the path of the CoreDNS binary.
 func (r *Run) NewCluster(ctx context.Context, coredns string) (*Cluster, error) {
+	return r.NewClusterWith(ctx, coredns, ClusterConfig{})
+}
+
+// NewClusterWith is NewCluster with the address family and other choices in cfg.
+func (r *Run) NewClusterWith(ctx context.Context, coredns string, cfg ClusterConfig) (*Cluster, error) {
 	r.mu.Lock()
 	idx := r.clusters
 	r.clusters++
@@ -71,7 +82,10 @@ func (r *Run) NewCluster(ctx context.Context, coredns string) (*Cluster, error) 
 	if idx > 99 {
 		return nil, errors.New("netsim: at most 100 clusters per run")
 	}
-	c := &Cluster{run: r, idx: idx, coredns: coredns}
+	c := &Cluster{run: r, idx: idx, coredns: coredns, VIP: VIP, IPv6: cfg.IPv6}
+	if c.IPv6 {
+		c.VIP = VIP6
+	}
 	node, err := r.addNetns(ctx, fmt.Sprintf("c%d-node", idx))
 	if err != nil {
 		return nil, err
@@ -84,6 +98,9 @@ func (r *Run) NewCluster(ctx context.Context, coredns string) (*Cluster, error) 
 		// The service CIDR is not reachable except through the DNAT rules, so a query to an
 		// address without a service is silently lost, as on a real node.
 		{"ip", "-n", node, "route", "add", "blackhole", ServiceCIDR},
+	}
+	if c.IPv6 {
+		steps = c.nodeSteps6()
 	}
 	for _, s := range steps {
 		if err := runCmd(ctx, s[0], s[1:]...); err != nil {
@@ -104,6 +121,7 @@ func (r *Run) NewCluster(ctx context.Context, coredns string) (*Cluster, error) 
 	if err := os.WriteFile(conf, []byte(corefile(dir)), 0o644); err != nil {
 		return nil, err
 	}
+	c.conf = conf
 
 	for i := 1; i <= 2; i++ {
 		ns, err := r.addNetns(ctx, fmt.Sprintf("c%d-be%d", idx, i))
@@ -112,12 +130,25 @@ func (r *Run) NewCluster(ctx context.Context, coredns string) (*Cluster, error) 
 		}
 		b := &Backend{NS: ns, Addr: fmt.Sprintf("10.100.%d.2", i)}
 		gw := fmt.Sprintf("10.100.%d.1", i)
-		if err := c.link(ctx, ns, fmt.Sprintf("%02db%d", idx, i), gw+"/24", b.Addr+"/24", podCIDR); err != nil {
+		link := func() error {
+			return c.link(ctx, ns, fmt.Sprintf("%02db%d", idx, i), gw+"/24", b.Addr+"/24", podCIDR)
+		}
+		if c.IPv6 {
+			b.Addr, gw = fmt.Sprintf("fd00:10:100:%d::2", i), fmt.Sprintf("fd00:10:100:%d::1", i)
+			link = func() error {
+				return c.link6(ctx, ns, fmt.Sprintf("%02db%d", idx, i), gw+"/64", b.Addr+"/64", podCIDR6)
+			}
+		}
+		if err := link(); err != nil {
 			return nil, err
 		}
 		c.Backends = append(c.Backends, b)
 	}
-	if err := c.dnat(ctx); err != nil {
+	dnat := c.dnat
+	if c.IPv6 {
+		dnat = c.dnat6
+	}
+	if err := dnat(ctx); err != nil {
 		return nil, err
 	}
 	for i, b := range c.Backends {
@@ -172,13 +203,18 @@ func (c *Cluster) dnat(ctx context.Context) error {
 }
 
 func (c *Cluster) iptablesRestore(ctx context.Context, ns, rules string) error {
+	return c.restore(ctx, "iptables-restore", ns, rules)
+}
+
+// restore loads rules into namespace ns with tool: iptables-restore or ip6tables-restore.
+func (c *Cluster) restore(ctx context.Context, tool, ns, rules string) error {
 	ctx, cancel := context.WithTimeout(ctx, cmdTimeout)
 	defer cancel()
-	argv := inNetns(ns, "iptables-restore", "--noflush")
+	argv := inNetns(ns, tool, "--noflush")
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Stdin = strings.NewReader(rules)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("iptables-restore in %s: %w: %s\nrules:\n%s", ns, err, out, rules)
+		return fmt.Errorf("%s in %s: %w: %s\nrules:\n%s", tool, ns, err, out, rules)
 	}
 	return nil
 }
@@ -196,7 +232,7 @@ func (c *Cluster) startBackend(ctx context.Context, i int) error {
 			return permanent{fmt.Errorf("coredns exited: %v\n%s", p.Err(), p.Log())}
 		default:
 		}
-		m, err := Query(c.Node, "udp", b.Addr+":53", "web.alpha.svc.cluster.local", dns.TypeA, 500*time.Millisecond)
+		m, err := Query(c.Node, "udp", net.JoinHostPort(b.Addr, "53"), "web.alpha.svc.cluster.local", dns.TypeA, 500*time.Millisecond)
 		if err != nil {
 			return err
 		}
@@ -216,6 +252,9 @@ func (c *Cluster) startBackend(ctx context.Context, i int) error {
 // packets on affected kernels. This kernel resolves the clash, so the loss is emulated in the
 // node's raw table, before conntrack and DNAT. p = 0 removes the rule.
 func (c *Cluster) SetUDPLoss(ctx context.Context, p float64) error {
+	if c.IPv6 {
+		return errIPv4Only("SetUDPLoss")
+	}
 	if p < 0 || p > 1 {
 		return fmt.Errorf("loss probability %v outside [0, 1]", p)
 	}
@@ -240,6 +279,9 @@ var dropCounter = regexp.MustCompile(`(?m)^\s*(\d+)\s+\d+\s+DROP\b`)
 
 // DroppedQueries returns how many UDP queries the loss rule has dropped so far.
 func (c *Cluster) DroppedQueries(ctx context.Context) (int, error) {
+	if c.IPv6 {
+		return 0, errIPv4Only("DroppedQueries")
+	}
 	argv := inNetns(c.Node, "iptables", "-t", "raw", "-L", "PODNS-LOSS", "-v", "-x", "-n")
 	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
 	if err != nil {
@@ -261,7 +303,7 @@ func (c *Cluster) StopBackend(ctx context.Context, i int) error {
 		return err
 	}
 	rules := "*filter\n-A INPUT -p udp --dport 53 -j DROP\n-A INPUT -p tcp --dport 53 -j DROP\nCOMMIT\n"
-	return c.iptablesRestore(ctx, b.NS, rules)
+	return c.restore(ctx, c.restoreTool(), b.NS, rules)
 }
 
 // KillBackend kills backend i's CoreDNS and leaves the backend otherwise up: its port 53 is

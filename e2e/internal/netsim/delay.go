@@ -42,7 +42,7 @@ func (c *Cluster) SetUpstreamDelay(ctx context.Context, d time.Duration) error {
 			rules += fmt.Sprintf("-A PREROUTING -p %s -m %s --dport 53 -j REDIRECT --to-ports %d\n", proto, proto, delayPort)
 		}
 		rules += "COMMIT\n"
-		if err := c.iptablesRestore(ctx, b.NS, rules); err != nil {
+		if err := c.restore(ctx, c.restoreTool(), b.NS, rules); err != nil {
 			return err
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -17,7 +18,8 @@ const StubHTTP = "127.0.0.1:9253"
 
 // PodConfig describes a simulated pod.
 type PodConfig struct {
-	// Nameservers the kubelet writes into the pod's resolv.conf. Default: [VIP].
+	// Nameservers the kubelet writes into the pod's resolv.conf. Default: the cluster's VIP
+	// (VIP, or VIP6 in an IPv6 cluster).
 	Nameservers []string
 }
 
@@ -28,26 +30,32 @@ type PodConfig struct {
 type Pod struct {
 	// NS is the pod's network namespace.
 	NS string
-	// IP is the pod's address.
+	// IP is the pod's address (IPv6 in an IPv6 cluster, where the pod has no IPv4 address but
+	// loopback's).
 	IP string
 	// ResolvConf is the per-pod file (the bind mount's source): what the kubelet wrote, and
 	// what initc rewrites in place through the mount.
 	ResolvConf string
 	// StateDir stands in for the emptyDir shared by initc and the stub (PODNS_STATE_DIR).
 	StateDir string
+	// Iface is the pod's network interface (its end of the veth to the node), e.g. for an
+	// IPv6 zone.
+	Iface string
 
 	c     *Cluster
 	name  string
 	dir   string
 	pause *Proc
 	stub  *Proc
+	// nodeIf is the node's end of the pod's veth.
+	nodeIf string
 }
 
 // NewPod creates a pod attached to the node, with the kubelet's resolv.conf bind-mounted on
 // /etc/resolv.conf in its mount namespace.
 func (c *Cluster) NewPod(ctx context.Context, cfg PodConfig) (*Pod, error) {
 	if len(cfg.Nameservers) == 0 {
-		cfg.Nameservers = []string{VIP}
+		cfg.Nameservers = []string{c.VIP}
 	}
 	k := c.pods
 	c.pods++
@@ -62,7 +70,16 @@ func (c *Cluster) NewPod(ctx context.Context, cfg PodConfig) (*Pod, error) {
 	}
 	p.NS = ns
 	// Pods reach only the service CIDR (through the node); there is no default route.
-	if err := c.link(ctx, ns, fmt.Sprintf("%02dp%02d", c.idx, k), fmt.Sprintf("10.244.%d.1/24", k), p.IP+"/24", ServiceCIDR); err != nil {
+	tag := fmt.Sprintf("%02dp%02d", c.idx, k)
+	p.nodeIf, p.Iface = r.ifName(tag), r.ifName(tag+"x") // as link and link6 name them
+	if c.IPv6 {
+		// IPv6-only: the pod's one address is on the veth; lo keeps 127.0.0.1 and ::1.
+		p.IP = netip.MustParseAddr(fmt.Sprintf("fd00:10:244:%d::2", k)).String() // canonical, as ip prints it
+		err = c.link6(ctx, ns, tag, fmt.Sprintf("fd00:10:244:%d::1/64", k), p.IP+"/64", ServiceCIDR6)
+	} else {
+		err = c.link(ctx, ns, tag, fmt.Sprintf("10.244.%d.1/24", k), p.IP+"/24", ServiceCIDR)
+	}
+	if err != nil {
 		return nil, err
 	}
 

@@ -22,7 +22,8 @@ func (r Record) Addrs() []string {
 }
 
 // Records returns what the cluster DNS serves: services in two Kubernetes namespaces under
-// cluster.local (IPv4 only, as in most clusters), the headless Service BigName, and an
+// cluster.local (IPv4 only, as in most clusters; ColdServices of them in the pods' own), the
+// headless Service BigName, and an
 // "external" zone, example.test, that stands in for the internet (never forwarded anywhere),
 // with ColdNames extra names in it.
 func Records() []Record {
@@ -34,10 +35,16 @@ func Records() []Record {
 		{FQDN: "www.example.test", A: []string{"192.0.2.10"}, AAAA: []string{"2001:db8::10"}},
 		{FQDN: "api.example.test", A: []string{"192.0.2.11", "192.0.2.12"}},
 	}
+	// IPv6 Services (an IPv6-only one and a dual-stack one), for IPv6Lookups.
+	recs = append(recs,
+		Record{FQDN: "web6.alpha.svc.cluster.local", AAAA: []string{"fd00:10:96::1:10"}},
+		Record{FQDN: "dual.alpha.svc.cluster.local", A: []string{"10.96.1.20"}, AAAA: []string{"fd00:10:96::1:20"}},
+	)
 	for i := range ColdNames {
 		recs = append(recs, Record{FQDN: ColdName(i),
 			A: []string{fmt.Sprintf("192.0.2.%d", 100+i)}, AAAA: []string{fmt.Sprintf("2001:db8::%d", 100+i)}})
 	}
+	recs = append(recs, coldServiceRecords()...)
 	big := Record{FQDN: BigName}
 	for i := range BigRecords {
 		big.A = append(big.A, fmt.Sprintf("10.244.1.%d", 10+i))
@@ -86,6 +93,23 @@ func Lookups() []Lookup {
 		{Name: "web.alpha.svc.cluster.local", Want: want["web.alpha.svc.cluster.local"]},
 		{Name: "www.example.test", Want: want["www.example.test"]},
 		{Name: "api.example.test", Want: want["api.example.test"]},
+	}
+}
+
+// IPv6Lookups returns the names the clients resolve in an IPv6 cluster's pods (namespace
+// "alpha"): an IPv6-only Service by its short name (an AAAA record, the A question NODATA) and
+// fully qualified (four dots, below ndots:5, so three NXDOMAINs first), a dual-stack Service
+// (A and AAAA), and an external name with both (three NXDOMAINs, then the answers).
+func IPv6Lookups() []Lookup {
+	want := map[string][]string{}
+	for _, r := range Records() {
+		want[r.FQDN] = r.Addrs()
+	}
+	return []Lookup{
+		{Name: "web6", Want: want["web6.alpha.svc.cluster.local"]},
+		{Name: "web6.alpha.svc.cluster.local", Want: want["web6.alpha.svc.cluster.local"]},
+		{Name: "dual", Want: want["dual.alpha.svc.cluster.local"]},
+		{Name: "www.example.test", Want: want["www.example.test"]},
 	}
 }
 

@@ -40,7 +40,7 @@ func TestLookupsResolveThroughSearchList(t *testing.T) {
 		served[r.FQDN] = r.Addrs()
 	}
 	search := []string{PodNamespace + ".svc.cluster.local", "svc.cluster.local", "cluster.local"}
-	for _, l := range Lookups() {
+	for _, l := range append(Lookups(), IPv6Lookups()...) {
 		var found []string
 		for _, s := range search {
 			if a, ok := served[l.Name+"."+s]; ok {
