@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/relabel"
 	"github.com/prometheus/prometheus/model/textparse"
@@ -121,7 +122,7 @@ func (tl *timeline) ingest(app storage.Appender, p pod, body []byte) {
 		}
 		tl.append(app, b.Labels(), v)
 		seen.Lock()
-		seen.names[lset.Get(labels.MetricName)] = true
+		seen.names[lset.Get(model.MetricNameLabel)] = true
 		seen.Unlock()
 		n++
 	}

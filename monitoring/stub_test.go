@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -48,11 +47,8 @@ func stubBinary(t *testing.T) string {
 			return
 		}
 		stubBin = filepath.Join(dir, "stub")
-		goCmd := filepath.Join(runtime.GOROOT(), "bin", "go")
-		if _, err := os.Stat(goCmd); err != nil {
-			goCmd = "go"
-		}
-		cmd := exec.Command(goCmd, "build", "-o", stubBin,
+		// go test puts its own GOROOT/bin first in the test's PATH: the same go builds the stub.
+		cmd := exec.Command("go", "build", "-o", stubBin,
 			"-ldflags", "-X github.com/podns/podns/internal/version.Version="+testVersion, "./stub")
 		cmd.Dir = ".."
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
