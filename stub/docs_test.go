@@ -12,6 +12,7 @@ import (
 	"github.com/podns/podns/stub/cache"
 	"github.com/podns/podns/stub/config"
 	"github.com/podns/podns/stub/panics"
+	"github.com/podns/podns/stub/querylog"
 	"github.com/podns/podns/stub/server"
 	"github.com/podns/podns/stub/upstream"
 )
@@ -46,7 +47,7 @@ func TestREADMEDocumentsEveryMetric(t *testing.T) {
 	doc := readme(t)
 	fq := regexp.MustCompile(`fqName: "([a-z_]+)"`)
 	own := []prometheus.Collector{buildInfo("", "")}
-	for _, cs := range [][]prometheus.Collector{own, server.Collectors(), cache.Collectors(), upstream.Collectors(), panics.Collectors()} {
+	for _, cs := range [][]prometheus.Collector{own, server.Collectors(), cache.Collectors(), upstream.Collectors(), panics.Collectors(), querylog.Collectors()} {
 		for _, c := range cs {
 			ch := make(chan *prometheus.Desc, 16)
 			c.Describe(ch)

@@ -29,6 +29,7 @@ import (
 	"github.com/podns/podns/stub/config"
 	"github.com/podns/podns/stub/memlimit"
 	"github.com/podns/podns/stub/panics"
+	"github.com/podns/podns/stub/querylog"
 	"github.com/podns/podns/stub/server"
 	"github.com/podns/podns/stub/upstream"
 )
@@ -102,7 +103,10 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 	if cacheOn {
 		c = cache.New(cc)
 	}
+	qlog := querylog.New(cfg.QueryLogConfig(log.With().Str("part", "querylog").Logger()))
+	defer qlog.Close()
 	scfg := cfg.Server(c, fwd, log.With().Str("part", "server").Logger())
+	scfg.QueryLog = qlog
 	srv, err := server.New(scfg)
 	if err != nil {
 		log.Error().Err(err).Msg("cannot start")
@@ -119,7 +123,7 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 			return false, "probing upstreams"
 		}
 		return true, "ok"
-	}, log)
+	}, qlog, log)
 	if err != nil {
 		log.Error().Err(err).Msg("cannot serve HTTP")
 		return exitFail
@@ -164,7 +168,7 @@ func registry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo(version.Version, runtime.Version()))
-	for _, cs := range [][]prometheus.Collector{server.Collectors(), cache.Collectors(), upstream.Collectors(), panics.Collectors()} {
+	for _, cs := range [][]prometheus.Collector{server.Collectors(), cache.Collectors(), upstream.Collectors(), panics.Collectors(), querylog.Collectors()} {
 		reg.MustRegister(cs...)
 	}
 	return reg
@@ -173,7 +177,7 @@ func registry() *prometheus.Registry {
 // serveDisabled serves only the probes, ready, until ctx ends: initc disabled podns for this pod.
 func serveDisabled(ctx context.Context, cfg *config.Config, reg *prometheus.Registry, why string, log zerolog.Logger) int {
 	log.Warn().Str("reason", why).Str("version", version.Version).Msg("podns disabled for this pod; serving probes only, no DNS")
-	stopHTTP, err := serveHTTP(cfg, reg, func() (bool, string) { return true, "disabled: " + why }, log)
+	stopHTTP, err := serveHTTP(cfg, reg, func() (bool, string) { return true, "disabled: " + why }, nil, log)
 	if err != nil {
 		log.Error().Err(err).Msg("cannot serve HTTP")
 		return exitFail
@@ -237,6 +241,8 @@ func startupLog(ev *zerolog.Event, cfg *config.Config, ups []netip.AddrPort, sou
 		Str("coalesce", cfg.Coalesce.String()).
 		Str("order_same_id", cfg.OrderSameID.String()).
 		Str("http_listen", string(cfg.HTTPListen)).
+		Str("query_log", cfg.QueryLog.String()).
+		Int("query_log_rate", cfg.QueryLogRate).
 		Dur("shutdown_grace", cfg.ShutdownGrace)
 }
 
@@ -266,9 +272,9 @@ func shutdown(cfg *config.Config, srv *server.Server, fwd *upstream.Forwarder, l
 	log.Info().Msg("stopped")
 }
 
-// serveHTTP starts /metrics, /healthz and /readyz unless PODNS_HTTP_LISTEN is off. The returned
-// func stops it.
-func serveHTTP(cfg *config.Config, reg *prometheus.Registry, ready admin.ReadyFunc, log zerolog.Logger) (func(), error) {
+// serveHTTP starts /metrics, /healthz, /readyz and, when ql is not nil, /debug/querylog unless
+// PODNS_HTTP_LISTEN is off. The returned func stops it.
+func serveHTTP(cfg *config.Config, reg *prometheus.Registry, ready admin.ReadyFunc, ql *querylog.Log, log zerolog.Logger) (func(), error) {
 	if cfg.HTTPListen.Off() {
 		return func() {}, nil
 	}
@@ -276,7 +282,7 @@ func serveHTTP(cfg *config.Config, reg *prometheus.Registry, ready admin.ReadyFu
 	if err != nil {
 		return nil, err
 	}
-	hs := &http.Server{Handler: admin.Handler(reg, ready), ReadHeaderTimeout: 5 * time.Second}
+	hs := &http.Server{Handler: admin.Handler(reg, ready, ql), ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := hs.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error().Err(err).Msg("http server")

@@ -3,12 +3,14 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"math"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -241,5 +243,211 @@ func TestPromValue(t *testing.T) {
 	}
 	if got := promValue(text, "go_memstats_frees_total"); !math.IsNaN(got) {
 		t.Errorf("absent metric: got %v, want NaN", got)
+	}
+}
+
+func TestParseSchedstat(t *testing.T) {
+	if got, err := parseSchedstat("362659725 10519109 171\n"); err != nil || got != 362659725 {
+		t.Errorf("got %v, %v; want 362659725", got, err)
+	}
+	for _, bad := range []string{"", "1 2", "x 2 3", "1 2 3 4"} {
+		if _, err := parseSchedstat(bad); err == nil {
+			t.Errorf("%q: want an error", bad)
+		}
+	}
+	// This process's own threads: a positive, non-decreasing total.
+	a, err := cpuNanos(os.Getpid())
+	if err != nil || a <= 0 {
+		t.Fatalf("cpuNanos(self) = %v, %v", a, err)
+	}
+	for x := 0; x < 1e6; x++ {
+		_ = x * x
+	}
+	if b, err := cpuNanos(os.Getpid()); err != nil || b < a {
+		t.Errorf("cpuNanos went from %v to %v (%v)", a, b, err)
+	}
+}
+
+// uniqueNames asks a different, well-formed name for every index, in the zone given.
+func TestUniqueNames(t *testing.T) {
+	src, err := uniqueNames("r.slow.test.")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]byte, 512)
+	seen := map[string]bool{}
+	for _, i := range []int{0, 1, 9, 10, 12345678, 99999999} {
+		var m dns.Msg
+		if err := m.Unpack(src(i, out)); err != nil {
+			t.Fatalf("query %d: %v", i, err)
+		}
+		name := m.Question[0].Name
+		if want := fmt.Sprintf("r%08d.slow.test.", i); name != want || m.Question[0].Qtype != dns.TypeA || !m.RecursionDesired {
+			t.Errorf("query %d: %s %s rd=%v, want %s A rd", i, name, dns.TypeToString[m.Question[0].Qtype], m.RecursionDesired, want)
+		}
+		if seen[name] {
+			t.Errorf("query %d: %s asked twice", i, name)
+		}
+		seen[name] = true
+	}
+	for _, bad := range []string{"slow", "", strings.Repeat("x", 60) + ".test."} {
+		if _, err := uniqueNames(bad); err == nil {
+			t.Errorf("%q: want an error", bad)
+		}
+	}
+}
+
+// The fixed-rate mode from several sockets and the closed-loop mode both get every reply back
+// to its query, count the unanswered ones as lost, and ask unique names when told to.
+func TestLoadgenModes(t *testing.T) {
+	var mu sync.Mutex
+	asked := map[string]int{}
+	addr := dnstest.Serve(t, dnstest.Reply(func(q *dns.Msg) *dns.Msg {
+		mu.Lock()
+		asked[q.Question[0].Name]++
+		mu.Unlock()
+		return new(dns.Msg).SetReply(q)
+	}), dnstest.UDPOnly())
+	run := func(args ...string) rateResult {
+		t.Helper()
+		var out bytes.Buffer
+		if err := loadgenMain(append([]string{"-server", addr, "-timeout", "2s"}, args...), &out); err != nil {
+			t.Fatal(err)
+		}
+		var r rateResult
+		if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+			t.Fatalf("%v: %q", err, out.String())
+		}
+		return r
+	}
+	r := run("-unique", "r.slow.test.", "-rate", "500", "-duration", "400ms", "-sockets", "3")
+	if r.Sent != 200 || r.Received != 200 {
+		t.Errorf("fixed rate, 3 sockets: sent %d received %d, want 200 and 200", r.Sent, r.Received)
+	}
+	if !(r.P50us > 0 && r.P50us <= r.P99us && r.QPS > 0) {
+		t.Errorf("fixed rate: %+v", r)
+	}
+	r = run("-unique", "c.miss.test.", "-clients", "4", "-duration", "300ms")
+	if r.Sent == 0 || r.Received != r.Sent {
+		t.Errorf("closed loop: sent %d received %d, want all answered", r.Sent, r.Received)
+	}
+	if !(r.P50us > 0 && r.P50us <= r.P99us && r.LagP99us == 0) {
+		t.Errorf("closed loop: %+v", r)
+	}
+	if got := r.QPS * r.Seconds; math.Abs(got-float64(r.Received)) > 1 {
+		t.Errorf("closed loop: qps %v × %v s = %v, want the %d received", r.QPS, r.Seconds, got, r.Received)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for name, n := range asked {
+		if n != 1 {
+			t.Errorf("%s asked %d times, want every name once", name, n)
+		}
+	}
+	if len(asked) != 200+r.Sent {
+		t.Errorf("%d distinct names asked, want %d", len(asked), 200+r.Sent)
+	}
+	for _, bad := range [][]string{
+		{"-names", "x", "-unique", "a.test."}, // both
+		{},                                    // neither
+		{"-unique", "a.test.", "-sockets", "0"},
+		{"-unique", "a.test.", "-clients", "-1"},
+	} {
+		if err := loadgenMain(append([]string{"-server", addr}, bad...), io.Discard); err == nil {
+			t.Errorf("%q: want an error", bad)
+		}
+	}
+}
+
+func TestParseOptionsPhases(t *testing.T) {
+	o, err := parseOptions(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ph := range allPhases {
+		if !o.has(ph) {
+			t.Errorf("default: phase %s off", ph)
+		}
+	}
+	if o.missRate != 2000 || o.missDelay != time.Millisecond || o.missSockets != 10 || o.missClients != 10 {
+		t.Errorf("default miss settings: %+v", o)
+	}
+	o, err = parseOptions([]string{"-phases", "missrate, MissConc", "-quick"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !o.has(phMissRate) || !o.has(phMissConc) || o.has(phHit) || o.has(phMiss) || o.has(phStartup) || o.has(phRate) {
+		t.Errorf("-phases missrate,missconc: %v", o.phases)
+	}
+	if o.missRateDur != 2*time.Second || o.missConcDur != 2*time.Second {
+		t.Errorf("-quick: miss runs %v and %v, want 2s", o.missRateDur, o.missConcDur)
+	}
+	for _, bad := range [][]string{
+		{"-phases", "missrate,nope"},
+		{"-miss-rate", "50"},
+		{"-miss-delay", "1s"},
+		{"-miss-sockets", "0"},
+		{"-miss-clients", "101"},
+	} {
+		if _, err := parseOptions(bad, io.Discard); err == nil {
+			t.Errorf("%q: want an error", bad)
+		}
+	}
+}
+
+func TestUpstreamCorefileSlowZone(t *testing.T) {
+	cf := upstreamCorefile("/d", 5353, time.Millisecond)
+	for _, want := range []string{"slow.test.:5353 {", "erratic {", "drop 0", "delay 1 1ms", "miss.test.:5353 {", "bench.test.:5353 {"} {
+		if !strings.Contains(cf, want) {
+			t.Errorf("Corefile lacks %q:\n%s", want, cf)
+		}
+	}
+	// No delay: erratic still must not drop (its default is every other query).
+	if cf := upstreamCorefile("/d", 5353, 0); !strings.Contains(cf, "drop 0") || strings.Contains(cf, "delay") {
+		t.Errorf("no delay:\n%s", cf)
+	}
+}
+
+// The miss checks compare podns with the best peer, with the factors of issue 12, and are left
+// out when podns's phase did not run.
+func TestCheckTargetsMisses(t *testing.T) {
+	med := func(v float64) stat { return stat{median: v, min: v, max: v, n: 1} }
+	res := map[string]map[string]stat{
+		"podns":   {mMissRateP50: med(1500), mMissRateP99: med(3500), mMissRateQPerCPU: med(9000), mMissConcP50: med(700), mMissConcQPerCPU: med(25000)},
+		"coredns": {mMissRateP50: med(1600), mMissRateP99: med(5000), mMissRateQPerCPU: med(4000), mMissConcP50: med(650), mMissConcQPerCPU: med(12000)},
+		"dnsmasq": {mMissRateP50: med(1700), mMissRateP99: med(3000), mMissRateQPerCPU: med(10000), mMissConcP50: med(900), mMissConcQPerCPU: med(21000)},
+	}
+	got := map[string]check{}
+	for _, c := range checkTargets(res) {
+		got[c.name] = c
+	}
+	for name, want := range map[string]string{
+		"miss p50 at fixed rate ≤ 1.0× best peer":       "met",     // 1500 vs coredns 1600
+		"miss p99 at fixed rate ≤ 1.2× best peer":       "met",     // 3500 vs dnsmasq 3000: 1.17×
+		"miss q/CPU-s at fixed rate ≥ best peer":        "not met", // 9000 vs dnsmasq 10000
+		"miss p50, concurrent clients ≤ 1.0× best peer": "not met", // 700 vs coredns 650
+		"miss q/CPU-s, concurrent clients ≥ best peer":  "met",
+	} {
+		if got[name].verdict != want {
+			t.Errorf("%s: %+v, want %s", name, got[name], want)
+		}
+	}
+	if r := got["miss p99 at fixed rate ≤ 1.2× best peer"].reference; r != "dnsmasq 3000 µs" {
+		t.Errorf("p99 reference %q, want the best peer, dnsmasq 3000 µs", r)
+	}
+	for _, c := range checkTargets(map[string]map[string]stat{"podns": {mQPerCPU: med(1)}, "dnsmasq": res["dnsmasq"]}) {
+		if strings.HasPrefix(c.name, "miss") {
+			t.Errorf("podns's miss phases not run: %q listed", c.name)
+		}
+	}
+}
+
+func TestProgress(t *testing.T) {
+	got := progress(map[string]float64{mMissRateP50: 1500, mMissRateP99: 3210, mMissConcP50: 700})
+	if want := "miss p50/p99 1500/3210 µs, concurrent miss p50 700 µs"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if got := progress(nil); got != "done" {
+		t.Errorf("nothing measured: %q", got)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -22,7 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// rateResult is what the fixed-rate load generator reports (as JSON on stdout).
+// rateResult is what the load generator reports (as JSON on stdout).
 type rateResult struct {
 	Sent     int     `json:"sent"`
 	Received int     `json:"received"`
@@ -30,9 +31,11 @@ type rateResult struct {
 	P99us    float64 `json:"p99_us"`
 	P999us   float64 `json:"p999_us"`
 	// LagP99us is how late the generator sent its queries compared with the schedule (99th
-	// percentile): if it grows, the generator and not the server is the limit.
+	// percentile): if it grows, the generator and not the server is the limit. 0 in closed loop.
 	LagP99us float64 `json:"lag_p99_us"`
 	Seconds  float64 `json:"seconds"`
+	// QPS is replies received within the timeout per second of the run.
+	QPS float64 `json:"qps"`
 }
 
 // readNames reads a dnsperf data file ("name type" per line) and returns the names.
@@ -79,49 +82,132 @@ func mustLoopback(addr string) (netip.AddrPort, error) {
 	return ap, nil
 }
 
-// loadgenMain is the fixed-rate load generator, run as `bench loadgen ...` pinned to its own
-// CPU. It sends A queries for the names at a fixed rate from one UDP socket and measures each
-// query's latency from its send to its reply; replies are matched by ID.
+// querySource writes the i-th query of a run (ID 0) into out and returns it.
+type querySource func(i int, out []byte) []byte
+
+// cycleNames is a source that cycles through the names of a dnsperf data file.
+func cycleNames(path string) (querySource, error) {
+	names, err := readNames(path)
+	if err != nil {
+		return nil, err
+	}
+	queries := make([][]byte, len(names))
+	for i, n := range names {
+		if queries[i], err = packQuery(n); err != nil {
+			return nil, fmt.Errorf("pack %q: %w", n, err)
+		}
+	}
+	return func(i int, out []byte) []byte { return out[:copy(out, queries[i%len(queries)])] }, nil
+}
+
+// uniqueDigits is the width of the counter in a unique name's first label.
+const uniqueDigits = 8
+
+// uniqueNames is a source of names never asked before in the run: query i asks
+// <prefix><i, 8 digits>.<zone> for base = "<prefix>.<zone>". The counter's digits are patched
+// into one packed query, so a name costs no allocation in the generator.
+func uniqueNames(base string) (querySource, error) {
+	prefix, zone, ok := strings.Cut(dns.Fqdn(base), ".")
+	if !ok || zone == "" || len(prefix)+uniqueDigits > 63 {
+		return nil, fmt.Errorf("-unique %q: want <label prefix>.<zone>", base)
+	}
+	tmpl, err := packQuery(prefix + strings.Repeat("0", uniqueDigits) + "." + zone)
+	if err != nil {
+		return nil, fmt.Errorf("-unique %q: %w", base, err)
+	}
+	// The header is 12 bytes, then the first label's length byte, then its text.
+	at := 12 + 1 + len(prefix)
+	return func(i int, out []byte) []byte {
+		out = out[:copy(out, tmpl)]
+		for d, v := at+uniqueDigits-1, i; d >= at; d, v = d-1, v/10 {
+			out[d] = byte('0' + v%10)
+		}
+		return out
+	}, nil
+}
+
+// loadgenMain is the benchmark's own load generator, run as `bench loadgen ...` pinned to its
+// own CPU. It sends A queries and measures each one's latency from its send to its reply.
 //
+// At a fixed rate (default) it sends from -sockets UDP sockets in turn, replies matched by ID.
 // Pacing uses nanosleep with a 1 ns timer slack on a locked thread: Go's own timers round
 // sub-millisecond sleeps up when the process is idle, which would send in bursts and queue
-// queries behind each other at the server. The receiver runs on a second P so that a reply is
-// timestamped as soon as the kernel wakes it.
+// queries behind each other at the server. Each socket's replies are read by a goroutine of its
+// own, and GOMAXPROCS is 2, so that a reply is timestamped as soon as the kernel wakes it.
+//
+// With -clients N it runs closed loop instead: N clients, each on its own socket, each sending
+// its next query when the last one was answered (or lost): an app resolving N names at once.
 func loadgenMain(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
 	server := fs.String("server", "", "loopback ip:port to query")
-	namesPath := fs.String("names", "", "dnsperf-style data file")
-	rate := fs.Int("rate", 10000, "queries per second")
+	namesPath := fs.String("names", "", "dnsperf-style data file, cycled through")
+	unique := fs.String("unique", "", "instead of -names: ask <prefix><counter>.<zone> for \"<prefix>.<zone>\", every name once")
+	rate := fs.Int("rate", 10000, "queries per second (fixed-rate mode)")
+	sockets := fs.Int("sockets", 1, "sockets the fixed-rate mode sends from, in turn")
+	clients := fs.Int("clients", 0, "closed-loop clients (0: fixed-rate mode)")
 	dur := fs.Duration("duration", 4*time.Second, "how long to send")
 	timeout := fs.Duration("timeout", time.Second, "a query unanswered this long is lost")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *rate <= 0 || *rate > 200000 {
+	switch {
+	case *rate <= 0 || *rate > 200000:
 		return fmt.Errorf("-rate %d: want 1..200000", *rate)
+	case *sockets < 1 || *sockets > 1000:
+		return fmt.Errorf("-sockets %d: want 1..1000", *sockets)
+	case *clients < 0 || *clients > 1000:
+		return fmt.Errorf("-clients %d: want 0..1000", *clients)
+	case (*namesPath == "") == (*unique == ""):
+		return errors.New("want exactly one of -names and -unique")
 	}
 	ap, err := mustLoopback(*server)
 	if err != nil {
 		return err
 	}
-	names, err := readNames(*namesPath)
+	var src querySource
+	if *unique != "" {
+		src, err = uniqueNames(*unique)
+	} else {
+		src, err = cycleNames(*namesPath)
+	}
 	if err != nil {
 		return err
-	}
-	queries := make([][]byte, len(names))
-	for i, n := range names {
-		if queries[i], err = packQuery(n); err != nil {
-			return fmt.Errorf("pack %q: %w", n, err)
-		}
 	}
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
+	n := *sockets
+	if *clients > 0 {
+		n = *clients
+	}
+	conns := make([]*net.UDPConn, 0, n)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range n {
+		c, err := dialLoopback(ap)
+		if err != nil {
+			return err
+		}
+		conns = append(conns, c)
+	}
+	var res rateResult
+	if *clients > 0 {
+		res = closedLoop(conns, src, *dur, *timeout)
+	} else {
+		res = fixedRate(conns, src, *rate, *dur, *timeout)
+	}
+	return json.NewEncoder(stdout).Encode(res)
+}
+
+// dialLoopback opens a UDP socket to ap whose replies are not dropped by its own receive buffer
+// while the reader waits for the CPU: as root, a buffer above net.core.rmem_max is forced;
+// otherwise it takes what the kernel allows.
+func dialLoopback(ap netip.AddrPort) (*net.UDPConn, error) {
 	conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(ap))
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer conn.Close()
-	// Replies must not be dropped by our own socket while the receiver waits for the CPU: as
-	// root, force a buffer above net.core.rmem_max; otherwise take what the kernel allows.
 	if rc, err := conn.SyscallConn(); err == nil {
 		var serr error
 		_ = rc.Control(func(fd uintptr) {
@@ -131,38 +217,46 @@ func loadgenMain(args []string, stdout io.Writer) error {
 			_ = conn.SetReadBuffer(8 << 20)
 		}
 	}
+	return conn, nil
+}
 
-	total := int(float64(*rate) * dur.Seconds())
-	interval := time.Second / time.Duration(*rate)
+// fixedRate sends query i at i/rate seconds from conns[i%len(conns)].
+func fixedRate(conns []*net.UDPConn, src querySource, rate int, dur, timeout time.Duration) rateResult {
+	total := int(float64(rate) * dur.Seconds())
+	interval := time.Second / time.Duration(rate)
 	// sendAt[id] holds the send time (ns since start, +1 so that 0 means "none outstanding").
 	// IDs wrap after 65536 queries, far longer than the timeout at any allowed rate... except
 	// above 65536 q/s with a 1 s timeout, where a late reply could be matched to a newer query;
 	// the rate cap and the timeout keep that case out of the numbers we report.
 	var sendAt [65536]atomic.Int64
 	start := time.Now()
-	lats := make([]time.Duration, 0, total)
-	recvDone := make(chan struct{})
-	go func() {
-		defer close(recvDone)
-		buf := make([]byte, 4096)
-		for {
-			n, err := conn.Read(buf)
-			now := time.Since(start)
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					return
+	lats := make([][]time.Duration, len(conns)) // one slice per receiver
+	var recv sync.WaitGroup
+	for k, conn := range conns {
+		lats[k] = make([]time.Duration, 0, total/len(conns)+1)
+		recv.Add(1)
+		go func() {
+			defer recv.Done()
+			buf := make([]byte, 4096)
+			for {
+				n, err := conn.Read(buf)
+				now := time.Since(start)
+				if err != nil {
+					if errors.Is(err, net.ErrClosed) {
+						return
+					}
+					continue // e.g. ECONNREFUSED from an earlier ICMP; the query counts as lost
 				}
-				continue // e.g. ECONNREFUSED from an earlier ICMP; the query counts as lost
+				if n < 12 {
+					continue
+				}
+				id := binary.BigEndian.Uint16(buf)
+				if t := sendAt[id].Swap(0); t != 0 {
+					lats[k] = append(lats[k], now-time.Duration(t-1))
+				}
 			}
-			if n < 12 {
-				continue
-			}
-			id := binary.BigEndian.Uint16(buf)
-			if t := sendAt[id].Swap(0); t != 0 {
-				lats = append(lats, now-time.Duration(t-1))
-			}
-		}
-	}()
+		}()
+	}
 
 	runtime.LockOSThread()
 	_ = unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0)
@@ -178,17 +272,16 @@ func loadgenMain(args []string, stdout io.Writer) error {
 			now = time.Since(start)
 		}
 		lags = append(lags, now-due)
-		q := queries[i%len(queries)]
-		n := copy(out, q)
+		q := src(i, out)
 		id := uint16(i)
-		binary.BigEndian.PutUint16(out, id)
+		binary.BigEndian.PutUint16(q, id)
 		sendAt[id].Store(int64(time.Since(start)) + 1)
-		_, _ = conn.Write(out[:n])
+		_, _ = conns[i%len(conns)].Write(q)
 	}
 	runtime.UnlockOSThread()
 	sentFor := time.Since(start)
-	// Wait for the stragglers, then stop the receiver.
-	deadline := time.Now().Add(*timeout)
+	// Wait for the stragglers, then stop the receivers.
+	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		pending := false
 		for i := range sendAt {
@@ -202,25 +295,81 @@ func loadgenMain(args []string, stdout io.Writer) error {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	conn.Close()
-	<-recvDone
+	for _, c := range conns {
+		c.Close()
+	}
+	recv.Wait()
 	// Replies later than the timeout count as lost, as they would for a client.
-	kept := lats[:0]
-	for _, l := range lats {
-		if l <= *timeout {
-			kept = append(kept, l)
+	var kept []time.Duration
+	for _, ls := range lats {
+		for _, l := range ls {
+			if l <= timeout {
+				kept = append(kept, l)
+			}
 		}
 	}
-	res := rateResult{
-		Sent:     total,
-		Received: len(kept),
-		P50us:    percentile(kept, 0.50),
-		P99us:    percentile(kept, 0.99),
-		P999us:   percentile(kept, 0.999),
-		LagP99us: percentile(lags, 0.99),
-		Seconds:  sentFor.Seconds(),
+	return summary(total, kept, percentile(lags, 0.99), sentFor)
+}
+
+// closedLoop runs one client per conn for dur: each sends a query, waits for its reply or the
+// timeout, and sends the next. Every query of the run asks a different index of src.
+func closedLoop(conns []*net.UDPConn, src querySource, dur, timeout time.Duration) rateResult {
+	var next atomic.Int64 // the next query index; also the count sent
+	start := time.Now()
+	end := start.Add(dur)
+	lats := make([][]time.Duration, len(conns))
+	var wg sync.WaitGroup
+	for k, conn := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out := make([]byte, 512)
+			buf := make([]byte, 4096)
+			for time.Now().Before(end) {
+				i := int(next.Add(1) - 1)
+				q := src(i, out)
+				id := uint16(i)
+				binary.BigEndian.PutUint16(q, id)
+				sent := time.Now()
+				if _, err := conn.Write(q); err != nil {
+					continue
+				}
+				_ = conn.SetReadDeadline(sent.Add(timeout))
+				for {
+					n, err := conn.Read(buf)
+					if err != nil {
+						break // timeout: lost; or a refused send, counted lost too
+					}
+					if n >= 12 && binary.BigEndian.Uint16(buf) == id {
+						lats[k] = append(lats[k], time.Since(sent))
+						break
+					}
+				}
+			}
+		}()
 	}
-	return json.NewEncoder(stdout).Encode(res)
+	wg.Wait()
+	var all []time.Duration
+	for _, ls := range lats {
+		all = append(all, ls...)
+	}
+	return summary(int(next.Load()), all, 0, time.Since(start))
+}
+
+// summary is the result of a run that sent sent queries and got the replies of lats within the
+// timeout, over elapsed.
+func summary(sent int, lats []time.Duration, lagP99us float64, elapsed time.Duration) rateResult {
+	r := rateResult{
+		Sent:     sent,
+		Received: len(lats),
+		LagP99us: lagP99us,
+		Seconds:  elapsed.Seconds(),
+		QPS:      float64(len(lats)) / elapsed.Seconds(),
+	}
+	if len(lats) > 0 { // JSON has no NaN
+		r.P50us, r.P99us, r.P999us = percentile(lats, 0.50), percentile(lats, 0.99), percentile(lats, 0.999)
+	}
+	return r
 }
 
 // percentile is the nearest-rank percentile of ds in microseconds; NaN for no samples. It sorts

@@ -21,6 +21,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -46,7 +47,34 @@ type options struct {
 	stub      string
 	serverCPU int
 	genCPU    int
+
+	// phases selects the parts of a target turn that run (see allPhases).
+	phases map[string]bool
+	// The fixed-rate cache-miss run: never-seen names at missRate for missRateDur from
+	// missSockets sockets, the upstream delaying each answer by missDelay.
+	missRate    int
+	missRateDur time.Duration
+	missSockets int
+	missDelay   time.Duration
+	// The concurrent-miss run: missClients closed-loop clients for missConcDur, no delay.
+	missClients int
+	missConcDur time.Duration
 }
+
+// Phases of a target turn, in the order they run; -phases selects some of them.
+const (
+	phStartup  = "startup"  // exec to first answer and idle RSS at the default cache size
+	phHit      = "hit"      // saturating cache-hit run
+	phRate     = "rate"     // fixed-rate cache-hit latency run
+	phMissRate = "missrate" // fixed-rate cache-miss latency run, upstream delayed
+	phMissConc = "missconc" // concurrent-client cache-miss run
+	phMiss     = "miss"     // dnsperf cache-miss throughput run, and bytes per entry
+)
+
+var allPhases = []string{phStartup, phHit, phRate, phMissRate, phMissConc, phMiss}
+
+// has reports whether phase ph runs.
+func (o *options) has(ph string) bool { return o.phases[ph] }
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "loadgen" {
@@ -90,6 +118,13 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.stub, "stub", "bin/stub", "podns stub binary")
 	fs.IntVar(&o.serverCPU, "server-cpu", 0, "CPU the server under test is pinned to")
 	fs.IntVar(&o.genCPU, "gen-cpu", 1, "CPU the load generators and the upstream are pinned to")
+	phases := fs.String("phases", strings.Join(allPhases, ","), "comma-separated phases of each target turn: "+strings.Join(allPhases, ", "))
+	fs.IntVar(&o.missRate, "miss-rate", 2000, "fixed query rate of the cache-miss latency run, q/s (100..20000)")
+	fs.DurationVar(&o.missRateDur, "miss-rate-duration", 4*time.Second, "length of the fixed-rate cache-miss run (1s..60s)")
+	fs.IntVar(&o.missSockets, "miss-sockets", 10, "client sockets the fixed-rate cache-miss run sends from, in turn (1..100)")
+	fs.DurationVar(&o.missDelay, "miss-delay", time.Millisecond, "delay the upstream adds to every answer of the fixed-rate cache-miss run (0..100ms)")
+	fs.IntVar(&o.missClients, "miss-clients", 10, "closed-loop clients of the concurrent cache-miss run (1..100)")
+	fs.DurationVar(&o.missConcDur, "miss-clients-duration", 3*time.Second, "length of the concurrent cache-miss run (1s..60s)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -98,6 +133,15 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	}
 	if *quick {
 		o.rounds, o.hitDur, o.rateDur, o.missNames = 1, 2*time.Second, 2*time.Second, 20000
+		o.missRateDur, o.missConcDur = 2*time.Second, 2*time.Second
+	}
+	o.phases = map[string]bool{}
+	for _, ph := range strings.Split(*phases, ",") {
+		ph = strings.TrimSpace(strings.ToLower(ph))
+		if !slices.Contains(allPhases, ph) {
+			return nil, fmt.Errorf("-phases: unknown phase %q (want %s)", ph, strings.Join(allPhases, ", "))
+		}
+		o.phases[ph] = true
 	}
 	seen := map[string]bool{}
 	for _, t := range strings.Split(*targets, ",") {
@@ -126,6 +170,12 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 		{"-rate-duration", int64(o.rateDur), int64(time.Second), int64(time.Minute)},
 		{"-miss-limit", int64(o.missLimit), int64(time.Second), int64(2 * time.Minute)},
 		{"-idle", int64(o.idle), 0, int64(10 * time.Second)},
+		{"-miss-rate", int64(o.missRate), 100, 20000},
+		{"-miss-rate-duration", int64(o.missRateDur), int64(time.Second), int64(time.Minute)},
+		{"-miss-sockets", int64(o.missSockets), 1, 100},
+		{"-miss-delay", int64(o.missDelay), 0, int64(100 * time.Millisecond)},
+		{"-miss-clients", int64(o.missClients), 1, 100},
+		{"-miss-clients-duration", int64(o.missConcDur), int64(time.Second), int64(time.Minute)},
 	} {
 		if r.v < r.a || r.v > r.b {
 			return nil, fmt.Errorf("%s out of range", r.name)
@@ -237,7 +287,7 @@ func run(ctx context.Context, o *options, stdout io.Writer) (err error) {
 				failures = append(failures, fmt.Sprintf("%s, round %d: %v", t, r+1, firstLine(err.Error())))
 				continue
 			}
-			fmt.Fprintf(stdout, "%s hit q/CPU-s, p50 %s µs, miss %s q/s\n", kilo(vals[mQPerCPU]), num(vals[mP50]), kilo(vals[mMissQPS]))
+			fmt.Fprintln(stdout, progress(vals))
 			if raw[t] == nil {
 				raw[t] = map[string][]float64{}
 			}
@@ -327,10 +377,19 @@ func (b *bench) describe(targets []string, bins map[string]string) string {
 	for _, t := range targets {
 		vers = append(vers, t+" "+version(t, bins[t]))
 	}
+	var ph []string
+	for _, p := range allPhases {
+		if o.has(p) {
+			ph = append(ph, p)
+		}
+	}
 	return fmt.Sprintf("Versions: %s. Server on CPU %d, load generators and upstream on CPU %d; %d CPUs online, "+
-		"load average at the end %s. Hit runs: %d names, dnsperf %v; fixed rate %d q/s for %v; miss run: %d unique names (limit %v).",
-		strings.Join(vers, ", "), o.serverCPU, o.genCPU, runtime.NumCPU(), strings.Join(load, " "),
-		o.hitNames, o.hitDur, o.rate, o.rateDur, o.missNames, o.missLimit)
+		"load average at the end %s. Phases: %s. Hit runs: %d names, dnsperf %v; fixed rate %d q/s for %v; "+
+		"fixed-rate miss run: %d q/s for %v from %d sockets, unique names, upstream delay %v; "+
+		"concurrent miss run: %d closed-loop clients for %v, unique names, no delay; miss run: %d unique names (limit %v).",
+		strings.Join(vers, ", "), o.serverCPU, o.genCPU, runtime.NumCPU(), strings.Join(load, " "), strings.Join(ph, ","),
+		o.hitNames, o.hitDur, o.rate, o.rateDur, o.missRate, o.missRateDur, o.missSockets, o.missDelay,
+		o.missClients, o.missConcDur, o.missNames, o.missLimit)
 }
 
 // version asks a binary for its version, best effort.
@@ -392,7 +451,7 @@ func (b *bench) startUpstream(bin string) error {
 		return err
 	}
 	cf := filepath.Join(dir, "Corefile")
-	if err := os.WriteFile(cf, []byte(upstreamCorefile(b.tmp, port)), 0o644); err != nil {
+	if err := os.WriteFile(cf, []byte(upstreamCorefile(b.tmp, port, b.opts.missDelay)), 0o644); err != nil {
 		return err
 	}
 	p, err := b.procs.Start("upstream coredns", filepath.Join(dir, "log"), bin, []string{"-conf", cf, "-quiet"}, cleanEnv(), proc.Options{CPU: b.opts.genCPU})
@@ -402,7 +461,7 @@ func (b *bench) startUpstream(bin string) error {
 	if _, err := firstAnswer(b.upstream.String(), b.hitNames[0], time.Now(), 10*time.Second, p.Done()); err != nil {
 		return fmt.Errorf("upstream: %w\n%s", err, p.Tail())
 	}
-	if err := resolveAll(b.upstream.String(), []string{b.hitNames[len(b.hitNames)-1], "u0000000." + missZone}); err != nil {
+	if err := resolveAll(b.upstream.String(), []string{b.hitNames[len(b.hitNames)-1], "u0000000." + missZone, "check." + slowZone}); err != nil {
 		return fmt.Errorf("upstream: %w\n%s", err, p.Tail())
 	}
 	return nil
@@ -456,12 +515,15 @@ func (b *bench) runTarget(ctx context.Context, t, bin string, round int) (map[st
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	// Start-up and idle memory as deployed: the target's default cache size.
-	first, idle, err := b.startIdle(ctx, t, bin, filepath.Join(dir, "default"), 0)
-	if err != nil {
-		return nil, err
+	v := map[string]float64{}
+	if o.has(phStartup) {
+		// Start-up and idle memory as deployed: the target's default cache size.
+		first, idle, err := b.startIdle(ctx, t, bin, filepath.Join(dir, "default"), 0)
+		if err != nil {
+			return nil, err
+		}
+		v[mFirstAnswer], v[mRSSIdle] = first, idle
 	}
-	v := map[string]float64{mFirstAnswer: first, mRSSIdle: idle}
 
 	// Everything else with room for every name of both runs, so that the miss run measures
 	// memory per entry, not eviction.
@@ -487,68 +549,121 @@ func (b *bench) runTarget(ctx context.Context, t, bin string, round int) (map[st
 	if v[mRSSIdleSized], err = rssBytes(pid); err != nil {
 		return fail("RSS", err)
 	}
-	if err := b.warm(ctx, listen); err != nil {
-		return fail("warm-up", err)
+	if o.has(phHit) || o.has(phRate) {
+		if err := b.warm(ctx, listen); err != nil {
+			return fail("warm-up", err)
+		}
 	}
 
-	// Saturating cache-hit run: dnsperf's throughput, and the server's own CPU time for it.
-	mallocs0 := goMallocs(l.metrics)
-	cpu0, err := cpuSeconds(pid)
-	if err != nil {
-		return fail("CPU", err)
-	}
-	pr, err := b.runDnsperf(ctx, listen, "hits.txt", o.hitDur, "-l", secs(o.hitDur), "-q", "200", "-t", "1")
-	if err != nil {
-		return fail("hit run", err)
-	}
-	cpu1, err := cpuSeconds(pid)
-	if err != nil {
-		return fail("CPU", err)
-	}
-	v[mHitQPS], v[mHitLost] = pr.QPS, pr.Lost
-	v[mQPerCPU] = ratio(pr.Completed, cpu1-cpu0)
-	if l.metrics != "" {
-		// Includes the one scrape between the two readings: a few thousand allocations against
-		// hundreds of thousands of queries.
-		v[mAllocsPerHit] = ratio(goMallocs(l.metrics)-mallocs0, pr.Completed)
-	}
-	if v[mRSSHit], err = rssBytes(pid); err != nil {
-		return fail("RSS", err)
+	if o.has(phHit) {
+		// Saturating cache-hit run: dnsperf's throughput, and the server's own CPU time for it.
+		mallocs0 := goMallocs(l.metrics)
+		cpu0, err := cpuSeconds(pid)
+		if err != nil {
+			return fail("CPU", err)
+		}
+		pr, err := b.runDnsperf(ctx, listen, "hits.txt", o.hitDur, "-l", secs(o.hitDur), "-q", "200", "-t", "1")
+		if err != nil {
+			return fail("hit run", err)
+		}
+		cpu1, err := cpuSeconds(pid)
+		if err != nil {
+			return fail("CPU", err)
+		}
+		v[mHitQPS], v[mHitLost] = pr.QPS, pr.Lost
+		v[mQPerCPU] = ratio(pr.Completed, cpu1-cpu0)
+		if l.metrics != "" {
+			// Includes the one scrape between the two readings: a few thousand allocations
+			// against hundreds of thousands of queries.
+			v[mAllocsPerHit] = ratio(goMallocs(l.metrics)-mallocs0, pr.Completed)
+		}
+		if v[mRSSHit], err = rssBytes(pid); err != nil {
+			return fail("RSS", err)
+		}
 	}
 
-	// Fixed-rate run: latency percentiles, and CPU per 100k queries.
-	rr, err := b.runLoadgen(ctx, listen)
-	if err != nil {
-		return fail("fixed-rate run", err)
+	if o.has(phRate) {
+		// Fixed-rate run: latency percentiles, and CPU per 100k queries.
+		cpu1, err := cpuSeconds(pid)
+		if err != nil {
+			return fail("CPU", err)
+		}
+		rr, err := b.runLoadgen(ctx, listen, o.rateDur, "-names", filepath.Join(b.tmp, "hits.txt"), "-rate", strconv.Itoa(o.rate))
+		if err != nil {
+			return fail("fixed-rate run", err)
+		}
+		cpu2, err := cpuSeconds(pid)
+		if err != nil {
+			return fail("CPU", err)
+		}
+		v[mP50], v[mP99], v[mP999] = rr.P50us, rr.P99us, rr.P999us
+		v[mRateLost], v[mGenLag] = float64(rr.Sent-rr.Received), rr.LagP99us
+		v[mCPUPer100k] = ratio(cpu2-cpu1, float64(rr.Received)) * 100000
 	}
-	cpu2, err := cpuSeconds(pid)
-	if err != nil {
-		return fail("CPU", err)
-	}
-	v[mP50], v[mP99], v[mP999] = rr.P50us, rr.P99us, rr.P999us
-	v[mRateLost], v[mGenLag] = float64(rr.Sent-rr.Received), rr.LagP99us
-	v[mCPUPer100k] = ratio(cpu2-cpu1, float64(rr.Received)) * 100000
 
-	// Miss run with unique names: throughput, and the memory those names take once cached.
-	rssBefore, err := rssBytes(pid)
-	if err != nil {
-		return fail("RSS", err)
+	if o.has(phMissRate) {
+		// Fixed-rate cache misses, well under every target's saturation, through the delayed
+		// zone: the latency a miss gets when the app is busy but the server is not.
+		cpu0, err := cpuNanos(pid)
+		if err != nil {
+			return fail("CPU", err)
+		}
+		rr, err := b.runLoadgen(ctx, listen, o.missRateDur, "-unique", "r."+slowZone,
+			"-rate", strconv.Itoa(o.missRate), "-sockets", strconv.Itoa(o.missSockets))
+		if err != nil {
+			return fail("fixed-rate miss run", err)
+		}
+		cpu1, err := cpuNanos(pid)
+		if err != nil {
+			return fail("CPU", err)
+		}
+		v[mMissRateP50], v[mMissRateP99] = rr.P50us, rr.P99us
+		v[mMissRateLost], v[mMissRateLag] = float64(rr.Sent-rr.Received), rr.LagP99us
+		v[mMissRateQPerCPU] = ratio(float64(rr.Received), (cpu1-cpu0)/1e9)
 	}
-	pr, err = b.runDnsperf(ctx, listen, "misses.txt", o.missLimit, "-n", "1", "-l", secs(o.missLimit), "-q", "200", "-t", "2")
-	if err != nil {
-		return fail("miss run", err)
+
+	if o.has(phMissConc) {
+		// Concurrent clients, each asking its next never-seen name as soon as the last one was
+		// answered: an app resolving many new names at once (start-up, fan-out).
+		cpu0, err := cpuNanos(pid)
+		if err != nil {
+			return fail("CPU", err)
+		}
+		rr, err := b.runLoadgen(ctx, listen, o.missConcDur, "-unique", "c."+missZone, "-clients", strconv.Itoa(o.missClients))
+		if err != nil {
+			return fail("concurrent miss run", err)
+		}
+		cpu1, err := cpuNanos(pid)
+		if err != nil {
+			return fail("CPU", err)
+		}
+		v[mMissConcP50], v[mMissConcP99] = rr.P50us, rr.P99us
+		v[mMissConcQPS], v[mMissConcLost] = rr.QPS, float64(rr.Sent-rr.Received)
+		v[mMissConcQPerCPU] = ratio(float64(rr.Received), (cpu1-cpu0)/1e9)
 	}
-	v[mMissQPS], v[mMissLost] = pr.QPS, pr.Lost
-	if v[mRSS100k], err = rssBytes(pid); err != nil {
-		return fail("RSS", err)
-	}
-	// An entry costs what storing it added, plus what its slot of capacity cost before anything
-	// was stored (all of it for dnsmasq, which allocates its cache at start).
-	v[mBytesFill] = ratio(v[mRSS100k]-rssBefore, pr.Completed)
-	v[mBytesPerEntry] = v[mBytesFill]
-	if def := specs[t].defaultEntries; def > 0 && sized > def {
-		v[mBytesPrealloc] = max(0, v[mRSSIdleSized]-v[mRSSIdle]) / float64(sized-def)
-		v[mBytesPerEntry] += v[mBytesPrealloc]
+
+	if o.has(phMiss) {
+		// Miss run with unique names: throughput, and the memory those names take once cached.
+		rssBefore, err := rssBytes(pid)
+		if err != nil {
+			return fail("RSS", err)
+		}
+		pr, err := b.runDnsperf(ctx, listen, "misses.txt", o.missLimit, "-n", "1", "-l", secs(o.missLimit), "-q", "200", "-t", "2")
+		if err != nil {
+			return fail("miss run", err)
+		}
+		v[mMissQPS], v[mMissLost] = pr.QPS, pr.Lost
+		if v[mRSS100k], err = rssBytes(pid); err != nil {
+			return fail("RSS", err)
+		}
+		// An entry costs what storing it added, plus what its slot of capacity cost before
+		// anything was stored (all of it for dnsmasq, which allocates its cache at start).
+		v[mBytesFill] = ratio(v[mRSS100k]-rssBefore, pr.Completed)
+		v[mBytesPerEntry] = v[mBytesFill]
+		if def := specs[t].defaultEntries; def > 0 && sized > def && o.has(phStartup) {
+			v[mBytesPrealloc] = max(0, v[mRSSIdleSized]-v[mRSSIdle]) / float64(sized-def)
+			v[mBytesPerEntry] += v[mBytesPrealloc]
+		}
 	}
 	if p.Exited() {
 		return fail("after the runs", errors.New("server died"))
@@ -655,17 +770,16 @@ func (b *bench) runDnsperf(ctx context.Context, server netip.AddrPort, file stri
 	return r, nil
 }
 
-// runLoadgen runs this program's fixed-rate load generator on the generator's CPU.
-func (b *bench) runLoadgen(ctx context.Context, server netip.AddrPort) (rateResult, error) {
-	o := b.opts
+// runLoadgen runs this program's load generator (loadgenMain) on the generator's CPU with args
+// (-server is added) for about dur.
+func (b *bench) runLoadgen(ctx context.Context, server netip.AddrPort, dur time.Duration, args ...string) (rateResult, error) {
 	log := filepath.Join(b.tmp, "loadgen.log")
-	args := []string{"loadgen", "-server", server.String(), "-names", filepath.Join(b.tmp, "hits.txt"),
-		"-rate", strconv.Itoa(o.rate), "-duration", o.rateDur.String()}
-	p, err := b.procs.Start("loadgen", log, b.self, args, cleanEnv(), proc.Options{CPU: o.genCPU})
+	args = append([]string{"loadgen", "-server", server.String(), "-duration", dur.String()}, args...)
+	p, err := b.procs.Start("loadgen", log, b.self, args, cleanEnv(), proc.Options{CPU: b.opts.genCPU})
 	if err != nil {
 		return rateResult{}, err
 	}
-	if err := waitCtx(ctx, p, o.rateDur+15*time.Second); err != nil {
+	if err := waitCtx(ctx, p, dur+15*time.Second); err != nil {
 		return rateResult{}, fmt.Errorf("loadgen: %w\n%s", err, p.Tail())
 	}
 	out, err := os.ReadFile(log)

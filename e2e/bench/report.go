@@ -10,28 +10,38 @@ import (
 
 // Metric keys, as they appear in the TSV.
 const (
-	mQPerCPU       = "hit_q_per_cpu_s"
-	mHitQPS        = "hit_qps"
-	mHitLost       = "hit_lost"
-	mAllocsPerHit  = "go_allocs_per_hit"
-	mP50           = "p50_us"
-	mP99           = "p99_us"
-	mP999          = "p999_us"
-	mRateLost      = "rate_lost"
-	mGenLag        = "gen_lag_p99_us"
-	mCPUPer100k    = "cpu_s_per_100k"
-	mMissQPS       = "miss_qps"
-	mMissLost      = "miss_lost"
-	mRSSIdle       = "rss_idle_bytes"
-	mRSSIdleSized  = "rss_idle_sized_bytes"
-	mRSSHit        = "rss_after_hit_bytes"
-	mRSS100k       = "rss_after_100k_bytes"
-	mBytesPerEntry = "bytes_per_entry"
-	mBytesFill     = "bytes_fill_per_entry"
-	mBytesPrealloc = "bytes_prealloc_per_slot"
-	mFirstAnswer   = "first_answer_ms"
-	mBinary        = "binary_bytes"
-	mImage         = "image_bytes"
+	mQPerCPU         = "hit_q_per_cpu_s"
+	mHitQPS          = "hit_qps"
+	mHitLost         = "hit_lost"
+	mAllocsPerHit    = "go_allocs_per_hit"
+	mP50             = "p50_us"
+	mP99             = "p99_us"
+	mP999            = "p999_us"
+	mRateLost        = "rate_lost"
+	mGenLag          = "gen_lag_p99_us"
+	mCPUPer100k      = "cpu_s_per_100k"
+	mMissRateP50     = "miss_rate_p50_us"
+	mMissRateP99     = "miss_rate_p99_us"
+	mMissRateLost    = "miss_rate_lost"
+	mMissRateLag     = "miss_rate_gen_lag_p99_us"
+	mMissRateQPerCPU = "miss_rate_q_per_cpu_s"
+	mMissConcP50     = "miss_conc_p50_us"
+	mMissConcP99     = "miss_conc_p99_us"
+	mMissConcQPS     = "miss_conc_qps"
+	mMissConcLost    = "miss_conc_lost"
+	mMissConcQPerCPU = "miss_conc_q_per_cpu_s"
+	mMissQPS         = "miss_qps"
+	mMissLost        = "miss_lost"
+	mRSSIdle         = "rss_idle_bytes"
+	mRSSIdleSized    = "rss_idle_sized_bytes"
+	mRSSHit          = "rss_after_hit_bytes"
+	mRSS100k         = "rss_after_100k_bytes"
+	mBytesPerEntry   = "bytes_per_entry"
+	mBytesFill       = "bytes_fill_per_entry"
+	mBytesPrealloc   = "bytes_prealloc_per_slot"
+	mFirstAnswer     = "first_answer_ms"
+	mBinary          = "binary_bytes"
+	mImage           = "image_bytes"
 )
 
 // metric describes one row of the table.
@@ -80,6 +90,16 @@ var metrics = []metric{
 	{mRateLost, "  lost at fixed rate", "", num},
 	{mGenLag, "  generator lag p99 (µs)", "", num},
 	{mCPUPer100k, "CPU s per 100k queries (fixed rate)", "↓", num},
+	{mMissRateP50, "cache-miss latency p50 at fixed rate, upstream delayed (µs)", "↓", num},
+	{mMissRateP99, "cache-miss latency p99 at fixed rate (µs)", "↓", num},
+	{mMissRateLost, "  lost in the fixed-rate miss run", "", num},
+	{mMissRateLag, "  generator lag p99 (µs)", "", num},
+	{mMissRateQPerCPU, "cache-miss queries per CPU-second (fixed rate)", "↑", kilo},
+	{mMissConcP50, "cache-miss latency p50, concurrent clients (µs)", "↓", num},
+	{mMissConcP99, "cache-miss latency p99, concurrent clients (µs)", "↓", num},
+	{mMissConcQPS, "cache-miss q/s, concurrent clients", "↑", kilo},
+	{mMissConcLost, "  lost in the concurrent miss run", "", num},
+	{mMissConcQPerCPU, "cache-miss queries per CPU-second (concurrent clients)", "↑", kilo},
 	{mMissQPS, "cache-miss q/s (unique names)", "↑", kilo},
 	{mMissLost, "  lost in the miss run", "", num},
 	{mRSSIdle, "RSS idle (default cache size)", "↓", mib},
@@ -176,15 +196,19 @@ func writeTable(w io.Writer, targets []string, res map[string]map[string]stat) {
 	}
 }
 
-// check is one target of issue 7 with its verdict.
+// check is one target of issue 7 or issue 12 (misses) with its verdict.
 type check struct {
 	name, podns, reference, ratio, verdict string
 }
 
-// checkTargets evaluates issue 7's targets on the medians.
+// checkTargets evaluates issue 7's targets and issue 12's miss targets on the medians. A target
+// whose metric was not measured (its phase not run, or its peers skipped) is n/a.
 func checkTargets(res map[string]map[string]stat) []check {
 	var out []check
 	cmp := func(name string, p, ref float64, refLabel string, factor float64, higherBetter bool, f func(float64) string) {
+		if math.IsNaN(p) {
+			return // its phase did not run (or failed every round): nothing to check
+		}
 		c := check{name: name, podns: f(p), reference: refLabel, verdict: "n/a", ratio: "–"}
 		if math.IsNaN(ref) {
 			c.reference = "– (peer not run)"
@@ -221,6 +245,17 @@ func checkTargets(res map[string]map[string]stat) []check {
 	cmp("hit q/CPU-s ≥ 4× CoreDNS", p(mQPerCPU), v, "coredns "+kilo(v), 4.0, true, kilo)
 	v, who = best(mP50, false, "coredns", "dnsmasq", "unbound")
 	cmp("p50 at fixed rate ≤ best peer", p(mP50), v, who+" "+num(v)+" µs", 1.0, false, func(x float64) string { return num(x) + " µs" })
+	us := func(x float64) string { return num(x) + " µs" }
+	v, who = best(mMissRateP50, false, "coredns", "dnsmasq", "unbound")
+	cmp("miss p50 at fixed rate ≤ 1.0× best peer", p(mMissRateP50), v, who+" "+us(v), 1.0, false, us)
+	v, who = best(mMissRateP99, false, "coredns", "dnsmasq", "unbound")
+	cmp("miss p99 at fixed rate ≤ 1.2× best peer", p(mMissRateP99), v, who+" "+us(v), 1.2, false, us)
+	v, who = best(mMissRateQPerCPU, true, "coredns", "dnsmasq", "unbound")
+	cmp("miss q/CPU-s at fixed rate ≥ best peer", p(mMissRateQPerCPU), v, who+" "+kilo(v), 1.0, true, kilo)
+	v, who = best(mMissConcP50, false, "coredns", "dnsmasq", "unbound")
+	cmp("miss p50, concurrent clients ≤ 1.0× best peer", p(mMissConcP50), v, who+" "+us(v), 1.0, false, us)
+	v, who = best(mMissConcQPerCPU, true, "coredns", "dnsmasq", "unbound")
+	cmp("miss q/CPU-s, concurrent clients ≥ best peer", p(mMissConcQPerCPU), v, who+" "+kilo(v), 1.0, true, kilo)
 	cmp("idle RSS ≤ 8 MiB", p(mRSSIdle), 8<<20, "8 MiB", 1.0, false, mib)
 	cmp("bytes per cached entry ≤ 330", p(mBytesPerEntry), 330, "330", 1.0, false, num)
 	cmp("first answer ≤ 20 ms after exec", p(mFirstAnswer), 20, "20 ms", 1.0, false, func(x float64) string { return num(x) + " ms" })
@@ -228,8 +263,30 @@ func checkTargets(res map[string]map[string]stat) []check {
 }
 
 func writeChecks(w io.Writer, cs []check) {
-	fmt.Fprintln(w, "| target (issue 7) | podns | reference | ratio | verdict |\n|---|---|---|---|---|")
+	fmt.Fprintln(w, "| target (issues 7, 12) | podns | reference | ratio | verdict |\n|---|---|---|---|---|")
 	for _, c := range cs {
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", c.name, c.podns, c.reference, c.ratio, c.verdict)
 	}
+}
+
+// progress is the one-line summary of a target turn: the headline figure of each phase run.
+func progress(v map[string]float64) string {
+	var parts []string
+	add := func(key, format string, f func(float64) string) {
+		if x, ok := v[key]; ok {
+			parts = append(parts, fmt.Sprintf(format, f(x)))
+		}
+	}
+	add(mQPerCPU, "%s hit q/CPU-s", kilo)
+	add(mP50, "p50 %s µs", num)
+	add(mMissRateP50, "miss p50/p99 %s", num)
+	if x, ok := v[mMissRateP99]; ok {
+		parts[len(parts)-1] += "/" + num(x) + " µs"
+	}
+	add(mMissConcP50, "concurrent miss p50 %s µs", num)
+	add(mMissQPS, "miss %s q/s", kilo)
+	if len(parts) == 0 {
+		return "done"
+	}
+	return strings.Join(parts, ", ")
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/podns/podns/e2e/internal/proc"
 )
@@ -29,10 +30,13 @@ var allTargets = []string{"podns", "coredns", "dnsmasq", "unbound"}
 
 // Zones the upstream serves: hitZone from a generated zone file (the cache-hit names),
 // missZone from the template plugin, which answers any name (unique names for the miss run and
-// the 100,000-entry memory run).
+// the 100,000-entry memory run, and the concurrent-miss run), and slowZone from the erratic
+// plugin, which answers any A query with 192.0.2.53 after a fixed delay (the fixed-rate miss
+// run: a cluster DNS forwarding to a resolver that is a round trip away).
 const (
 	hitZone  = "bench.test."
 	missZone = "miss.test."
+	slowZone = "slow.test."
 )
 
 // freePort returns a port free for both UDP and TCP on addr. Another process could take it
@@ -71,9 +75,22 @@ func writeZone(dir string, n, misses int) (hitNames []string, err error) {
 	return hitNames, nil
 }
 
-// upstreamCorefile is the fast upstream: no cache, no forward (nothing ever leaves loopback).
-func upstreamCorefile(dir string, port int) string {
-	return fmt.Sprintf(`%[1]s:%[2]d {
+// upstreamCorefile is the upstream: no cache, no forward (nothing ever leaves loopback). Its
+// slowZone delays every answer by delay; like every miekg/dns server it answers the queries of
+// one TCP connection one at a time, as a cluster's CoreDNS does, so a forwarder that queues
+// queries on one connection pays delay per queued query.
+func upstreamCorefile(dir string, port int, delay time.Duration) string {
+	// erratic drops every other query unless told otherwise.
+	slow := "        drop 0\n"
+	if delay > 0 {
+		slow += "        delay 1 " + delay.String() + "\n"
+	}
+	return fmt.Sprintf(`%[6]s:%[2]d {
+    bind %[3]s
+    erratic {
+%[7]s    }
+}
+%[1]s:%[2]d {
     bind %[3]s
     file %[4]s %[1]s
 }
@@ -83,7 +100,7 @@ func upstreamCorefile(dir string, port int) string {
         answer "{{ .Name }} 3600 IN A 10.255.0.1"
     }
 }
-`, hitZone, port, upstreamAddr, filepath.Join(dir, "bench.test.zone"), missZone)
+`, hitZone, port, upstreamAddr, filepath.Join(dir, "bench.test.zone"), missZone, slowZone, slow)
 }
 
 // launch is how to start one target: binary, arguments, environment.

@@ -1,5 +1,6 @@
 // Package admin serves the stub's HTTP endpoints for the kubelet and Prometheus: /healthz (the
-// process is alive), /readyz (it is serving DNS) and /metrics.
+// process is alive), /readyz (it is serving DNS) and /metrics; and for someone inside the pod,
+// /debug/querylog (the query log's mode, switched while the stub runs).
 package admin
 
 import (
@@ -7,14 +8,16 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/podns/podns/stub/querylog"
 )
 
 // ReadyFunc reports whether the stub is serving, and why not (or a note when it is).
 type ReadyFunc func() (ready bool, why string)
 
 // Handler returns the mux: /metrics from g, /healthz always 200 while the process runs, /readyz
-// 200 or 503 from ready.
-func Handler(g prometheus.Gatherer, ready ReadyFunc) http.Handler {
+// 200 or 503 from ready, and QueryLogPath switching ql (not served when ql is nil).
+func Handler(g prometheus.Gatherer, ready ReadyFunc, ql *querylog.Log) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -27,5 +30,11 @@ func Handler(g prometheus.Gatherer, ready ReadyFunc) http.Handler {
 		}
 		_, _ = w.Write([]byte(why + "\n"))
 	})
+	if ql != nil {
+		h := queryLogHandler(ql)
+		for _, method := range []string{"GET", "PUT", "POST"} {
+			mux.Handle(method+" "+QueryLogPath, h)
+		}
+	}
 	return mux
 }

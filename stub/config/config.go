@@ -19,6 +19,7 @@ import (
 	"github.com/podns/podns/internal/resolvconf"
 	"github.com/podns/podns/internal/statedir"
 	"github.com/podns/podns/stub/cache"
+	"github.com/podns/podns/stub/querylog"
 	"github.com/podns/podns/stub/server"
 	"github.com/podns/podns/stub/upstream"
 )
@@ -46,6 +47,13 @@ type Config struct {
 
 	LogLevel  string `env:"PODNS_LOG_LEVEL" envDefault:"info" oneof:"trace debug info warn error" help:"log level"`
 	LogFormat string `env:"PODNS_LOG_FORMAT" envDefault:"json" oneof:"json console" help:"log format"`
+
+	// QueryLog is the query log's mode at start; PUT /debug/querylog changes it while the stub
+	// runs. Its lines are written whatever PODNS_LOG_LEVEL says: the mode is the switch.
+	QueryLog querylog.Mode `env:"PODNS_QUERY_LOG" envDefault:"off" allowed:"off, errors, slow:<duration> (e.g. slow:100ms), all" help:"one log line per answer: off; errors (SERVFAIL, REFUSED, stale, failed upstream attempts); slow:<duration> (answers slower than that); all. Changed at run time by PUT /debug/querylog"`
+	// QueryLogRate bounds the query log so that "all" under a flood costs neither the pod's CPU
+	// nor the node's log pipeline: lines over it are dropped and counted.
+	QueryLogRate int `env:"PODNS_QUERY_LOG_RATE" envDefault:"100" min:"1" max:"100000" help:"most query log lines per second (a second's worth at once); more are dropped, counted in podns_query_log_dropped_total"`
 
 	// UpstreamProtocol is tcp by default: TCP to the cluster DNS cannot hit the conntrack race.
 	// tcp still uses UDP for an upstream that answers only over UDP (a NetworkPolicy allowing
@@ -336,8 +344,14 @@ func (c *Config) Cache() (cfg cache.Config, ok bool) {
 	}, c.CacheSize > 0
 }
 
+// QueryLogConfig is the query log's configuration, writing to log.
+func (c *Config) QueryLogConfig(log zerolog.Logger) querylog.Config {
+	return querylog.Config{Mode: c.QueryLog, Rate: c.QueryLogRate, Logger: log}
+}
+
 // Server is the server's configuration around the cache (nil: none) and the forwarder. It reads
-// the search list and ndots from the pod's resolv.conf and upstream.conf (see SearchPath).
+// the search list and ndots from the pod's resolv.conf and upstream.conf (see SearchPath). The
+// caller sets QueryLog.
 func (c *Config) Server(ch *cache.Cache, fwd *upstream.Forwarder, log zerolog.Logger) server.Config {
 	search, ndots := c.SearchPath()
 	return server.Config{

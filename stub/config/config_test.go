@@ -12,10 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	initcconfig "github.com/podns/podns/initc/config"
 	"github.com/podns/podns/initc/rewrite"
 	"github.com/podns/podns/internal/resolvconf"
 	"github.com/podns/podns/internal/statedir"
+	"github.com/podns/podns/stub/querylog"
 )
 
 func TestLoadDefaults(t *testing.T) {
@@ -482,5 +485,33 @@ func TestResolvConfMustBeAbsolute(t *testing.T) {
 	_, err := Load(map[string]string{"PODNS_RESOLV_CONF": "resolv.conf"})
 	if err == nil || !strings.Contains(err.Error(), `PODNS_RESOLV_CONF="resolv.conf": not an absolute path`) {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestQueryLogVariables(t *testing.T) {
+	c, err := Load(map[string]string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if qc := c.QueryLogConfig(zerolog.Nop()); qc.Mode != querylog.Off || qc.Rate != 100 {
+		t.Errorf("defaults: mode %v rate %d, want off and 100", qc.Mode, qc.Rate)
+	}
+	c, err = Load(map[string]string{"PODNS_QUERY_LOG": "slow:250ms", "PODNS_QUERY_LOG_RATE": "5000"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if qc := c.QueryLogConfig(zerolog.Nop()); qc.Mode != querylog.Slow(250*time.Millisecond) || qc.Rate != 5000 {
+		t.Errorf("mode %v rate %d, want slow:250ms and 5000", qc.Mode, qc.Rate)
+	}
+	_, err = Load(map[string]string{"PODNS_QUERY_LOG": "verbose", "PODNS_QUERY_LOG_RATE": "0"})
+	want := []string{
+		`PODNS_QUERY_LOG_RATE="0": out of range (allowed: 1 to 100000)`,
+		`PODNS_QUERY_LOG="verbose": not a query log mode (allowed: off, errors, slow:<duration> (e.g. slow:100ms), all)`,
+	}
+	if err == nil || err.Error() != strings.Join(want, "\n") {
+		t.Errorf("bad values: %v\nwant:\n%s", err, strings.Join(want, "\n"))
+	}
+	if _, err = Load(map[string]string{"PODNS_QUERY_LOG": "slow:0s"}); err == nil || !strings.Contains(err.Error(), "slow needs a duration above 0") {
+		t.Errorf("slow:0s: %v", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/podns/podns/stub/querylog"
 	"github.com/podns/podns/stub/wire"
 )
 
@@ -17,6 +18,7 @@ type flight struct {
 	done chan struct{}
 	msg  *dns.Msg // read-only once done is closed: pack copies what it changes
 	err  error
+	up   upstreamInfo // the leader's upstream and attempts, for its waiters' query log lines
 }
 
 // flights deduplicates concurrent misses by the cache's notion of "the same question".
@@ -49,13 +51,14 @@ var errFresh = errors.New("answered from the cache meanwhile")
 // skipFresh an identical question always finds the flight, or the fresh entry (errFresh): a
 // client's miss that overtook the search-path prefetch of its question, or the prefetch that
 // overtook the client, is never asked upstream twice. A refresh of an entry still fresh (the
-// expiry prefetch) passes skipFresh false.
-func (s *Server) coalesce(ctx context.Context, key string, q *dns.Msg, r *wire.Request, skipFresh bool) (msg *dns.Msg, leader bool, err error) {
+// expiry prefetch) passes skipFresh false. up gets the answering upstream and the attempts, the
+// leader's for a waiter.
+func (s *Server) coalesce(ctx context.Context, key string, q *dns.Msg, r *wire.Request, skipFresh bool, up *upstreamInfo) (msg *dns.Msg, leader bool, err error) {
 	if !s.cfg.Coalesce {
 		if skipFresh && s.fresh(r) {
 			return nil, false, errFresh
 		}
-		msg, err = s.cfg.Forwarder.Exchange(ctx, q)
+		msg, err = s.cfg.Forwarder.Exchange(querylog.WithUpstream(ctx, up), q)
 		s.store(r, msg, err)
 		return msg, true, err
 	}
@@ -65,6 +68,7 @@ func (s *Server) coalesce(ctx context.Context, key string, q *dns.Msg, r *wire.R
 		coalescedTotal.Inc()
 		select {
 		case <-f.done:
+			*up = f.up
 			return f.msg, false, f.err
 		case <-ctx.Done():
 			return nil, false, ctx.Err()
@@ -93,8 +97,9 @@ func (s *Server) coalesce(ctx context.Context, key string, q *dns.Msg, r *wire.R
 		close(f.done)
 	}()
 	s.hook("leader")
-	f.msg, f.err = s.cfg.Forwarder.Exchange(ctx, q)
+	f.msg, f.err = s.cfg.Forwarder.Exchange(querylog.WithUpstream(ctx, &f.up), q)
 	s.store(r, f.msg, f.err)
+	*up = f.up
 	return f.msg, true, f.err
 }
 

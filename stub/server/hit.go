@@ -6,6 +6,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/podns/podns/stub/cache"
+	"github.com/podns/podns/stub/querylog"
 	"github.com/podns/podns/stub/wire"
 )
 
@@ -20,12 +21,12 @@ const (
 
 // answer is the fast path, run on the reader's goroutine for every query: parse in place, answer
 // errors and cache hits into buf. It allocates nothing, so a cache hit costs a copy and a few
-// patches, never an unpacked message.
-func (s *Server) answer(r *wire.Request, buf, pkt []byte, proto int) ([]byte, verdict) {
+// patches, never an unpacked message. src says where a reply came from (hit, filtered, error).
+func (s *Server) answer(r *wire.Request, buf, pkt []byte, proto int) (resp []byte, v verdict, src querylog.Source) {
 	err := r.Parse(pkt)
 	if errors.Is(err, wire.ErrDrop) {
 		droppedUnparseable.Inc()
-		return nil, drop
+		return nil, drop, querylog.Error
 	}
 	// Every query that gets a reply counts, the ones refused below too; QType is 0 ("other")
 	// when the question did not parse.
@@ -33,27 +34,27 @@ func (s *Server) answer(r *wire.Request, buf, pkt []byte, proto int) ([]byte, ve
 	switch {
 	case err == nil:
 	case errors.Is(err, wire.ErrNotImp):
-		return wire.AppendError(buf[:0], r, wire.RcodeNotImp), reply
+		return wire.AppendError(buf[:0], r, wire.RcodeNotImp), reply, querylog.Error
 	case errors.Is(err, wire.ErrBadVers):
-		return wire.AppendError(buf[:0], r, wire.RcodeBadVers), reply
+		return wire.AppendError(buf[:0], r, wire.RcodeBadVers), reply, querylog.Error
 	default:
-		return wire.AppendError(buf[:0], r, wire.RcodeFormErr), reply
+		return wire.AppendError(buf[:0], r, wire.RcodeFormErr), reply, querylog.Error
 	}
 	if s.cfg.FilterAAAA && r.QType == dns.TypeAAAA && r.QClass == dns.ClassINET {
 		filteredTotal.Inc()
-		return finish(wire.AppendNoData(buf[:0], r, filteredTTL), r, proto), reply
+		return finish(wire.AppendNoData(buf[:0], r, filteredTTL), r, proto), reply, querylog.Filtered
 	}
 	if s.cfg.Cache == nil {
-		return nil, forward
+		return nil, forward, querylog.Miss
 	}
 	resp, st := s.cfg.Cache.Lookup(buf[:0], r)
 	switch st {
 	case cache.Miss:
-		return nil, forward
+		return nil, forward, querylog.Miss
 	case cache.Prefetch:
 		s.refresh(pkt, prefetchExpiry) // once per entry lifetime: the copy it makes is not per hit
 	}
-	return finish(resp, r, proto), reply
+	return finish(resp, r, proto), reply, querylog.Hit
 }
 
 // finish cuts a UDP reply that does not fit the client's payload size down to the whole records

@@ -61,7 +61,7 @@ var (
 // Collectors returns the server's metrics for registration.
 func Collectors() []prometheus.Collector {
 	return []prometheus.Collector{requestsTotal, responsesTotal, droppedTotal, overloadTotal, tcpConnections, forwardDuration,
-		coalescedTotal, sameIDHeldTotal, filteredTotal, prefetchTotal}
+		coalescedTotal, sameIDHeldTotal, filteredTotal, prefetchTotal, requestDuration}
 }
 
 const (

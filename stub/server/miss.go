@@ -9,6 +9,7 @@ import (
 
 	"github.com/podns/podns/stub/cache"
 	"github.com/podns/podns/stub/panics"
+	"github.com/podns/podns/stub/querylog"
 	"github.com/podns/podns/stub/wire"
 )
 
@@ -18,16 +19,16 @@ import (
 // Once called, it calls send exactly once, a panic included (SERVFAIL then): the callers' order
 // slots and per-connection slots are released by send, so a reply lost to a panic would block
 // the replies behind it for good.
-func (s *Server) forwardAsync(pkt []byte, proto int, send func([]byte)) {
+func (s *Server) forwardAsync(pkt []byte, cl client, send func([]byte)) {
 	owed, token := true, false
 	defer func() {
 		if v := recover(); v != nil {
-			s.panicLog.Record(readerWhere[proto], v)
+			s.panicLog.Record(readerWhere[cl.proto], v)
 			if token {
 				<-s.inflight
 			}
 			if owed {
-				s.replyServFail(readerWhere[proto], pkt, send)
+				s.replyServFail(readerWhere[cl.proto], pkt, cl, send)
 			}
 		}
 	}()
@@ -37,13 +38,15 @@ func (s *Server) forwardAsync(pkt []byte, proto int, send func([]byte)) {
 	default:
 		overloadTotal.Inc()
 		owed = false
-		send(s.overloaded(pkt, proto))
+		resp, src := s.overloaded(pkt, cl.proto)
+		send(resp)
+		s.answered(cl, pkt, resp, src, upstreamInfo{})
 		return
 	}
 	own := append([]byte(nil), pkt...) // the reader reuses its buffer
 	s.misses.Add(1)
 	owed, token = false, false // the goroutine owes both from here on
-	go s.miss(own, proto, send)
+	go s.miss(own, cl, send)
 }
 
 // overloaded is the reply to a miss past MaxInflight: the expired answer when the cache still has
@@ -51,37 +54,40 @@ func (s *Server) forwardAsync(pkt []byte, proto int, send func([]byte)) {
 // serves stale rather than fail), else SERVFAIL. No upstream query: the upstreams are the backlog.
 // Found by the soak (e2e/soak): on a starved host, names whose TTL had just run out got SERVFAIL
 // although their stale answers were there.
-func (s *Server) overloaded(pkt []byte, proto int) []byte {
+func (s *Server) overloaded(pkt []byte, proto int) ([]byte, querylog.Source) {
 	var r wire.Request
 	buf := make([]byte, 0, 512)
 	if r.Parse(pkt) == nil && s.cfg.Cache != nil {
 		if stale, ok := s.cfg.Cache.Stale(buf, &r, staleTTL); ok {
 			s.cfg.Cache.StaleServed()
-			return finish(stale, &r, proto)
+			return finish(stale, &r, proto), querylog.Stale
 		}
 	}
-	return wire.AppendError(buf, &r, wire.RcodeServFail)
+	return wire.AppendError(buf, &r, wire.RcodeServFail), querylog.Error
 }
 
 // miss is the goroutine of one client's cache miss. A panic is contained here: the client gets
 // SERVFAIL unless its reply already left.
-func (s *Server) miss(pkt []byte, proto int, send func([]byte)) {
+func (s *Server) miss(pkt []byte, cl client, send func([]byte)) {
 	replied := false // send runs on this goroutine: resolve calls it, never hands it on
 	defer func() {
 		if v := recover(); v != nil {
 			s.panicLog.Record(panics.Miss, v)
 			if !replied {
-				s.replyServFail(panics.Miss, pkt, send)
+				s.replyServFail(panics.Miss, pkt, cl, send)
 			}
 		}
 		<-s.inflight
 		s.misses.Done()
 	}()
 	s.hook("miss")
-	s.resolve(pkt, proto, func(b []byte) {
+	var resp []byte
+	how := s.resolve(pkt, cl.proto, func(b []byte) {
 		replied = true
 		send(b)
+		resp = b
 	})
+	s.answered(cl, pkt, resp, how.src, how.up)
 }
 
 // staleTTL is the TTL of an answer served stale: RFC 8767's recommendation, long enough that
@@ -120,8 +126,16 @@ func usable(m *dns.Msg) bool {
 
 // result is what fetch delivers: the upstream's reply, or why there is none.
 type result struct {
-	msg *dns.Msg
-	err error
+	msg       *dns.Msg
+	err       error
+	up        upstreamInfo // the upstream query's answering server and attempts
+	coalesced bool         // the reply is an identical query's, already in flight
+}
+
+// outcome is where resolve's answer came from, for the histogram and the query log.
+type outcome struct {
+	src querylog.Source // Miss, Coalesced, Stale or Error
+	up  upstreamInfo
 }
 
 // resolve answers a cache miss through the upstreams. pkt is the caller's own copy of the query.
@@ -133,13 +147,15 @@ type result struct {
 // in the background): a lookup that walks the search list makes several misses one after
 // another, and paying StaleTimeout for each would add up to the client's own timeout. Every
 // upstream believed down means the stale answer at once, and no upstream query.
-func (s *Server) resolve(pkt []byte, proto int, send func([]byte)) {
+//
+// resolve calls send exactly once, before it returns, and returns where the answer came from.
+func (s *Server) resolve(pkt []byte, proto int, send func([]byte)) (how outcome) {
 	var r wire.Request
 	buf := make([]byte, 0, 1024)
 	q, err := prepare(pkt, &r)
 	if err != nil {
 		send(wire.AppendError(buf, &r, wire.RcodeFormErr))
-		return
+		return outcome{src: querylog.Error}
 	}
 	var stale []byte
 	if s.cfg.Cache != nil { // Stale finds nothing when the cache's StaleWindow is 0
@@ -152,36 +168,54 @@ func (s *Server) resolve(pkt []byte, proto int, send func([]byte)) {
 		// struggling or restarting.
 		s.cfg.Cache.StaleServed()
 		send(finish(stale, &r, proto))
-		return
+		return outcome{src: querylog.Stale}
 	}
 	start := time.Now()
-	results := s.fetch(&r, q, panics.Miss, true)
-	var deadline <-chan time.Time
-	if stale != nil {
+	var res result
+	answered := true // res is the upstream's result, not a stale deadline
+	if stale == nil {
+		// Nothing to answer in its place: the query goes out from this goroutine. One of its
+		// own would cost a new stack grown to miekg/dns's depth and two more hand-offs per miss
+		// (the peer benchmark's concurrent misses, pprof: stack growth alone was a tenth of the
+		// stub's CPU).
+		res = s.fetchNow(&r, q, panics.Miss, true)
+	} else {
 		wait := s.cfg.StaleTimeout
 		if start.UnixNano() < s.staleFast.Load() {
 			wait = 0 // the upstreams just failed to answer in time: do not make this client wait too
 		}
 		t := time.NewTimer(wait)
 		defer t.Stop()
-		deadline = t.C
+		select {
+		case res = <-s.fetch(&r, q, panics.Miss, true):
+		case <-t.C:
+			answered = false
+			if start.UnixNano() >= s.staleFast.Load() {
+				// Only a real wait renews the window: once the upstreams are back, the background
+				// refreshes turn the stale entries into fresh ones and the window lapses.
+				s.staleFast.Store(time.Now().Add(s.cfg.StaleFastWindow).UnixNano())
+			}
+		}
 	}
-	select {
-	case res := <-results:
+	if answered {
 		forwardDuration.Observe(time.Since(start).Seconds())
 		if errors.Is(res.err, errFresh) {
 			// The answer landed between the hit check and the flight check: it is a hit now.
 			// (Evicted again in those microseconds, it counts as a failed upstream query.)
 			if resp, st := s.cfg.Cache.Lookup(buf, &r); st != cache.Miss {
 				send(finish(resp, &r, proto))
-				return
+				return outcome{src: querylog.Hit}
 			}
 		}
+		how.up = res.up
 		if res.err == nil && (stale == nil || usable(res.msg)) {
 			out, err := pack(res.msg, q.Question, &r, buf)
 			if err == nil {
 				send(finish(out, &r, proto))
-				return
+				if res.coalesced {
+					return outcome{src: querylog.Coalesced, up: res.up}
+				}
+				return outcome{src: querylog.Miss, up: res.up}
 			}
 			s.log.Warn().Err(err).Str("qname", q.Question[0].Name).Msg("cannot pack the upstream's reply")
 		} else if res.err != nil {
@@ -190,19 +224,16 @@ func (s *Server) resolve(pkt []byte, proto int, send func([]byte)) {
 		if stale != nil {
 			s.staleFast.Store(time.Now().Add(s.cfg.StaleFastWindow).UnixNano())
 		}
-	case <-deadline:
-		if start.UnixNano() >= s.staleFast.Load() {
-			// Only a real wait renews the window: once the upstreams are back, the background
-			// refreshes turn the stale entries into fresh ones and the window lapses.
-			s.staleFast.Store(time.Now().Add(s.cfg.StaleFastWindow).UnixNano())
-		}
 	}
 	if stale != nil {
 		s.cfg.Cache.StaleServed()
 		send(finish(stale, &r, proto))
-		return
+		how.src = querylog.Stale
+		return how
 	}
 	send(wire.AppendError(buf, &r, wire.RcodeServFail))
+	how.src = querylog.Error
+	return how
 }
 
 // fetch sends q upstream (coalesced with identical queries in flight) on its own goroutine,
@@ -218,29 +249,34 @@ func (s *Server) fetch(r *wire.Request, q *dns.Msg, where panics.Where, skipFres
 	out := make(chan result, 1)
 	s.misses.Add(1)
 	go func() {
-		var res result
-		walk := false
-		defer func() {
-			if v := recover(); v != nil {
-				s.panicLog.Record(where, v)
-				res, walk = result{err: errPanicked}, false
-			}
-			if walk {
-				s.searchPrefetch(q, r) // recovers its own panics
-			}
-			out <- res
-			s.misses.Done()
-		}()
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Forwarder.MaxExchangeTime())
-		defer cancel()
-		s.hook("fetch")
-		msg, leader, err := s.coalesce(ctx, flightKey(q.Question[0], r), q, r, skipFresh)
-		res = result{msg, err}
-		// Only the query that went upstream speculates: its followers asked the same question,
-		// and one prefetch per answer is enough.
-		walk = err == nil && leader && where == panics.Miss && walkContinues(q, msg)
+		defer s.misses.Done()
+		out <- s.fetchNow(r, q, where, skipFresh)
 	}()
 	return out
+}
+
+// fetchNow is fetch on the caller's goroutine, for a caller that waits for the reply whatever
+// it takes (up to the forwarder's MaxExchangeTime).
+func (s *Server) fetchNow(r *wire.Request, q *dns.Msg, where panics.Where, skipFresh bool) (res result) {
+	walk := false
+	defer func() {
+		if v := recover(); v != nil {
+			s.panicLog.Record(where, v)
+			res, walk = result{err: errPanicked}, false
+		}
+		if walk {
+			s.searchPrefetch(q, r) // recovers its own panics
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Forwarder.MaxExchangeTime())
+	defer cancel()
+	s.hook("fetch")
+	var up upstreamInfo
+	msg, leader, err := s.coalesce(ctx, flightKey(q.Question[0], r), q, r, skipFresh, &up)
+	// Only the query that went upstream speculates: its followers asked the same question,
+	// and one prefetch per answer is enough.
+	walk = err == nil && leader && where == panics.Miss && walkContinues(q, msg)
+	return result{msg: msg, err: err, up: up, coalesced: !leader}
 }
 
 // pack renders the upstream's reply for the client: its ID, its question with its own letter

@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"github.com/podns/podns/stub/panics"
+	"github.com/podns/podns/stub/querylog"
 	"github.com/podns/podns/stub/wire"
 )
 
@@ -45,9 +46,10 @@ func servFail(dst, pkt []byte) (out []byte) {
 	return wire.AppendError(dst[:0], &r, wire.RcodeServFail)
 }
 
-// replyServFail sends through send the SERVFAIL owed to pkt after a panic at where. A panic in
-// send itself is recorded and dropped: it must not escape the recovering function.
-func (s *Server) replyServFail(where panics.Where, pkt []byte, send func([]byte)) {
+// replyServFail sends through send the SERVFAIL owed to pkt, cl's query, after a panic at where,
+// and times it (cache=error). A panic in send itself is recorded and dropped: it must not escape
+// the recovering function.
+func (s *Server) replyServFail(where panics.Where, pkt []byte, cl client, send func([]byte)) {
 	defer func() {
 		if v := recover(); v != nil {
 			s.panicLog.Record(where, v)
@@ -55,5 +57,6 @@ func (s *Server) replyServFail(where panics.Where, pkt []byte, send func([]byte)
 	}()
 	if resp := servFail(make([]byte, 0, 512), pkt); resp != nil {
 		send(resp)
+		s.answered(cl, pkt, resp, querylog.Error, upstreamInfo{})
 	}
 }

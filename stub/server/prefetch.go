@@ -2,6 +2,7 @@ package server
 
 import (
 	"strings"
+	"time"
 
 	"github.com/miekg/dns"
 
@@ -37,7 +38,9 @@ func (s *Server) refresh(pkt []byte, why prefetchReason) {
 		}
 		// The expiry refresh renews an entry that is still fresh; a search candidate that is
 		// fresh by now is not asked again.
-		<-s.fetch(&r, q, panics.Prefetch, why == prefetchSearch)
+		start := time.Now()
+		res := s.fetchNow(&r, q, panics.Prefetch, why == prefetchSearch) // already on its own goroutine
+		s.prefetched(own, res, time.Since(start))
 	}()
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/podns/podns/stub/cache"
 	"github.com/podns/podns/stub/panics"
+	"github.com/podns/podns/stub/querylog"
 )
 
 // Forwarder is what the server needs of the upstreams; *upstream.Forwarder implements it (stub's
@@ -71,6 +72,9 @@ type Config struct {
 	Search []string
 	Ndots  int
 	Logger zerolog.Logger
+	// QueryLog gets every answer (and prefetch) for the query log; nil: no query log. Its mode
+	// may change while the server runs.
+	QueryLog *querylog.Log
 }
 
 // udpReadBuffer is the receive buffer asked for on each UDP socket.

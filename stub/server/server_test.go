@@ -98,14 +98,14 @@ func records(n int) func(q *dns.Msg) (*dns.Msg, error) {
 	}
 }
 
-func startServer(t *testing.T, fwd Forwarder, mod func(*Config)) (*Server, string) {
+func startServer(t testing.TB, fwd Forwarder, mod func(*Config)) (*Server, string) {
 	t.Helper()
 	return startServerWith(t, fwd, mod, nil)
 }
 
 // startServerWith is startServer with prep run on the server before it starts, for the fields
 // that in-package tests set (testHook, panicLog).
-func startServerWith(t *testing.T, fwd Forwarder, mod func(*Config), prep func(*Server)) (*Server, string) {
+func startServerWith(t testing.TB, fwd Forwarder, mod func(*Config), prep func(*Server)) (*Server, string) {
 	t.Helper()
 	cfg := Config{
 		Listen:    []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")},

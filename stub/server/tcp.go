@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -92,33 +93,39 @@ func (s *Server) serveTCP(c net.Conn) {
 		s.wg.Done()
 	}()
 	write := func(resp []byte) { s.writeTCP(c, &wmu, resp) }
+	var remote netip.AddrPort
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		remote = a.AddrPort()
+	}
 	// handle answers one message and reports whether to go on reading. A panic is contained
 	// here: the message was read whole, so the connection goes on with the next one, and the
 	// client gets SERVFAIL unless its reply already left or the miss path took it over.
 	handle := func(pkt []byte) (keep bool) {
+		cl := client{remote: remote, proto: protoTCP, start: time.Now()}
 		owed := true
 		defer func() {
 			if v := recover(); v != nil {
 				s.panicLog.Record(panics.TCP, v)
 				if owed {
-					s.replyServFail(panics.TCP, pkt, write)
+					s.replyServFail(panics.TCP, pkt, cl, write)
 				}
 				keep = true
 			}
 		}()
 		s.hook("tcp")
-		resp, v := s.answer(&r, out[:0], pkt, protoTCP)
+		resp, v, src := s.answer(&r, out[:0], pkt, protoTCP)
 		switch v {
 		case reply:
 			owed = false
 			write(resp)
+			s.answered(cl, pkt, resp, src, upstreamInfo{})
 		case drop:
 			return false // not DNS: a client sending responses or junk gets no more of our time
 		case forward:
 			slots <- struct{}{} // back-pressure: stop reading while this client has too many misses
 			conns.Add(1)
 			owed = false // forwardAsync calls the callback exactly once from here on
-			s.forwardAsync(pkt, protoTCP, func(resp []byte) {
+			s.forwardAsync(pkt, cl, func(resp []byte) {
 				defer func() { <-slots; conns.Done() }()
 				write(resp)
 			})

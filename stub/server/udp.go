@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/podns/podns/stub/panics"
 	"github.com/podns/podns/stub/wire"
@@ -25,7 +26,7 @@ func (s *Server) serveUDP(conn *net.UDPConn) {
 			s.log.Warn().Err(err).Msg("udp read")
 			continue
 		}
-		s.handleUDP(conn, addr, &r, in[:n], out)
+		s.handleUDP(conn, client{remote: addr, proto: protoUDP, start: time.Now()}, &r, in[:n], out)
 	}
 }
 
@@ -33,25 +34,26 @@ func (s *Server) serveUDP(conn *net.UDPConn) {
 // contained here, so that the reader goes on with the next datagram: the client gets SERVFAIL
 // unless its reply already left or the miss path took it over. The deferred recover is open-coded
 // (one defer, no loop): it costs the hit path no allocation.
-func (s *Server) handleUDP(conn *net.UDPConn, addr netip.AddrPort, r *wire.Request, pkt, out []byte) {
+func (s *Server) handleUDP(conn *net.UDPConn, cl client, r *wire.Request, pkt, out []byte) {
 	owed := true
 	defer func() {
 		if v := recover(); v != nil {
 			s.panicLog.Record(panics.UDP, v)
 			if owed {
-				s.replyServFail(panics.UDP, pkt, func(b []byte) { s.sendImmediate(conn, addr, wire.ID(b), b) })
+				s.replyServFail(panics.UDP, pkt, cl, func(b []byte) { s.sendImmediate(conn, cl.remote, wire.ID(b), b) })
 			}
 		}
 	}()
 	s.hook("udp")
-	resp, v := s.answer(r, out, pkt, protoUDP)
+	resp, v, src := s.answer(r, out, pkt, protoUDP)
 	switch v {
 	case reply:
 		owed = false
-		s.sendImmediate(conn, addr, r.ID, resp)
+		s.sendImmediate(conn, cl.remote, r.ID, resp)
+		s.answered(cl, pkt, resp, src, upstreamInfo{})
 	case forward:
 		owed = false // forwardUDP owes the reply from here on
-		s.forwardUDP(conn, addr, r.ID, pkt)
+		s.forwardUDP(conn, cl, r.ID, pkt)
 	}
 }
 
@@ -75,13 +77,14 @@ func (s *Server) sendInOrder(conn *net.UDPConn, addr netip.AddrPort, id uint16, 
 
 // forwardUDP sends a UDP client's miss upstream; with OrderSameID its reply takes its place in
 // line first, so that a later reply with the same client and ID cannot overtake it.
-func (s *Server) forwardUDP(conn *net.UDPConn, addr netip.AddrPort, id uint16, pkt []byte) {
+func (s *Server) forwardUDP(conn *net.UDPConn, cl client, id uint16, pkt []byte) {
+	addr := cl.remote
 	send := func(b []byte) { sendUDP(conn, addr, b) }
 	if s.cfg.OrderSameID {
 		slot := s.order.reserve(addr, id)
 		send = func(b []byte) { s.order.complete(slot, b, func(b []byte) { sendUDP(conn, addr, b) }) }
 	}
-	s.forwardAsync(pkt, protoUDP, send)
+	s.forwardAsync(pkt, cl, send)
 }
 
 func sendUDP(conn *net.UDPConn, addr netip.AddrPort, resp []byte) {

@@ -7,11 +7,13 @@ import (
 	"net/netip"
 	"os"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/podns/podns/stub/panics"
+	"github.com/podns/podns/stub/querylog"
 	"github.com/podns/podns/stub/wire"
 )
 
@@ -43,10 +45,25 @@ type batchIO struct {
 	rn              int           // datagrams received by readFn
 	serr            syscall.Errno // error of the last readFn/writeFn call
 	sdone, sk, sent int           // writeFn sends smsg[sdone:sk], reports sent
+
+	// t0 is when recvmmsg returned the batch, on the monotonic clock since epoch: every
+	// datagram in it counts as read then, so that timing the hits costs one clock read per
+	// batch, not one per hit. time.Since reads the monotonic clock only; time.Now reads the
+	// wall clock too.
+	epoch time.Time
+	t0    time.Duration
+	meta  [udpBatch]sentMeta // of each queued reply, for flush
+}
+
+// sentMeta is what flush needs of a queued reply to time it and offer it to the query log.
+type sentMeta struct {
+	dgram int             // the datagram of the batch it answers
+	src   querylog.Source // where it came from
+	done  bool            // timed and logged already (the SERVFAIL after a panic: replyServFail did)
 }
 
 func newBatchIO() *batchIO {
-	b := new(batchIO)
+	b := &batchIO{epoch: time.Now()}
 	for i := range b.rmsg {
 		b.rvec[i].Base = &b.in[i][0]
 		b.rvec[i].SetLen(udpSlot)
@@ -93,11 +110,52 @@ func (s *Server) serveUDPBatch(conn *net.UDPConn) {
 			s.log.Warn().Err(err).Msg("udp read")
 			continue
 		}
+		b.t0 = time.Since(b.epoch)
 		k := 0 // replies queued for sendmmsg
 		for i := range n {
 			k = s.handleBatched(conn, rc, b, &r, i, k)
 		}
-		b.send(rc, k)
+		s.flush(rc, b, k)
+	}
+}
+
+// flush sends the first k queued replies, then times them all with one clock read and offers
+// them to the query log. A hit's duration is thus from its batch's arrival to its batch's
+// sendmmsg: what the client waited on the stub, the other datagrams in the batch included.
+func (s *Server) flush(rc syscall.RawConn, b *batchIO, k int) {
+	if k == 0 {
+		return
+	}
+	b.send(rc, k)
+	s.account(b, k)
+}
+
+// account times the first k queued replies of the batch, just sent, and offers them to the query
+// log.
+func (s *Server) account(b *batchIO, k int) {
+	d := time.Since(b.epoch) - b.t0
+	var n [querylog.Prefetch]uint64 // replies per source: one histogram update each
+	for j := range k {
+		if m := &b.meta[j]; !m.done {
+			n[m.src]++
+		}
+	}
+	for src, c := range n {
+		if c > 0 {
+			requestDuration.observe(querylog.Source(src), d, c)
+		}
+	}
+	if !s.cfg.QueryLog.On() {
+		return
+	}
+	for j := range k {
+		m := &b.meta[j]
+		if m.done {
+			continue
+		}
+		cl := client{proto: protoUDP}
+		cl.remote, _ = sockaddrToAddrPort(&b.names[m.dgram])
+		s.offer(cl, b.in[m.dgram][:b.rmsg[m.dgram].Len], b.out[j][:b.svec[j].Len], m.src, upstreamInfo{}, d)
 	}
 }
 
@@ -118,12 +176,13 @@ func (s *Server) handleBatched(conn *net.UDPConn, rc syscall.RawConn, b *batchIO
 	if !ok {
 		return queued
 	}
+	cl := client{remote: addr, proto: protoUDP, start: b.epoch.Add(b.t0)}
 	owed := true
 	defer func() {
 		if v := recover(); v != nil {
 			s.panicLog.Record(panics.UDP, v)
 			if owed {
-				s.replyServFail(panics.UDP, pkt, func(resp []byte) {
+				s.replyServFail(panics.UDP, pkt, cl, func(resp []byte) {
 					if s.mustOrder() {
 						s.sendInOrder(conn, addr, wire.ID(resp), resp)
 						return
@@ -131,30 +190,33 @@ func (s *Server) handleBatched(conn *net.UDPConn, rc syscall.RawConn, b *batchIO
 					countResponse(resp)
 					b.out[queued] = append(b.out[queued][:0], resp...)
 					b.queue(queued, b.out[queued], &b.names[i], m.Hdr.Namelen)
+					b.meta[queued] = sentMeta{done: true}
 					queued++
 				})
 			}
 		}
 	}()
 	s.hook("batch")
-	resp, v := s.answer(r, b.out[queued][:0], pkt, protoUDP)
+	resp, v, src := s.answer(r, b.out[queued][:0], pkt, protoUDP)
 	switch v {
 	case reply:
 		owed = false
 		if s.mustOrder() {
 			s.sendInOrder(conn, addr, r.ID, resp)
+			s.answered(cl, pkt, resp, src, upstreamInfo{})
 			return queued
 		}
 		countResponse(resp)
 		b.queue(queued, resp, &b.names[i], m.Hdr.Namelen)
+		b.meta[queued] = sentMeta{dgram: i, src: src}
 		return queued + 1
 	case forward:
 		// Replies already answered in this batch leave first, so that none can be
 		// overtaken by this query's reply (the musl same-ID order).
-		b.send(rc, queued)
+		s.flush(rc, b, queued)
 		queued = 0
 		owed = false // forwardUDP owes the reply from here on
-		s.forwardUDP(conn, addr, r.ID, pkt)
+		s.forwardUDP(conn, cl, r.ID, pkt)
 	}
 	return queued
 }

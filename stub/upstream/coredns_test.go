@@ -108,13 +108,14 @@ func TestCoreDNSConcurrent(t *testing.T) {
 
 // CoreDNS answers one TCP connection's queries one after the other. With a 100ms "forward"
 // started every 100ms beside a steady stream of fast queries, the fast queries must not queue
-// behind the slow ones: once a connection has been silent for stallAfter, new queries go to
-// another. (Queries already sent behind a slow one still wait for it.)
+// behind the slow ones: a connection with a query outstanding is passed over for an idle or a
+// new one, and at the cap one silent for stallAfter is passed over for one that answers. "Off"
+// is plain pipelining on one connection.
 func TestCoreDNSSlowQueriesDoNotBlock(t *testing.T) {
 	addr := startCoreDNS(t, coreFile)
-	run := func(stall time.Duration) (p50, p99 time.Duration, conns float64) {
+	run := func(stall, busy time.Duration) (p50, p99 time.Duration, conns float64) {
 		f := newForwarder(t, Config{Servers: servers(t, addr), Timeout: 5 * time.Second})
-		f.stallAfter = stall
+		f.stallAfter, f.busyAfter = stall, busy
 		var mu sync.Mutex
 		var fast []time.Duration
 		var wg sync.WaitGroup
@@ -145,8 +146,8 @@ func TestCoreDNSSlowQueriesDoNotBlock(t *testing.T) {
 		wg.Wait()
 		return percentile(fast, .5), percentile(fast, .99), metric(f.peers[0].m.open)
 	}
-	off50, off99, offConns := run(time.Hour)
-	on50, on99, onConns := run(stallAfter)
+	off50, off99, offConns := run(time.Hour, time.Hour)
+	on50, on99, onConns := run(stallAfter, busyAfter)
 	t.Logf("fast queries beside 100ms ones: stall avoidance off: p50 %v p99 %v (%v conns); on: p50 %v p99 %v (%v conns)",
 		off50, off99, offConns, on50, on99, onConns)
 	if on50 >= off50/2 {

@@ -58,7 +58,7 @@ func TestPanicInReaderResendsInflightQueries(t *testing.T) {
 	logs := &panicLog{}
 	f := newForwarder(t, Config{Servers: servers(t, srv.addr), Logger: logs.logger()})
 	f.testHook = panicAt("reader", &left)
-	f.stallAfter = time.Hour // one connection carries all the queries
+	f.stallAfter, f.busyAfter = time.Hour, time.Hour // one connection carries all the queries
 	base := panicCount(panics.Upstream)
 	left.Store(1)
 	replies, errs := exchangeAll(f, 20)

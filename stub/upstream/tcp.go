@@ -70,9 +70,13 @@ type conn struct {
 // acquire registers cl on a connection with room, opening one when none has any.
 //
 // Servers built on miekg/dns (CoreDNS among them) answer the queries of one TCP connection one
-// after the other, so one slow query (a forward to an external resolver) holds up every query
-// queued behind it. A connection that has had queries outstanding and no reply for stallAfter
-// is therefore passed over while fewer than maxConns connections are open.
+// after the other, so a query sent behind another waits for it: behind a fast one, a round
+// trip; behind a slow one (a forward to an external resolver), all of it. A query therefore goes
+// on a connection with nothing outstanding (see busyAfter) and, when every open connection is
+// busy and fewer than maxConns are open, on a new one: concurrent misses are as fast as single
+// ones, as with CoreDNS's own forward plugin (one query per connection at a time). At the cap
+// it queues on the connection with the fewest queries outstanding, one that has answered within
+// stallAfter if there is one.
 func (p *peer) acquire(cl *call) (*conn, error) {
 	now := p.f.now()
 	var expired []*conn
@@ -86,24 +90,35 @@ func (p *peer) acquire(cl *call) (*conn, error) {
 	if p.f.closed.Load() {
 		return nil, ErrClosed
 	}
-	usable := 0
-	for pass := 0; pass < 2; pass++ {
-		stalledOK := pass == 1
+	for {
+		usable := 0
+		var least *conn // the best busy connection to queue on at the cap
+		leastPending, leastStalled := 0, false
 		for _, c := range p.conns {
-			switch c.register(cl, now, p.budget, stalledOK) {
+			r, pending := c.register(cl, now, p.budget, false)
+			switch r {
 			case regOK:
 				return c, nil
 			case regExpired:
 				expired = append(expired, c)
-			case regStalled, regFull:
-				if !stalledOK {
-					usable++
+			case regFull:
+				usable++
+			case regBusy, regStalled:
+				usable++
+				stalled := r == regStalled
+				if least == nil || (leastStalled && !stalled) || (leastStalled == stalled && pending < leastPending) {
+					least, leastPending, leastStalled = c, pending, stalled
 				}
 			}
 		}
-		if usable < maxConns {
+		if usable < maxConns || least == nil {
 			break
 		}
+		if r, _ := least.register(cl, now, p.budget, true); r == regOK {
+			return least, nil
+		}
+		// It died or used up the server's budget meanwhile, and takes no more queries: look
+		// again. Each round leaves one connection fewer to choose from.
 	}
 	c := &conn{p: p, ready: make(chan struct{}), pending: make(map[uint16]*call)}
 	c.register(cl, now, p.budget, true)
@@ -122,37 +137,46 @@ const (
 	regExpired            // idle past IdleTimeout; retired now, the caller closes it
 	regFull               // maxInflight queries outstanding
 	regStalled            // queries outstanding, no reply for stallAfter
+	regBusy               // queries outstanding for longer than busyAfter
 )
 
-// register adds cl to c if c has room. An idle-expired connection is retired here, under its
-// lock, so that nothing registers before the caller closes it: the stub must never send on a
+// register adds cl to c if c has room: with queue false, only if nothing on c would make cl
+// wait (regBusy, regStalled otherwise); with queue true, behind whatever is outstanding. It also
+// returns how many queries c has outstanding. An idle-expired connection is retired here, under
+// its lock, so that nothing registers before the caller closes it: the stub must never send on a
 // connection the server may be closing for idleness.
-func (c *conn) register(cl *call, now time.Time, budget int, stalledOK bool) regResult {
+func (c *conn) register(cl *call, now time.Time, budget int, queue bool) (regResult, int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	pending := len(c.pending)
 	if c.dead || c.retired {
-		return regUnusable
+		return regUnusable, pending
 	}
-	if len(c.pending) >= maxInflight {
-		return regFull
+	if pending >= maxInflight {
+		return regFull, pending
 	}
-	if c.nc != nil && len(c.pending) == 0 && now.Sub(c.lastActive) >= c.p.f.cfg.IdleTimeout {
+	if c.nc != nil && pending == 0 && now.Sub(c.lastActive) >= c.p.f.cfg.IdleTimeout {
 		c.retired = true
-		return regExpired
+		return regExpired, pending
 	}
-	if !stalledOK && c.nc != nil && len(c.pending) > 0 && now.Sub(c.lastProgress) >= c.p.f.stallAfter {
-		return regStalled
+	if !queue && pending > 0 {
+		if c.nc != nil && now.Sub(c.lastProgress) >= c.p.f.stallAfter {
+			return regStalled, pending
+		}
+		if now.Sub(c.lastProgress) > c.p.f.busyAfter {
+			return regBusy, pending
+		}
 	}
 	if budget > 0 && c.assigned >= budget {
 		c.retired, c.overBudget = true, true
-		return regUnusable
+		return regUnusable, pending
 	}
 	id := randID()
 	for c.pending[id] != nil { // at most maxInflight of 65536 taken: ends at once
 		id = randID()
 	}
 	cl.id = id
-	if len(c.pending) == 0 {
+	if pending == 0 {
 		c.lastProgress = now
 	}
 	c.pending[id] = cl
@@ -161,7 +185,7 @@ func (c *conn) register(cl *call, now time.Time, budget int, stalledOK bool) reg
 	if budget > 0 && c.assigned >= budget {
 		c.retired, c.overBudget = true, true
 	}
-	return regOK
+	return regOK, pending + 1
 }
 
 // cancel withdraws cl from c. false means a result was already delivered or is on its way.

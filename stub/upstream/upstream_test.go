@@ -932,6 +932,118 @@ func TestStalledConnectionsCapped(t *testing.T) {
 	}
 }
 
+// heldServer is a serial server (one query at a time per connection, like miekg/dns) that holds
+// every query until release is closed; read gets one value per query it has read.
+func heldServer(t *testing.T) (srv *tcpServer, read chan struct{}, release chan struct{}) {
+	read, release = make(chan struct{}, 4*maxConns), make(chan struct{})
+	srv = startTCP(t, func(_ int, c net.Conn) {
+		for {
+			q, err := readMsg(c)
+			if err != nil {
+				return
+			}
+			read <- struct{}{}
+			<-release
+			writeMsg(c, answer(q, nameIndex(q)))
+		}
+	})
+	// Registered after startTCP's, so it runs before the server waits for its handlers.
+	t.Cleanup(func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	})
+	return srv, read, release
+}
+
+// pendingPerConn returns the number of queries outstanding on each of p's connections.
+func pendingPerConn(p *peer) []int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []int
+	for _, c := range p.conns {
+		c.mu.Lock()
+		out = append(out, len(c.pending))
+		c.mu.Unlock()
+	}
+	return out
+}
+
+// Concurrent queries to a serial server (miekg/dns, CoreDNS) never queue behind each other below
+// maxConns: each goes on a connection of its own, so the server reads every one of them while
+// it holds the first. Pipelined on one connection, it would read only the first.
+func TestConcurrentQueriesSpreadOverConnections(t *testing.T) {
+	srv, read, release := heldServer(t)
+	clock := dnstest.NewClock(time.Now())
+	f := newForwarder(t, Config{Servers: servers(t, srv.addr), Now: clock.Now, Timeout: 10 * time.Second})
+	const n = 4
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			r, err := f.Exchange(context.Background(), query(qname(i)))
+			if err == nil && (len(r.Answer) != 1 || r.Answer[0].Header().Name != qname(i)) {
+				err = errors.New("wrong answer to " + qname(i) + ": " + r.String())
+			}
+			errs <- err
+		}()
+		wait(t, "the query to reach the server", read)
+		clock.Advance(time.Nanosecond) // the query just sent is now outstanding: busy
+	}
+	if got := srv.accepted.Load(); got != n {
+		t.Errorf("server accepted %d connections for %d concurrent queries, want %d", got, n, n)
+	}
+	close(release)
+	for range n {
+		if err := wait(t, "a reply", errs); err != nil {
+			t.Error(err)
+		}
+	}
+	// Answered, the connections are idle: the next query reuses one.
+	if _, err := f.Exchange(context.Background(), query(qname(n))); err != nil {
+		t.Fatal(err)
+	}
+	if got := srv.accepted.Load(); got != n {
+		t.Errorf("server accepted %d connections after a query to idle ones, want still %d", got, n)
+	}
+}
+
+// At maxConns busy connections, a query queues on the connection with the fewest outstanding:
+// the queries beyond the cap spread one per connection instead of piling onto the first.
+func TestBusyConnectionsCappedLeastLoaded(t *testing.T) {
+	srv, read, _ := heldServer(t)
+	clock := dnstest.NewClock(time.Now())
+	f := newForwarder(t, Config{Servers: servers(t, srv.addr), Now: clock.Now, Timeout: 10 * time.Second})
+	for i := range maxConns {
+		go f.Exchange(context.Background(), query(qname(i)))
+		wait(t, "the query to reach the server", read)
+		clock.Advance(time.Nanosecond)
+	}
+	p := f.peers[0]
+	total := func() (n int) {
+		for _, k := range pendingPerConn(p) {
+			n += k
+		}
+		return n
+	}
+	for i := maxConns; i < 2*maxConns; i++ {
+		go f.Exchange(context.Background(), query(qname(i)))
+		waitFor(t, "the query to be registered", func() bool { return total() == i+1 })
+		clock.Advance(time.Nanosecond)
+	}
+	got := pendingPerConn(p)
+	if len(got) != maxConns {
+		t.Fatalf("%d connections, want the cap %d", len(got), maxConns)
+	}
+	for i, k := range got {
+		if k != 2 {
+			t.Errorf("connection %d has %d queries outstanding, want 2 on each: %v", i, k, got)
+			break
+		}
+	}
+}
+
 // failingConn fails its first write the way a reset connection does, while its read side
 // stays open: the stub must not wait for a reply that cannot come.
 type failingConn struct {
