@@ -46,7 +46,8 @@ func TestREADMEDocumentsEveryVariable(t *testing.T) {
 func TestREADMEDocumentsEveryMetric(t *testing.T) {
 	doc := readme(t)
 	fq := regexp.MustCompile(`fqName: "([a-z_]+)"`)
-	for _, cs := range [][]prometheus.Collector{server.Collectors(), cache.Collectors(), upstream.Collectors(), panics.Collectors(), querylog.Collectors()} {
+	own := []prometheus.Collector{buildInfo("", "")}
+	for _, cs := range [][]prometheus.Collector{own, server.Collectors(), cache.Collectors(), upstream.Collectors(), panics.Collectors(), querylog.Collectors()} {
 		for _, c := range cs {
 			ch := make(chan *prometheus.Desc, 16)
 			c.Describe(ch)

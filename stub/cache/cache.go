@@ -318,7 +318,9 @@ func (c *Cache) Lookup(dst []byte, r *wire.Request) ([]byte, Status) {
 
 // Stale appends an answer from an entry that expired no longer than StaleWindow ago, every TTL
 // set to ttl (RFC 8767 suggests 30 s), for when the upstreams cannot answer. A stored SERVFAIL is
-// never served stale. ok=false leaves dst unchanged.
+// never served stale. ok=false leaves dst unchanged. It counts nothing: the server takes the
+// stale answer before it asks upstream and sends it only if the upstream fails or is too slow,
+// so the caller calls StaleServed when the stale answer is the one that goes out.
 func (c *Cache) Stale(dst []byte, r *wire.Request, ttl uint32) (resp []byte, ok bool) {
 	if c.stale <= 0 {
 		return dst, false
@@ -327,9 +329,11 @@ func (c *Cache) Stale(dst []byte, r *wire.Request, ttl uint32) (resp []byte, ok 
 	if e == nil || e.servfail() || age < e.lifetime || age-e.lifetime > c.stale {
 		return dst, false
 	}
-	staleTotal.Inc()
 	return serve(dst, e, r, 0, ttl), true
 }
+
+// StaleServed counts one answer from Stale sent to a client (podns_cache_stale_served_total).
+func (c *Cache) StaleServed() { staleTotal.Inc() }
 
 // Fresh reports whether r has an unexpired entry, without counting a hit or a miss: for the
 // server's own prefetch decisions, not for clients.

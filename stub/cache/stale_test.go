@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/podns/podns/stub/wire"
 )
@@ -72,9 +73,18 @@ func TestStaleServedWithinWindowOnly(t *testing.T) {
 	if m := get(t, c, r); m != nil {
 		t.Fatal("expired entry served by Get")
 	}
+	counted := testutil.ToFloat64(staleTotal)
 	b, ok := c.Stale(nil, r, 30)
 	if !ok {
 		t.Fatal("expired entry inside the window not served stale")
+	}
+	// Only the caller knows whether the stale answer goes out (a fresh one may win).
+	if got := testutil.ToFloat64(staleTotal) - counted; got != 0 {
+		t.Errorf("Stale counted %v answers served, want 0", got)
+	}
+	c.StaleServed()
+	if got := testutil.ToFloat64(staleTotal) - counted; got != 1 {
+		t.Errorf("StaleServed counted %v, want 1", got)
 	}
 	var m dns.Msg
 	if err := m.Unpack(b); err != nil || m.Id != r.ID || len(m.Answer) != 1 {

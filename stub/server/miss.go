@@ -59,6 +59,7 @@ func (s *Server) overloaded(pkt []byte, proto int) ([]byte, querylog.Source) {
 	buf := make([]byte, 0, 512)
 	if r.Parse(pkt) == nil && s.cfg.Cache != nil {
 		if stale, ok := s.cfg.Cache.Stale(buf, &r, staleTTL); ok {
+			s.cfg.Cache.StaleServed()
 			return finish(stale, &r, proto), querylog.Stale
 		}
 	}
@@ -165,6 +166,7 @@ func (s *Server) resolve(pkt []byte, proto int, send func([]byte)) (how outcome)
 		// probes notice the upstream's return; the next miss after that refreshes the entry.
 		// Refreshing on every stale answer would only add load to a cluster DNS that is
 		// struggling or restarting.
+		s.cfg.Cache.StaleServed()
 		send(finish(stale, &r, proto))
 		return outcome{src: querylog.Stale}
 	}
@@ -224,6 +226,7 @@ func (s *Server) resolve(pkt []byte, proto int, send func([]byte)) (how outcome)
 		}
 	}
 	if stale != nil {
+		s.cfg.Cache.StaleServed()
 		send(finish(stale, &r, proto))
 		how.src = querylog.Stale
 		return how

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/podns/podns/internal/dnstest"
 	"github.com/podns/podns/stub/cache"
@@ -62,9 +64,15 @@ func TestServeStale(t *testing.T) {
 				defer fwd.release()
 			}
 			fwd.down.Store(tt.down)
+			served := staleServed(t)
 			start := time.Now()
 			r := query(t, "udp", addr, "svc.example.", dns.TypeA, 0)
 			took := time.Since(start)
+			// The counter counts stale answers sent, not misses that found one: the alert on it
+			// (monitoring/) must stay quiet while fresh answers replace expired entries.
+			if got, want := staleServed(t)-served, map[bool]float64{true: 1, false: 0}[tt.wantStale]; got != want {
+				t.Errorf("podns_cache_stale_served_total rose by %v, want %v", got, want)
+			}
 			if took > tt.maxWait {
 				t.Errorf("answered after %v, want within %v", took, tt.maxWait)
 			}
@@ -87,6 +95,20 @@ func TestServeStale(t *testing.T) {
 			}
 		})
 	}
+}
+
+// staleServed reads podns_cache_stale_served_total.
+func staleServed(t *testing.T) float64 {
+	t.Helper()
+	for _, c := range cache.Collectors() {
+		ch := make(chan *prometheus.Desc, 1)
+		c.Describe(ch)
+		if strings.Contains((<-ch).String(), `"podns_cache_stale_served_total"`) {
+			return testutil.ToFloat64(c)
+		}
+	}
+	t.Fatal("no podns_cache_stale_served_total")
+	return 0
 }
 
 func TestStaleAnswerRefreshedInBackground(t *testing.T) {
