@@ -25,8 +25,6 @@ const (
 	costNS = "e2e-startup"
 	// Pairs of pods, one with podns and one without, created together round by round.
 	costRounds = 20
-	// Between the creation of two pairs.
-	costInterval = 2500 * time.Millisecond
 	// Stubs whose cache the memory step fills, and with how many names (A and AAAA each: 2 entries
 	// a name, so 5,000 names fill the default PODNS_CACHE_SIZE of 10,000).
 	costFillPods  = 2
@@ -35,7 +33,7 @@ const (
 
 // podTimes is what the driver saw of one pod of the start-up step.
 type podTimes struct {
-	podns bool
+	kind string // "podns", "plain" (without podns) or "probe" (podns with a startupProbe instead of the hook)
 	// Arrival times (time.Now in the driver) of the first watch event showing the pod scheduled
 	// and the app container running.
 	sched, running time.Time
@@ -51,6 +49,7 @@ type podTimes struct {
 type costState struct {
 	pods  map[string]*podTimes
 	names []string // creation order
+	kinds []string
 }
 
 type ctrStatus struct {
@@ -208,35 +207,42 @@ func (e *env) costStartup(t *testing.T) {
 	kubectl(t, "apply", "-k", filepath.Join(e.manDir, "overlays", "startup"))
 	with, without := podTemplate(t, "with-podns"), podTemplate(t, "without-podns")
 
-	cs := &costState{pods: map[string]*podTimes{}}
+	tpls := map[string]map[string]any{"podns": with, "plain": without}
+	kinds := []string{"podns", "plain"}
+	if os.Getenv("PODNS_E2E_COST_PROBE") == "1" {
+		tpls["probe"] = withStartupProbe(t, with)
+		kinds = append(kinds, "probe")
+	}
+	cs := &costState{pods: map[string]*podTimes{}, kinds: kinds}
 	for i := 0; i < costRounds; i++ {
-		for _, n := range []string{fmt.Sprintf("podns-%02d", i), fmt.Sprintf("plain-%02d", i)} {
-			cs.pods[n] = &podTimes{podns: strings.HasPrefix(n, "podns-"), ids: map[string]string{}}
+		for _, k := range kinds {
+			cs.pods[fmt.Sprintf("%s-%02d", k, i)] = &podTimes{kind: k, ids: map[string]string{}}
 		}
 	}
 	w := startWatch(t, costNS, cs.pods)
 	defer w.stop()
-	// A pair every costInterval, whatever the earlier pairs are doing: several pods start at once
-	// (as on a busy node), both kinds alike, and the step stays within ~1 min.
+	// One round at a time, each round's pods created together and waited for: the kinds meet the
+	// same load (and the same machine noise), and no pod's start is stretched by a backlog of
+	// earlier ones. With PODNS_E2E_COST_PROBE=1 a round has a third pod: podns with the stub's
+	// former startupProbe instead of its postStart hook.
 	dir := t.TempDir()
-	tick := time.NewTicker(costInterval)
-	defer tick.Stop()
 	for i := 0; i < costRounds; i++ {
-		if i > 0 {
-			<-tick.C
+		var items []any
+		var round []string
+		for j := range kinds {
+			// Rotate which of the round the API server and the kubelet see first.
+			k := kinds[(i+j)%len(kinds)]
+			n := fmt.Sprintf("%s-%02d", k, i)
+			items = append(items, podFrom(tpls[k], n))
+			round = append(round, n)
 		}
-		a, b := fmt.Sprintf("podns-%02d", i), fmt.Sprintf("plain-%02d", i)
-		items := []any{podFrom(with, a), podFrom(without, b)}
-		if i%2 == 1 { // alternate which of the pair the API server and the kubelet see first
-			items[0], items[1] = items[1], items[0]
-		}
-		f := filepath.Join(dir, fmt.Sprintf("pair-%02d.json", i))
+		f := filepath.Join(dir, fmt.Sprintf("round-%02d.json", i))
 		bs, _ := json.Marshal(map[string]any{"apiVersion": "v1", "kind": "List", "items": items})
 		os.WriteFile(f, bs, 0o644)
 		kubectl(t, "create", "-f", f)
-		cs.names = append(cs.names, a, b)
+		w.waitRunning(t, 2*time.Minute, round...)
+		cs.names = append(cs.names, round...)
 	}
-	w.waitRunning(t, 3*time.Minute, cs.names...)
 	e.cost = cs
 
 	// The app's own start stamp, from its log file as the kubelet keeps it (podLogsDir in
@@ -352,42 +358,46 @@ func startupReport(cs *costState, ev *ctrdEvents) string {
 		{"app start returned → app's own stamp", started("app"), stamp},
 	}
 	var b strings.Builder
-	total := func(podns bool) (d []time.Duration, api []time.Duration) {
+	total := func(kind string) (d []time.Duration, api []time.Duration) {
 		for _, n := range cs.names {
-			p := cs.pods[n]
-			if p.podns == podns {
+			if p := cs.pods[n]; p.kind == kind {
 				d = append(d, p.stamp.Sub(p.sched))
 				api = append(api, p.startedAPI.Sub(p.schedAPI))
 			}
 		}
 		return d, api
 	}
-	w, wAPI := total(true)
-	o, oAPI := total(false)
-	var pair []time.Duration
-	for i := 0; i < costRounds; i++ {
-		a, c := cs.pods[fmt.Sprintf("podns-%02d", i)], cs.pods[fmt.Sprintf("plain-%02d", i)]
-		pair = append(pair, a.stamp.Sub(a.sched)-c.stamp.Sub(c.sched))
-	}
-	fmt.Fprintf(&b, "Pod start, scheduled → app running, %d pods with podns and %d without, created in pairs:\n", len(w), len(o))
+	o, oAPI := total("plain")
+	fmt.Fprintf(&b, "Pod start, scheduled → app running, %d rounds of one pod of each kind created together, one round at a time:\n", costRounds)
 	fmt.Fprintf(&b, "(scheduled: the driver's receipt of the watch event binding the pod; running: the app process's own\n")
 	fmt.Fprintf(&b, "realtime stamp at start; same clock, ms resolution)\n\n")
-	fmt.Fprintf(&b, "| | with podns | without | added | ratio |\n|---|---|---|---|---|\n")
-	fmt.Fprintf(&b, "| median | %s | %s | **%s** | %.2f |\n", ms(median(w)), ms(median(o)), ms(median(w)-median(o)), ratio(median(w), median(o)))
-	fmt.Fprintf(&b, "| max | %s | %s | %s | %.2f |\n", ms(slices.Max(w)), ms(slices.Max(o)), ms(slices.Max(w)-slices.Max(o)), ratio(slices.Max(w), slices.Max(o)))
-	fmt.Fprintf(&b, "| median of the pairs' differences | | | %s (max %s) | |\n", ms(median(pair)), ms(slices.Max(pair)))
-	fmt.Fprintf(&b, "| API timestamps (1 s): PodScheduled → app startedAt, median | %s | %s | %s | |\n\n", ms(median(wAPI)), ms(median(oAPI)), ms(median(wAPI)-median(oAPI)))
-	for _, part := range []struct {
-		title  string
-		podns  bool
-		phases []phase
-	}{{"with podns", true, withPhases}, {"without", false, withoutPhases}} {
-		fmt.Fprintf(&b, "Where the time goes, %s (containerd's CRI log, ns):\n\n| phase | median | max |\n|---|---|---|\n", part.title)
-		for _, ph := range part.phases {
+	fmt.Fprintf(&b, "| | median | max | added at the median | ratio | median of the rounds' differences | API timestamps (1 s), median |\n|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| without podns | %s | %s | | | | %s |\n", ms(median(o)), ms(slices.Max(o)), ms(median(oAPI)))
+	for _, k := range cs.kinds {
+		if k == "plain" {
+			continue
+		}
+		w, wAPI := total(k)
+		var diff []time.Duration
+		for i := 0; i < costRounds; i++ {
+			a, c := cs.pods[fmt.Sprintf("%s-%02d", k, i)], cs.pods[fmt.Sprintf("plain-%02d", i)]
+			diff = append(diff, a.stamp.Sub(a.sched)-c.stamp.Sub(c.sched))
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | **%s** | %.2f | %s (max %s) | %s |\n", kindTitle[k], ms(median(w)), ms(slices.Max(w)),
+			ms(median(w)-median(o)), ratio(median(w), median(o)), ms(median(diff)), ms(slices.Max(diff)), ms(median(wAPI)))
+	}
+	b.WriteString("\n")
+	for _, k := range cs.kinds {
+		phases := withPhases
+		if k == "plain" {
+			phases = withoutPhases
+		}
+		fmt.Fprintf(&b, "Where the time goes, %s (containerd's CRI log, ns):\n\n| phase | median | max |\n|---|---|---|\n", kindTitle[k])
+		for _, ph := range phases {
 			var ds []time.Duration
 			for _, n := range cs.names {
 				p := cs.pods[n]
-				if p.podns != part.podns {
+				if p.kind != k {
 					continue
 				}
 				if f, t := ph.from(p, n), ph.to(p, n); !f.IsZero() && !t.IsZero() {
@@ -403,6 +413,33 @@ func startupReport(cs *costState, ev *ctrdEvents) string {
 		b.WriteString("\n")
 	}
 	return b.String()
+}
+
+var kindTitle = map[string]string{
+	"podns": "with podns", "plain": "without podns", "probe": "with podns, startupProbe instead of the postStart hook",
+}
+
+// withStartupProbe is the podns template with the stub's former start gate: no postStart hook,
+// a startupProbe on /readyz every 1 s (the API's minimum period), 30 failures allowed.
+func withStartupProbe(t *testing.T, tpl map[string]any) map[string]any {
+	bs, _ := json.Marshal(tpl)
+	var c map[string]any
+	json.Unmarshal(bs, &c)
+	spec := c["spec"].(map[string]any)
+	for _, ic := range spec["initContainers"].([]any) {
+		m := ic.(map[string]any)
+		if m["name"] != "podns-stub" {
+			continue
+		}
+		delete(m, "lifecycle")
+		m["startupProbe"] = map[string]any{
+			"httpGet":       map[string]any{"path": "/readyz", "port": "podns-http"},
+			"periodSeconds": 1, "timeoutSeconds": 1, "failureThreshold": 30,
+		}
+		return c
+	}
+	t.Fatal("no podns-stub in the template")
+	return nil
 }
 
 func median(ds []time.Duration) time.Duration {
@@ -601,18 +638,26 @@ func (e *env) costMemory(t *testing.T) {
 	if cs == nil {
 		t.Skip("the start-up step did not create the pods")
 	}
-	var injected, plain []string
+	var injected, plain, others []string
+	stubs := 0 // processes mapping the stub's binary on the node
 	for _, n := range cs.names {
-		if cs.pods[n].podns {
+		switch cs.pods[n].kind {
+		case "podns":
 			injected = append(injected, n)
-		} else {
+		case "plain":
 			plain = append(plain, n)
+		}
+		if cs.pods[n].kind != "podns" {
+			others = append(others, n)
+		}
+		if cs.pods[n].kind != "plain" {
+			stubs++
 		}
 	}
 	idle := e.stubMemory(t, injected)
 	podWS := kubeletWorkingSets(t, cs.pods[injected[0]].node)
 
-	deletePods(t, plain)
+	deletePods(t, others)
 	defer deletePods(t, injected)
 
 	filled := injected[:costFillPods]
@@ -643,8 +688,8 @@ func (e *env) costMemory(t *testing.T) {
 	full := e.stubMemory(t, filled)
 
 	var b strings.Builder
-	fmt.Fprintf(&b, "Memory per stub as the node sees it (MiB): %d injected pods on the node, running the same image,\n", len(injected))
-	fmt.Fprintf(&b, "so the binary's file pages are shared %d ways (PSS) and not private (USS = Private_Clean + Private_Dirty).\n", len(injected))
+	fmt.Fprintf(&b, "Memory per stub as the node sees it (MiB): %d stubs on the node, running the same image,\n", stubs)
+	fmt.Fprintf(&b, "so the binary's file pages are shared %d ways (PSS) and not private (USS = Private_Clean + Private_Dirty).\n", stubs)
 	fmt.Fprintf(&b, "Working set: the container's memory cgroup usage less inactive file pages, as the kubelet counts it against\n")
 	fmt.Fprintf(&b, "the limit (in brackets: the kubelet's /stats/summary, refreshed every ~10 s).\n\n")
 	fmt.Fprintf(&b, "| | RSS | PSS | USS (private) | anon | working set |\n|---|---|---|---|---|---|\n")
