@@ -258,8 +258,10 @@ func checkStub(t *testing.T, c corev1.Container, cm, image string) {
 		Ports:         []corev1.ContainerPort{{Name: httpPortName, ContainerPort: httpPort, Protocol: corev1.ProtocolTCP}},
 		VolumeMounts:  []corev1.VolumeMount{{Name: stateVolume, MountPath: stateDir, ReadOnly: true}},
 		RestartPolicy: c.RestartPolicy, // checked by the caller, per mode
-		// A short period: the app starts as soon as the stub's startupProbe passes.
-		StartupProbe:   httpProbe("/readyz", 1, 30),
+		// The next container starts only after this hook returned, i.e. once the stub is ready
+		// (the kubelet runs postStart to its end first); no startupProbe, which adds ~1 s.
+		Lifecycle: &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{
+			Exec: &corev1.ExecAction{Command: []string{"/stub", "-wait-ready"}}}},
 		ReadinessProbe: httpProbe("/readyz", 10, 3),
 		LivenessProbe:  httpProbe("/healthz", 10, 3),
 		Resources: corev1.ResourceRequirements{

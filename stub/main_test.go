@@ -438,3 +438,71 @@ func TestSearchPathFromThePodsResolvConf(t *testing.T) {
 		})
 	}
 }
+
+// TestWaitReadyHook: `stub -wait-ready`, the container's postStart hook, returns 0 only once the
+// running stub is ready, and fails when nothing becomes ready within its limit.
+func TestWaitReadyHook(t *testing.T) {
+	up := upstreamServer(t)
+	dnsAddr, httpAddr := dnstest.FreeAddr(t), dnstest.FreeAddr(t)
+	_, port, _ := net.SplitHostPort(httpAddr)
+	// The hook reads the same environment; an unspecified host means loopback.
+	hookEnv := map[string]string{"PODNS_HTTP_LISTEN": ":" + port}
+	hook := make(chan int, 1)
+	var hookErr syncBuffer
+	go func() { hook <- run(context.Background(), []string{"-wait-ready"}, hookEnv, io.Discard, &hookErr) }()
+	select {
+	case code := <-hook:
+		t.Fatalf("the hook returned %d before any stub ran: %s", code, hookErr.String())
+	case <-time.After(200 * time.Millisecond):
+	}
+	ctx, sigterm := context.WithCancel(context.Background())
+	defer sigterm()
+	exited := make(chan int, 1)
+	go func() {
+		exited <- run(ctx, nil, map[string]string{"PODNS_LISTEN": dnsAddr, "PODNS_UPSTREAMS": up, "PODNS_HTTP_LISTEN": httpAddr}, io.Discard, io.Discard)
+	}()
+	select {
+	case code := <-hook:
+		if code != exitOK {
+			t.Fatalf("hook exit %d: %s", code, hookErr.String())
+		}
+	case code := <-exited:
+		t.Fatalf("the stub exited %d", code)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the hook did not return once the stub was ready")
+	}
+	// It returned because /readyz said 200, not early.
+	resp, err := http.Get("http://" + httpAddr + "/readyz")
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("/readyz after the hook: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	sigterm()
+	<-exited
+
+	t.Run("nothing ready: fails after the limit", func(t *testing.T) {
+		defer func(d time.Duration) { waitReadyLimit = d }(waitReadyLimit)
+		waitReadyLimit = 300 * time.Millisecond
+		var errOut bytes.Buffer
+		if code := run(context.Background(), []string{"-wait-ready"}, map[string]string{"PODNS_HTTP_LISTEN": dnstest.FreeAddr(t)}, io.Discard, &errOut); code != exitFail ||
+			!strings.Contains(errOut.String(), "not ready after 300ms") {
+			t.Fatalf("exit %d, stderr %q", code, errOut.String())
+		}
+	})
+	t.Run("HTTP off: a configuration error", func(t *testing.T) {
+		if code := run(context.Background(), []string{"-wait-ready"}, map[string]string{"PODNS_HTTP_LISTEN": "off"}, io.Discard, io.Discard); code != exitConfig {
+			t.Fatalf("exit %d, want %d", code, exitConfig)
+		}
+	})
+}
+
+func TestReadyURL(t *testing.T) {
+	for in, want := range map[string]string{
+		":9253": "http://127.0.0.1:9253/readyz", "0.0.0.0:9253": "http://127.0.0.1:9253/readyz",
+		"[::]:9253": "http://[::1]:9253/readyz", "10.1.2.3:80": "http://10.1.2.3:80/readyz", "[fd00::1]:9253": "http://[fd00::1]:9253/readyz",
+	} {
+		if got, err := readyURL(in); err != nil || got != want {
+			t.Errorf("readyURL(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+}

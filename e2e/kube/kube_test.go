@@ -30,6 +30,7 @@ type env struct {
 	t      *testing.T
 	work   string // cluster work dir (containerd socket, PV path)
 	manDir string // e2e/kube/manifests
+	cost   *costState
 }
 
 func TestKube(t *testing.T) {
@@ -60,6 +61,9 @@ func TestKube(t *testing.T) {
 		{"coredns/rolling-restart", e.rollingRestart},
 		{"coredns/scaled-to-zero-serve-stale", e.scaledToZero},
 		{"batch/cronjob-completes", e.cronJobCompletes},
+		// Last: 40 more pods on the node would load the steps above.
+		{"cost/startup-delay", e.costStartup},
+		{"cost/memory", e.costMemory},
 	}
 	for _, s := range steps {
 		st := time.Now()

@@ -213,6 +213,9 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 serializeImagePulls: false
 syncFrequency: 10s
+# Pod logs under the work dir, not the host's /var/log/pods: the teardown stops the kubelet before
+# it removes the logs of the pods it stopped, and the work dir goes with the teardown.
+podLogsDir: $W/pod-logs
 fileCheckFrequency: 10s
 YAML
   start kubelet "$KBIN/kubelet" --config="$W/kubelet/config.yaml" --kubeconfig="$KUBECONFIG" \

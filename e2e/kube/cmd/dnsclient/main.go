@@ -3,12 +3,13 @@
 // libc would (nameservers, search, ndots, timeout, attempts), and reports what it saw as one JSON
 // line so the driver can judge it.
 //
-//	dnsclient sleep                          run until SIGTERM (the pod's main process)
+//	dnsclient sleep                          print "started <unix ns>", run until SIGTERM (the pod's main process)
 //	dnsclient lookup [-n N] NAME...          resolve each NAME N times; exit 1 on any failure
 //	dnsclient loop -d 30s -i 20ms NAME...    resolve round-robin for a duration; report failures and stalls
 //	dnsclient wait [-t 120s] NAME            until NAME resolves (an init container's wait-for-db)
 //	dnsclient cat FILE                       print a file (the image has no cat)
 //	dnsclient get URL                        HTTP GET, body to stdout (the stub's /metrics from the app)
+//	dnsclient fill [-n 5000] [-c 8] SUFFIX   resolve n0.SUFFIX … n<N-1>.SUFFIX, C at a time (fills a cache)
 package main
 
 import (
@@ -35,6 +36,9 @@ func main() {
 	var err error
 	switch os.Args[1] {
 	case "sleep":
+		// The realtime clock at the process's start, in ns: the driver runs on the node and reads
+		// the same clock, so it can time the pod's start finer than the API's 1 s timestamps.
+		fmt.Printf("started %d\n", time.Now().UnixNano())
 		ch := make(chan os.Signal, 1)
 		signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT)
 		<-ch
@@ -53,6 +57,8 @@ func main() {
 		}
 	case "get":
 		err = get(args)
+	case "fill":
+		err = fill(args)
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -188,4 +194,45 @@ func get(args []string) error {
 	}
 	_, err = io.Copy(os.Stdout, resp.Body)
 	return err
+}
+
+// fill resolves N distinct names under SUFFIX (a wildcard in the test zone), C lookups at a time,
+// and prints how many failed: each name leaves an A and an AAAA entry in the stub's cache.
+func fill(args []string) error {
+	fs := flag.NewFlagSet("fill", flag.ContinueOnError)
+	n := fs.Int("n", 5000, "names")
+	c := fs.Int("c", 8, "lookups in flight")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return fmt.Errorf("fill [-n N] [-c C] SUFFIX")
+	}
+	start := time.Now()
+	next := make(chan int)
+	fails := make(chan int, *c)
+	for w := 0; w < *c; w++ {
+		go func() {
+			f := 0
+			for i := range next {
+				if _, err := resolve(fmt.Sprintf("n%d.%s", i, fs.Arg(0))); err != nil {
+					f++
+				}
+			}
+			fails <- f
+		}()
+	}
+	for i := 0; i < *n; i++ {
+		next <- i
+	}
+	close(next)
+	failed := 0
+	for w := 0; w < *c; w++ {
+		failed += <-fails
+	}
+	fmt.Printf("filled %d names in %s, %d failed\n", *n, time.Since(start).Round(time.Millisecond), failed)
+	if failed > 0 {
+		return fmt.Errorf("%d of %d lookups failed", failed, *n)
+	}
+	return nil
 }
