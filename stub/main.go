@@ -52,7 +52,7 @@ var cgroupRoot = "/"
 var _ server.Forwarder = (*upstream.Forwarder)(nil)
 
 var program = cli.Program{Name: "stub", Summary: "podns's per-pod DNS cache", Config: &config.Config{},
-	Footer: subcommandHelp + "  " + waitReadyArg + "                       wait until the running stub answers /readyz, then exit 0 (exit 1\n                                    after 30 s): the component's postStart hook\n"}
+	Footer: subcommandHelp + "\n  " + waitReadyArg + "                       wait until the running stub answers /readyz, then exit 0 (exit 1\n                                    after 30 s): the component's postStart hook\n"}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
