@@ -24,6 +24,10 @@ import (
 // for a before/after comparison) instead of building this package.
 var footprintBin = flag.String("footprint.bin", "", "stub binary for TestBytesPerCachedEntry (default: build this package)")
 
+// footprintEnv adds variables to the stub's environment in TestBytesPerCachedEntry (e.g. GOGC=50
+// to compare GC settings); comma-separated NAME=value.
+var footprintEnv = flag.String("footprint.env", "", "extra NAME=value,… for the stub in TestBytesPerCachedEntry")
+
 // Figures of the peer benchmark's miss run (e2e/bench), which TestBytesPerCachedEntry repeats.
 const (
 	benchMissNames = 100_000
@@ -117,6 +121,9 @@ func startFootprintStub(t *testing.T, bin, up string, cacheSize int) footprintSt
 		"PODNS_HTTP_LISTEN=" + httpAddr, "PODNS_LOG_LEVEL=warn", "PODNS_STATE_DIR=" + t.TempDir()}
 	if cacheSize > 0 {
 		cmd.Env = append(cmd.Env, "PODNS_CACHE_SIZE="+strconv.Itoa(cacheSize))
+	}
+	if *footprintEnv != "" {
+		cmd.Env = append(cmd.Env, strings.Split(*footprintEnv, ",")...)
 	}
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
