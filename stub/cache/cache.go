@@ -1,5 +1,5 @@
 // Package cache keeps upstream DNS replies in wire form and serves them
-// without unpacking: a hit is a map lookup, one copy of the stored packet and
+// without unpacking: a hit is a hash-table lookup, one copy of the stored packet and
 // a few in-place patches (ID, RD/CD/AD, the client's letter case, TTLs). Get
 // allocates nothing.
 package cache
@@ -41,7 +41,7 @@ type Config struct {
 	// 0 = never. Expired entries inside the window are evicted like live ones, not first.
 	StaleWindow time.Duration
 	// MaxBytes bounds the cache's whole heap footprint, in bytes: the slots New allocates for
-	// Size entries (SlotBytes each) plus every stored entry as EntryBytes accounts it. When an
+	// Size entries (at most SlotBytes each) plus every stored entry as EntryBytes accounts it. When an
 	// insert would exceed it, entries are evicted (CLOCK order) until it fits; a reply larger
 	// than a shard's share of the budget is not cached. 0 (the default) = bounded by Size only.
 	// The stub derives it from the container's memory limit (stub/memlimit).
