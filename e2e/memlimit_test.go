@@ -29,7 +29,7 @@ const (
 	// floodCacheSize is the largest PODNS_CACHE_SIZE the stub accepts under memcgLimit: the
 	// count alone would let the cache hold more than its byte budget (negative answers with
 	// an SOA are larger than the fit check's smallest entry), so the byte budget must evict.
-	floodCacheSize = 36408
+	floodCacheSize = 80043
 )
 
 // TestMemoryLimitFlood runs the stub in a memory cgroup v1 limited to 32 MiB and floods it

@@ -53,18 +53,18 @@ func TestCacheSizeThatCannotFitIsRefused(t *testing.T) {
 			t.Fatalf("exit %d (%v), want %d; stderr:\n%s", code, err, exitConfig, stderr.String())
 		}
 		const want = "stub: refusing to start: PODNS_CACHE_SIZE=10000000 does not fit: the memory limit 64.0 MiB (/sys/fs/cgroup/memory.max) " +
-			"less 6.4 MiB headroom leaves the cache 24.8 MiB, at 288 bytes per entry; the largest PODNS_CACHE_SIZE that fits is 90294\n"
+			"less 6.4 MiB headroom leaves the cache 24.8 MiB, at 131 bytes per entry; the largest PODNS_CACHE_SIZE that fits is 198509\n"
 		if stderr.String() != want {
 			t.Errorf("stderr:\n%q\nwant:\n%q", stderr.String(), want)
 		}
 	})
 
 	t.Run("largest that fits starts", func(t *testing.T) {
-		line := startLine(t, bin, env("PODNS_CACHE_SIZE=90294"))
+		line := startLine(t, bin, env("PODNS_CACHE_SIZE=198509"))
 		for k, v := range map[string]any{
 			"memory_limit": float64(64 << 20), "memory_limit_from": "/sys/fs/cgroup/memory.max",
 			"go_memory_limit": float64(64<<20 - 64<<20/10), "go_memory_limit_from": "cgroup",
-			"cache_max_bytes": float64((64<<20-64<<20/10)/2 - 4<<20), "cache_size": float64(90294),
+			"cache_max_bytes": float64((64<<20-64<<20/10)/2 - 4<<20), "cache_size": float64(198509),
 		} {
 			if line[k] != v {
 				t.Errorf("start-up line: %s = %v, want %v", k, line[k], v)
@@ -73,7 +73,7 @@ func TestCacheSizeThatCannotFitIsRefused(t *testing.T) {
 	})
 
 	t.Run("GOMEMLIMIT kept", func(t *testing.T) {
-		// 200 MiB: a cache budget of 96 MiB, 349,525 entries; the cgroup's 64 MiB would allow 90,294.
+		// 200 MiB: a cache budget of 96 MiB, 768,422 entries; the cgroup's 64 MiB would allow 198,509.
 		line := startLine(t, bin, env("PODNS_CACHE_SIZE=300000", "GOMEMLIMIT=200MiB"))
 		if line["go_memory_limit"] != float64(200<<20) || line["go_memory_limit_from"] != "GOMEMLIMIT" || line["memory_limit"] != float64(64<<20) {
 			t.Errorf("start-up line: %v", line)

@@ -37,20 +37,17 @@ func (c *Cache) build(r *wire.Request, msg *dns.Msg) *entry {
 		return nil
 	}
 
-	e := &entry{
-		name:     b[wire.HeaderLen : wire.HeaderLen+n : wire.HeaderLen+n],
-		qtype:    r.QType,
-		qclass:   r.QClass,
-		flags:    requestFlags(r),
-		msg:      b,
-		ttlOffs:  make([]uint16, len(rrs)),
-		stored:   c.clock(),
-		lifetime: lifetime,
-	}
+	e := newEntry(len(b), len(rrs))
+	copy(e.msg(), b)
+	offs := e.ttlOffs()
 	for i, x := range rrs {
-		e.ttlOffs[i] = uint16(x.TTLOff)
+		binary.NativeEndian.PutUint16(offs[2*i:], uint16(x.TTLOff))
 	}
-	e.cost = EntryBytes(cap(b), len(rrs))
+	e.nameLen = uint8(n)
+	e.qtype, e.qclass = r.QType, r.QClass
+	e.flags = requestFlags(r)
+	e.stored = c.clock()
+	e.lifetime = lifetime
 	var buf [maxName + 5]byte
 	_, e.hash = c.key(&buf, r.QName, r.QType, r.QClass, e.flags)
 	return e
@@ -79,7 +76,9 @@ func (c *Cache) cacheable(r *wire.Request, msg *dns.Msg) bool {
 }
 
 // packForCache packs msg as an entry stores it: ID 0, AA clear, compressed, without hop-by-hop
-// records, in a buffer no larger than it needs. nil when it cannot be packed or read back.
+// records. nil when it cannot be packed or read back. The entry copies it into its own
+// allocation of the packed length: Pack allocates for the uncompressed message, ~2,000 octets
+// for a 700-octet answer.
 func packForCache(msg *dns.Msg) []byte {
 	// Pack a shallow copy so the caller's message is left alone.
 	m := *msg
@@ -98,11 +97,6 @@ func packForCache(msg *dns.Msg) []byte {
 	b, err := m.Pack()
 	if err != nil || len(b) > 65535 {
 		return nil
-	}
-	// Pack allocates for the uncompressed size: a 40-record answer packs into ~700 of ~2,000
-	// allocated octets. The entry keeps b for its whole life, so keep only what it needs.
-	if cap(b)-len(b) > 16 {
-		b = append(make([]byte, 0, len(b)), b...)
 	}
 	// miekg/dns unpacks some malformed records leniently (an SOA cut short)
 	// and then packs them into something it cannot read back. Such a reply

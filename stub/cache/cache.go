@@ -1,5 +1,5 @@
 // Package cache keeps upstream DNS replies in wire form and serves them
-// without unpacking: a hit is a map lookup, one copy of the stored packet and
+// without unpacking: a hit is a hash-table lookup, one copy of the stored packet and
 // a few in-place patches (ID, RD/CD/AD, the client's letter case, TTLs). Get
 // allocates nothing.
 package cache
@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/miekg/dns"
 
@@ -40,7 +41,7 @@ type Config struct {
 	// 0 = never. Expired entries inside the window are evicted like live ones, not first.
 	StaleWindow time.Duration
 	// MaxBytes bounds the cache's whole heap footprint, in bytes: the slots New allocates for
-	// Size entries (SlotBytes each) plus every stored entry as EntryBytes accounts it. When an
+	// Size entries (at most SlotBytes each) plus every stored entry as EntryBytes accounts it. When an
 	// insert would exceed it, entries are evicted (CLOCK order) until it fits; a reply larger
 	// than a shard's share of the budget is not cached. 0 (the default) = bounded by Size only.
 	// The stub derives it from the container's memory limit (stub/memlimit).
@@ -57,7 +58,7 @@ type Config struct {
 // is likely to save a client a miss rather than cost an upstream query for nothing.
 const PrefetchHits = 2
 
-func prefetchThreshold(on bool) uint64 {
+func prefetchThreshold(on bool) uint32 {
 	if on {
 		return PrefetchHits
 	}
@@ -87,47 +88,99 @@ type Cache struct {
 	negMaxTTL uint32
 	servfail  time.Duration
 	stale     time.Duration
-	prefetch  uint64
+	prefetch  uint32
 	maxBytes  int64 // Config.MaxBytes, for Stats
 }
 
 // shard is one lock's worth of the cache. Eviction is CLOCK (second chance):
 // ring holds the entries, a hit only sets the entry's ref flag, and the hand
-// sweeps the ring for a victim when the shard is full.
+// sweeps the ring for a victim when the shard is full. index finds an entry's
+// position in ring by its hash (index.go).
 type shard struct {
-	mu   sync.RWMutex
-	m    map[uint64]*entry
-	ring []*entry
-	cap  int
-	hand int
+	mu    sync.RWMutex
+	index []uint32
+	ring  []*entry
+	cap   int
+	hand  int
 	// bytes is what the entries in ring cost (EntryBytes); budget bounds it, 0 = no bound.
 	bytes, budget int64
-	_             [40]byte // pad to 128 bytes: neighbouring shards' locks on separate cache lines
+	_             [24]byte // pad to 128 bytes: neighbouring shards' locks on separate cache lines
 }
 
-// entry is immutable once published, apart from its atomics: readers copy
-// msg without holding the shard lock.
+// entry is one cached reply. It is the head of a single pointer-free allocation (newEntry)
+// that also holds the packed reply and the offsets of its TTL fields, so that an entry costs one
+// heap object the garbage collector never scans, rather than a struct and two slices. It is
+// immutable once published, apart from state: readers copy msg() without holding the shard
+// lock. It must hold no pointers: the allocation is typed as []uint64, so the collector would
+// not see them. Its position in the shard's ring is found through the shard's index, its cost
+// is EntryBytes of its sizes: 40 bytes of head keep the common one-record replies in the
+// allocator's 96- and 112-byte size classes.
 type entry struct {
 	hash     uint64
-	name     []byte // lowercased question name, wire form; aliases msg
-	qtype    uint16
-	qclass   uint16
-	flags    uint8         // keyDO | keyCD
-	msg      []byte        // the reply, ID 0, lowercased question, no OPT
-	ttlOffs  []uint16      // offset of every RR's TTL field in msg
 	stored   time.Duration // when Set stored it, as Cache.clock time
 	lifetime time.Duration // entry is fresh while age < lifetime
-	slot     int           // index in the shard ring; guarded by the shard lock
-	cost     int64         // EntryBytes of this entry
+	// state is the CLOCK reference bit (stateRef, set by hits), statePrefetched (a refresh
+	// was requested: ask only once per entry) and, from bit 2 up, the hits served, for
+	// prefetch decisions. One word, so that a hit costs the same atomics as before the fields
+	// were packed; the count wraps after 2^30 hits, which at worst delays a prefetch that
+	// statePrefetched allows only once anyway.
+	state   atomic.Uint32
+	msgLen  uint16 // the reply, ID 0, lowercased question, no OPT; at most 65535 (packForCache)
+	ttls    uint16 // number of TTL offsets; at most msgLen/11 records
+	qtype   uint16
+	qclass  uint16
+	nameLen uint8 // lowercased question name, wire form, at msg()[wire.HeaderLen:]
+	flags   uint8 // keyDO | keyCD
+}
 
-	ref        atomic.Bool   // CLOCK reference bit, set by hits
-	hits       atomic.Uint64 // hits served; for prefetch decisions
-	prefetched atomic.Bool   // a refresh was requested: ask only once per entry
+// Bits of entry.state.
+const (
+	stateRef        = 1 << 0
+	statePrefetched = 1 << 1
+	stateHit        = 1 << 2 // one hit
+)
+
+// hits is the number of hits the entry served (modulo 2^30, see state).
+func (e *entry) hits() uint64 { return uint64(e.state.Load() / stateHit) }
+
+// cost is what the entry is accounted, EntryBytes.
+func (e *entry) cost() int64 { return EntryBytes(int(e.msgLen), int(e.ttls)) }
+
+// entryHead is where the reply starts in an entry's allocation; the TTL offsets follow it.
+const entryHead = unsafe.Sizeof(entry{})
+
+// entryWords is the size, in 8-byte words, of the allocation holding an entry with a reply of
+// msgLen octets and ttls TTL offsets.
+func entryWords(msgLen, ttls int) int { return (int(entryHead) + msgLen + 2*ttls + 7) / 8 }
+
+// newEntry allocates an entry for a reply of msgLen octets with ttls records, all its fields
+// zero. The allocation is a []uint64: pointer-free, so the collector does not scan it, and
+// 8-byte aligned as entry's 64-bit fields and atomics need.
+func newEntry(msgLen, ttls int) *entry {
+	mem := make([]uint64, entryWords(msgLen, ttls))
+	e := (*entry)(unsafe.Pointer(unsafe.SliceData(mem)))
+	e.msgLen, e.ttls = uint16(msgLen), uint16(ttls)
+	return e
+}
+
+// msg is the stored reply.
+func (e *entry) msg() []byte {
+	return unsafe.Slice((*byte)(unsafe.Add(unsafe.Pointer(e), entryHead)), e.msgLen)
+}
+
+// name is the lowercased question name, wire form; it aliases msg.
+func (e *entry) name() []byte {
+	return e.msg()[wire.HeaderLen : wire.HeaderLen+int(e.nameLen)]
+}
+
+// ttlOffs holds the offset in msg of every record's TTL field, 2 octets each, host byte order.
+func (e *entry) ttlOffs() []byte {
+	return unsafe.Slice((*byte)(unsafe.Add(unsafe.Pointer(e), entryHead+uintptr(e.msgLen))), 2*int(e.ttls))
 }
 
 // servfail reports whether the entry holds an upstream SERVFAIL (never served stale, and never
 // allowed to displace an entry that could be).
-func (e *entry) servfail() bool { return wire.Rcode(e.msg) == dns.RcodeServerFailure }
+func (e *entry) servfail() bool { return wire.Rcode(e.msg()) == dns.RcodeServerFailure }
 
 const (
 	keyDO = 1 << iota
@@ -141,6 +194,7 @@ func New(cfg Config) *Cache {
 	if cfg.Size <= 0 {
 		cfg.Size = DefaultSize
 	}
+	cfg.Size = min(cfg.Size, 32*maxShardSize)
 	if cfg.MaxTTL <= 0 {
 		cfg.MaxTTL = DefaultMaxTTL
 	}
@@ -176,12 +230,12 @@ func New(cfg Config) *Cache {
 		if i < cfg.Size%n {
 			sh.cap++
 		}
-		sh.m = make(map[uint64]*entry, sh.cap)
+		sh.index = make([]uint32, indexSlots(sh.cap))
 		sh.ring = make([]*entry, 0, sh.cap)
 		if cfg.MaxBytes > 0 {
 			// At least 1: a budget too small for even the slots caches nothing rather than
 			// everything.
-			sh.budget = max(cfg.MaxBytes/int64(n)-int64(sh.cap)*SlotBytes, 1)
+			sh.budget = max(cfg.MaxBytes/int64(n)-sh.slotBytes(), 1)
 		}
 	}
 	return c
@@ -192,36 +246,41 @@ func New(cfg Config) *Cache {
 // the heap they hold (runtime.MemStats.HeapAlloc after a GC) is at most what this model
 // accounts, and not far below it. The README ("Memory limit") gives the figures.
 const (
-	// SlotBytes is what New allocates per unit of Size, used or not: the map's slot (key,
-	// value pointer, control byte, at the map's maximum load factor) and the ring's pointer.
-	SlotBytes = 32
-	// entryBytes is the entry struct (144 B size class) and its TTL-offset slice header costs
-	// that do not depend on the reply.
-	entryBytes = 160
+	// SlotBytes bounds what New allocates per unit of Size, used or not: the ring's pointer
+	// (8 B) and the index's 4-byte slots, 4/3 to 8/3 of them (index.go): 13.3 to 18.7 B.
+	// Bytes counts the exact figure.
+	SlotBytes = 19
+	// smallEntryAlloc is EntryBytes(67, 1): the 40-byte entry head, the 67-octet reply and one
+	// TTL offset, 109 bytes in the 112-byte size class.
+	smallEntryAlloc = 112
 )
 
 // SmallEntryBytes is the whole footprint of one entry holding the smallest common reply: one A
 // record for a Kubernetes Service name (svc00000.team-a.svc.cluster.local, 35 octets; the reply
 // packs into 67). A cache reaches Size entries only if its replies are about this small; with
 // larger ones the byte budget bounds it first. The stub's fit check uses it.
-const SmallEntryBytes = SlotBytes + entryBytes + 80 + 16
+const SmallEntryBytes = SlotBytes + smallEntryAlloc
 
-// EntryBytes is the heap, in bytes, one stored reply costs beyond its slot: the entry, the
-// packed message of msgLen octets (rounded up as the allocator's size classes do: at most
-// 1/8 above 128 B, 16 B below) and the 2-octet TTL offset of each of its rrs records.
+// EntryBytes is the heap, in bytes, one stored reply costs beyond its slot: the one allocation
+// holding the entry's fixed fields (40 B), the packed message of msgLen octets and the 2-octet
+// TTL offset of each of its rrs records, rounded up as the allocator's size classes do (at most
+// 1/8 above 128 B, 16 B below, whole 8 KiB pages above 32 KiB).
 func EntryBytes(msgLen, rrs int) int64 {
-	return entryBytes + allocSize(msgLen) + allocSize(2*rrs)
+	return allocSize(8 * entryWords(msgLen, rrs))
 }
 
 // allocSize over-approximates the size class Go's allocator rounds an n-byte allocation up to.
 func allocSize(n int) int64 {
-	if n <= 0 {
+	switch {
+	case n <= 0:
 		return 0
-	}
-	if n <= 128 {
+	case n <= 128:
 		return int64(n+15) &^ 15
+	case n <= 32<<10:
+		return int64(n + n/8 + 15)
+	default: // a large object: whole pages
+		return int64(n+8<<10-1) &^ (8<<10 - 1)
 	}
-	return int64(n + n/8 + 15)
 }
 
 // seconds converts a duration to whole seconds, saturating at the TTL range.
@@ -303,14 +362,14 @@ func (c *Cache) Lookup(dst []byte, r *wire.Request) ([]byte, Status) {
 	}
 	// Only write the flag when it changes: a store on every hit would bounce
 	// the entry's cache line between cores.
-	if !e.ref.Load() {
-		e.ref.Store(true)
+	if e.state.Load()&stateRef == 0 {
+		e.state.Or(stateRef)
 	}
-	hits := e.hits.Add(1)
+	hits := e.state.Add(stateHit) / stateHit
 	hitsTotal.Inc()
 	dst = serve(dst, e, r, uint32(age/time.Second), 0)
 	if c.prefetch > 0 && hits >= c.prefetch && e.lifetime >= 2*time.Second &&
-		e.lifetime-age <= max(e.lifetime/10, time.Second) && e.prefetched.CompareAndSwap(false, true) {
+		e.lifetime-age <= max(e.lifetime/10, time.Second) && e.state.Or(statePrefetched)&statePrefetched == 0 {
 		return dst, Prefetch
 	}
 	return dst, Hit
@@ -351,9 +410,9 @@ func (c *Cache) find(r *wire.Request) (*entry, time.Duration) {
 	name, h := c.key(&buf, r.QName, r.QType, r.QClass, requestFlags(r))
 	sh := c.shard(h)
 	sh.mu.RLock()
-	e := sh.m[h]
+	e := sh.lookup(h)
 	sh.mu.RUnlock()
-	if e == nil || e.qtype != r.QType || e.qclass != r.QClass || e.flags != requestFlags(r) || !bytes.Equal(e.name, name) {
+	if e == nil || e.qtype != r.QType || e.qclass != r.QClass || e.flags != requestFlags(r) || !bytes.Equal(e.name(), name) {
 		return nil, 0
 	}
 	return e, max(c.clock()-e.stored, 0)
@@ -364,7 +423,7 @@ func (c *Cache) find(r *wire.Request) (*entry, time.Duration) {
 // is non-zero, set to it.
 func serve(dst []byte, e *entry, r *wire.Request, elapsed, setTTL uint32) []byte {
 	start := len(dst)
-	dst = append(dst, e.msg...)
+	dst = append(dst, e.msg()...)
 	out := dst[start:]
 	wire.SetID(out, r.ID)
 	wire.SetRD(out, r.RD)
@@ -373,13 +432,15 @@ func serve(dst []byte, e *entry, r *wire.Request, elapsed, setTTL uint32) []byte
 	// it only if it asked too, with AD or DO (RFC 6840 §5.7–5.8), whoever filled the entry.
 	wire.SetAD(out, wire.IsAuthentic(out) && (r.AD || r.DO))
 	copy(out[wire.HeaderLen:], r.QName)
+	offs := e.ttlOffs()
 	switch {
 	case setTTL > 0:
-		for _, off := range e.ttlOffs {
-			binary.BigEndian.PutUint32(out[off:], setTTL)
+		for i := 0; i+1 < len(offs); i += 2 {
+			binary.BigEndian.PutUint32(out[binary.NativeEndian.Uint16(offs[i:]):], setTTL)
 		}
 	case elapsed > 0:
-		for _, off := range e.ttlOffs {
+		for i := 0; i+1 < len(offs); i += 2 {
+			off := binary.NativeEndian.Uint16(offs[i:])
 			ttl := binary.BigEndian.Uint32(out[off:])
 			binary.BigEndian.PutUint32(out[off:], ttl-elapsed)
 		}
@@ -393,20 +454,20 @@ func (c *Cache) Len() int {
 	for i := range c.shards {
 		sh := &c.shards[i]
 		sh.mu.RLock()
-		n += len(sh.m)
+		n += len(sh.ring)
 		sh.mu.RUnlock()
 	}
 	return n
 }
 
-// Bytes returns the heap the cache accounts against Config.MaxBytes: SlotBytes per unit of
-// Size plus EntryBytes of every entry held.
+// Bytes returns the heap the cache accounts against Config.MaxBytes: the slots New allocated
+// (at most SlotBytes per unit of Size) plus EntryBytes of every entry held.
 func (c *Cache) Bytes() int64 {
 	var n int64
 	for i := range c.shards {
 		sh := &c.shards[i]
 		sh.mu.RLock()
-		n += int64(sh.cap)*SlotBytes + sh.bytes
+		n += sh.slotBytes() + sh.bytes
 		sh.mu.RUnlock()
 	}
 	return n
@@ -430,40 +491,38 @@ func (c *Cache) Set(r *wire.Request, msg *dns.Msg) {
 		return
 	}
 	sh := c.shard(e.hash)
-	if sh.budget > 0 && e.cost > sh.budget {
+	if sh.budget > 0 && e.cost() > sh.budget {
 		return // larger than the shard's whole share of the budget
 	}
 	insertsTotal.Inc()
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if old := sh.m[e.hash]; old != nil {
+	if i := sh.slot(e.hash); i >= 0 {
+		old := sh.ring[i]
 		// An upstream SERVFAIL must not replace an answer that can still be served stale: that
 		// answer is what the clients get while the upstream is failing.
 		if e.servfail() && !old.servfail() && c.stale > 0 && e.stored-old.stored < old.lifetime+c.stale {
 			return
 		}
-		e.slot = old.slot
-		sh.ring[e.slot] = e
-		sh.m[e.hash] = e
-		sh.bytes += e.cost - old.cost
+		// Same hash, same ring position: the index stays as it is.
+		sh.ring[i] = e
+		sh.bytes += e.cost() - old.cost()
 		sh.fitBudget(e, c.stale, 0)
 		return
 	}
 	if len(sh.ring) < sh.cap {
-		sh.fitBudget(e, c.stale, e.cost)
-		e.slot = len(sh.ring)
+		sh.fitBudget(e, c.stale, e.cost())
 		sh.ring = append(sh.ring, e)
-		sh.m[e.hash] = e
-		sh.bytes += e.cost
+		sh.link(e.hash, len(sh.ring)-1)
+		sh.bytes += e.cost()
 		entriesGauge.Inc()
 		return
 	}
 	i := sh.victim(e.stored, c.stale)
-	delete(sh.m, sh.ring[i].hash)
-	sh.bytes += e.cost - sh.ring[i].cost
-	e.slot = i
+	sh.unlink(sh.ring[i].hash)
+	sh.bytes += e.cost() - sh.ring[i].cost()
 	sh.ring[i] = e
-	sh.m[e.hash] = e
+	sh.link(e.hash, i)
 	evictionsTotal.Inc()
 	sh.fitBudget(e, c.stale, 0)
 }
@@ -486,15 +545,18 @@ func (sh *shard) fitBudget(keep *entry, stale time.Duration, extra int64) {
 	}
 }
 
+// slotBytes is what the shard's index and ring take, used or not.
+func (sh *shard) slotBytes() int64 { return 4*int64(len(sh.index)) + 8*int64(cap(sh.ring)) }
+
 // remove takes ring[i] out of the shard: the last entry of the ring moves into its slot.
 func (sh *shard) remove(i int) {
 	e := sh.ring[i]
-	delete(sh.m, e.hash)
-	sh.bytes -= e.cost
+	sh.unlink(e.hash)
+	sh.bytes -= e.cost()
 	last := len(sh.ring) - 1
 	if i != last {
 		sh.ring[i] = sh.ring[last]
-		sh.ring[i].slot = i
+		sh.relink(sh.ring[i].hash, i)
 	}
 	sh.ring[last] = nil
 	sh.ring = sh.ring[:last]
@@ -518,8 +580,8 @@ func (sh *shard) victim(now, stale time.Duration) int {
 		if now-e.stored >= e.lifetime+stale {
 			return i
 		}
-		if e.ref.Load() {
-			e.ref.Store(false)
+		if e.state.Load()&stateRef != 0 {
+			e.state.And(^uint32(stateRef))
 			continue
 		}
 		return i

@@ -518,8 +518,8 @@ func TestEvictionPrefersExpired(t *testing.T) {
 	}
 	c.shards[0].mu.RLock()
 	defer c.shards[0].mu.RUnlock()
-	for _, e := range c.shards[0].m {
-		if string(e.name) == "\x03n10\x07example\x00" {
+	for _, e := range c.shards[0].ring {
+		if string(e.name()) == "\x03n10\x07example\x00" {
 			t.Error("expired n10 kept while live n11 was the alternative")
 		}
 	}
@@ -553,7 +553,7 @@ func TestHashCollisionIsAMiss(t *testing.T) {
 	c.Set(a, reply(t, a, dns.RcodeSuccess, rrs(t, "a.example. 60 IN A 192.0.2.1"), nil, nil))
 	var ea *entry
 	for i := range c.shards {
-		for _, e := range c.shards[i].m {
+		for _, e := range c.shards[i].ring {
 			ea = e
 		}
 	}
@@ -565,8 +565,17 @@ func TestHashCollisionIsAMiss(t *testing.T) {
 		var buf [maxName + 5]byte
 		_, h := c.key(&buf, b.QName, b.QType, b.QClass, requestFlags(b))
 		sh := c.shard(h)
+		// Forge a collision: a copy of a.example.'s entry stored under b's hash.
+		forged := newEntry(int(ea.msgLen), int(ea.ttls))
+		copy(unsafe.Slice((*uint64)(unsafe.Pointer(forged)), entryWords(int(ea.msgLen), int(ea.ttls))),
+			unsafe.Slice((*uint64)(unsafe.Pointer(ea)), entryWords(int(ea.msgLen), int(ea.ttls))))
+		forged.hash = h
 		sh.mu.Lock()
-		sh.m[h] = ea // forge a collision
+		if i := sh.slot(h); i >= 0 {
+			sh.remove(i)
+		}
+		sh.ring = append(sh.ring, forged)
+		sh.link(h, len(sh.ring)-1)
 		sh.mu.Unlock()
 		if get(t, c, b) != nil {
 			t.Errorf("%q type %d served a.example.'s answer", b.QName, b.QType)

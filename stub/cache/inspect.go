@@ -33,7 +33,7 @@ func (c *Cache) Stats() Stats {
 	for i := range c.shards {
 		sh := &c.shards[i]
 		sh.mu.RLock()
-		s.Entries += len(sh.m)
+		s.Entries += len(sh.ring)
 		s.Capacity += sh.cap
 		sh.mu.RUnlock()
 	}
@@ -106,7 +106,7 @@ func (c *Cache) Entries(name string, limit int) []EntryInfo {
 	wire.Lower(key)
 	var found []*entry
 	c.each(func(e *entry) {
-		if string(e.name) == string(key) {
+		if string(e.name()) == string(key) {
 			found = append(found, e)
 		}
 	})
@@ -126,11 +126,11 @@ func (c *Cache) Top(n int) []EntryInfo {
 		hits uint64 // read once: the entry's counter moves while we rank
 	}
 	less := func(a, b ranked) int {
-		return cmp.Or(cmp.Compare(b.hits, a.hits), slices.Compare(a.e.name, b.e.name), cmp.Compare(a.e.qtype, b.e.qtype))
+		return cmp.Or(cmp.Compare(b.hits, a.hits), slices.Compare(a.e.name(), b.e.name()), cmp.Compare(a.e.qtype, b.e.qtype))
 	}
 	var top []ranked
 	c.each(func(e *entry) {
-		r := ranked{e, e.hits.Load()}
+		r := ranked{e, e.hits()}
 		// Keep the n best seen so far, sorted; n is a screenful, so an insertion beats a heap.
 		if len(top) == n && less(r, top[n-1]) >= 0 {
 			return
@@ -171,10 +171,10 @@ func (c *Cache) infos(es []*entry) []EntryInfo {
 		age := max(now-e.stored, 0)
 		info := EntryInfo{
 			Type: e.qtype, Class: e.qclass, DO: e.flags&keyDO != 0, CD: e.flags&keyCD != 0,
-			TTLLeft: e.lifetime - age, Stored: c.epoch.Add(e.stored), Hits: e.hits.Load(),
+			TTLLeft: e.lifetime - age, Stored: c.epoch.Add(e.stored), Hits: e.hits(),
 			State: Fresh, Kind: Answer,
 		}
-		if name, _, err := dns.UnpackDomainName(e.name, 0); err == nil {
+		if name, _, err := dns.UnpackDomainName(e.name(), 0); err == nil {
 			info.Name = name
 		}
 		if info.TTLLeft <= 0 {
@@ -184,7 +184,7 @@ func (c *Cache) infos(es []*entry) []EntryInfo {
 			}
 		}
 		var m dns.Msg
-		if err := m.Unpack(e.msg); err == nil {
+		if err := m.Unpack(e.msg()); err == nil {
 			switch {
 			case m.Rcode == dns.RcodeServerFailure:
 				info.Kind = Servfail
