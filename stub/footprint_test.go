@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -147,44 +146,8 @@ func startFootprintStub(t *testing.T, bin, up string, cacheSize int) footprintSt
 // shape), 64 at a time, and returns how many were answered.
 func sendUniqueNames(t *testing.T, addr string, n int) int {
 	t.Helper()
-	const workers = 64
-	var next, answered atomic.Int64
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c, err := net.Dial("udp", addr)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			defer c.Close()
-			m := new(dns.Msg)
-			m.SetQuestion("u0000000.miss.test.", dns.TypeA)
-			pkt, _ := m.Pack()
-			digits := pkt[dnsHeaderLen+2 : dnsHeaderLen+9]
-			buf := make([]byte, 512)
-			for {
-				i := next.Add(1)
-				if i > int64(n) {
-					return
-				}
-				for d, k := len(digits)-1, i; d >= 0; d, k = d-1, k/10 {
-					digits[d] = byte('0' + k%10)
-				}
-				_ = c.SetDeadline(time.Now().Add(2 * time.Second))
-				if _, err := c.Write(pkt); err != nil {
-					continue
-				}
-				if _, err := c.Read(buf); err == nil {
-					answered.Add(1)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	return int(answered.Load())
+	_, answered := floodUnique(t, addr, "u0000000.miss.test.", n, time.Time{})
+	return answered
 }
 
 // rollup is /proc/PID/smaps_rollup: field name → bytes.
