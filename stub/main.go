@@ -50,7 +50,8 @@ var cgroupRoot = "/"
 // need must be declared there, and this keeps the real forwarder providing it.
 var _ server.Forwarder = (*upstream.Forwarder)(nil)
 
-var program = cli.Program{Name: "stub", Summary: "podns's per-pod DNS cache", Config: &config.Config{}}
+// program is config.Program: -help and docs/configuration.md come from the same value.
+var program = config.Program
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
