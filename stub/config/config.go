@@ -78,7 +78,7 @@ type Config struct {
 	// ready, so that even the first lookup avoids a dead upstream.
 	StartupProbeTimeout time.Duration `env:"PODNS_UPSTREAM_STARTUP_PROBE_TIMEOUT" envDefault:"1s" min:"0s" max:"30s" help:"probe every upstream in parallel for at most this long before reporting ready; 0s skips it"`
 
-	CacheSize        int           `env:"PODNS_CACHE_SIZE" envDefault:"10000" min:"0" max:"10000000" help:"cache capacity in entries; 0 disables the cache; a size that cannot fit the container's memory limit is refused (exit 2)"`
+	CacheSize        int           `env:"PODNS_CACHE_SIZE" envDefault:"10000" min:"0" max:"10000000" help:"cache capacity in entries, expired ones included; 0 disables the cache; a size that cannot fit the container's memory limit is refused (exit 2)"`
 	CacheMinTTL      time.Duration `env:"PODNS_CACHE_MIN_TTL" envDefault:"0s" min:"0s" max:"1h" help:"raise shorter TTLs (positive and negative answers) to this; at most PODNS_CACHE_MAX_TTL"`
 	CacheMaxTTL      time.Duration `env:"PODNS_CACHE_MAX_TTL" envDefault:"1h" min:"1s" max:"168h" help:"cap the TTLs of positive answers to this"`
 	CacheNegMaxTTL   time.Duration `env:"PODNS_CACHE_NEG_MAX_TTL" envDefault:"30s" min:"1s" max:"3h" help:"cap the TTLs of NXDOMAIN and NODATA answers (taken from the SOA, RFC 2308) to this"`

@@ -88,15 +88,11 @@ func anchors(md string) map[string]bool {
 	return out
 }
 
-// TestRelativeLinksResolve: every relative link of the root README and of docs/*.md names a
-// file or directory of the repository, and its #fragment a heading of the Markdown file it
+// TestRelativeLinksResolve: every relative link of the repository's Markdown files (the root
+// README, docs/*.md, the package READMEs) names a file or directory of the repository, and its #fragment a heading of the Markdown file it
 // points into, so moving a section or a file cannot leave a dead link behind.
 func TestRelativeLinksResolve(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join(root, "docs/*.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	files = append([]string{filepath.Join(root, "README.md")}, files...)
+	files := markdownFiles(t)
 	cache := map[string]map[string]bool{}
 	ids := func(path string) map[string]bool {
 		if a, ok := cache[path]; ok {
@@ -159,4 +155,27 @@ func TestAnchors(t *testing.T) {
 	if a["not-a-heading"] {
 		t.Error("a line in a code block counted as a heading")
 	}
+}
+
+// markdownFiles returns the repository's Markdown files, skipping hidden directories (.tools,
+// .git) and build output.
+func markdownFiles(t *testing.T) []string {
+	t.Helper()
+	var files []string
+	err := filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && path != root && (strings.HasPrefix(d.Name(), ".") || d.Name() == "bin" || strings.HasSuffix(d.Name(), "-results")) {
+			return filepath.SkipDir
+		}
+		if !d.IsDir() && strings.HasSuffix(path, ".md") {
+			files = append(files, path)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
 }
