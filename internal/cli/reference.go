@@ -1,5 +1,7 @@
 package cli
 
+//go:generate go run ./docgen -o ../../docs/configuration.md
+
 import (
 	"fmt"
 	"io"
