@@ -50,8 +50,13 @@ var cgroupRoot = "/"
 // need must be declared there, and this keeps the real forwarder providing it.
 var _ server.Forwarder = (*upstream.Forwarder)(nil)
 
-// program is config.Program: -help and docs/configuration.md come from the same value.
-var program = config.Program
+// program is config.Program, from which docs/configuration.md is generated too, with the
+// subcommands (package main's) as the -help footer.
+var program = func() cli.Program {
+	p := config.Program
+	p.Footer = subcommandHelp
+	return p
+}()
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -62,6 +67,12 @@ func main() {
 // run is the whole program: it wires the parts stub/config describes. ctx ending is SIGTERM.
 // environ nil means the process environment.
 func run(ctx context.Context, args []string, environ map[string]string, stdout, stderr io.Writer) int {
+	started := time.Now()
+	if len(args) > 0 {
+		if sc, ok := subcommands[args[0]]; ok {
+			return sc(ctx, args[1:], environ, stdout, stderr)
+		}
+	}
 	if exit, done := program.Args(args, stdout, stderr); done {
 		return exit
 	}
@@ -74,7 +85,7 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 	// initc leaves a marker when podns must not take port 53 (a hostNetwork pod shares the node's
 	// loopback). Stay up so the pod's probes pass, bind nothing else.
 	if why, off := cfg.Disabled(); off {
-		return serveDisabled(ctx, cfg, reg, why, log)
+		return serveDisabled(ctx, cfg, reg, why, environ, started, log)
 	}
 
 	cc, cacheOn := cfg.Cache()
@@ -113,7 +124,7 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 		return exitConfig
 	}
 	var terminating, probed atomic.Bool
-	stopHTTP, err := serveHTTP(cfg, reg, func() (bool, string) {
+	ready := func() (bool, string) {
 		switch {
 		case terminating.Load():
 			return false, "terminating"
@@ -123,7 +134,10 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 			return false, "probing upstreams"
 		}
 		return true, "ok"
-	}, qlog, log)
+	}
+	st := &statusSource{environ: environ, started: started, ready: ready, derived: derivedSettings(cfg, res, mem), fwd: fwd, cache: c,
+		queryLog: func() string { return qlog.Mode().String() }}
+	stopHTTP, err := serveHTTP(cfg, reg, ready, &admin.Debug{Status: st.status, Cache: c, QueryLog: qlog}, log)
 	if err != nil {
 		log.Error().Err(err).Msg("cannot serve HTTP")
 		return exitFail
@@ -173,10 +187,13 @@ func registry() *prometheus.Registry {
 	return reg
 }
 
-// serveDisabled serves only the probes, ready, until ctx ends: initc disabled podns for this pod.
-func serveDisabled(ctx context.Context, cfg *config.Config, reg *prometheus.Registry, why string, log zerolog.Logger) int {
+// serveDisabled serves only the probes, ready, and /debug/status until ctx ends: initc disabled
+// podns for this pod.
+func serveDisabled(ctx context.Context, cfg *config.Config, reg *prometheus.Registry, why string, environ map[string]string, started time.Time, log zerolog.Logger) int {
 	log.Warn().Str("reason", why).Str("version", version.Version).Msg("podns disabled for this pod; serving probes only, no DNS")
-	stopHTTP, err := serveHTTP(cfg, reg, func() (bool, string) { return true, "disabled: " + why }, nil, log)
+	ready := func() (bool, string) { return true, "disabled: " + why }
+	st := &statusSource{environ: environ, started: started, ready: ready}
+	stopHTTP, err := serveHTTP(cfg, reg, ready, &admin.Debug{Status: st.status}, log)
 	if err != nil {
 		log.Error().Err(err).Msg("cannot serve HTTP")
 		return exitFail
@@ -271,9 +288,9 @@ func shutdown(cfg *config.Config, srv *server.Server, fwd *upstream.Forwarder, l
 	log.Info().Msg("stopped")
 }
 
-// serveHTTP starts /metrics, /healthz, /readyz and, when ql is not nil, /debug/querylog unless
+// serveHTTP starts /metrics, /healthz, /readyz and the /debug/ paths of d unless
 // PODNS_HTTP_LISTEN is off. The returned func stops it.
-func serveHTTP(cfg *config.Config, reg *prometheus.Registry, ready admin.ReadyFunc, ql *querylog.Log, log zerolog.Logger) (func(), error) {
+func serveHTTP(cfg *config.Config, reg *prometheus.Registry, ready admin.ReadyFunc, d *admin.Debug, log zerolog.Logger) (func(), error) {
 	if cfg.HTTPListen.Off() {
 		return func() {}, nil
 	}
@@ -281,7 +298,7 @@ func serveHTTP(cfg *config.Config, reg *prometheus.Registry, ready admin.ReadyFu
 	if err != nil {
 		return nil, err
 	}
-	hs := &http.Server{Handler: admin.Handler(reg, ready, ql), ReadHeaderTimeout: 5 * time.Second}
+	hs := &http.Server{Handler: admin.Handler(reg, ready, d), ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := hs.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error().Err(err).Msg("http server")

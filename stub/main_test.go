@@ -175,6 +175,58 @@ func scrape(t *testing.T, httpAddr string, series []string) []float64 {
 	return out
 }
 
+// stubProc is a stub run in-process by startStub.
+type stubProc struct {
+	env       map[string]string // its environment: a subcommand run with it is "in the same container"
+	dns, http string            // PODNS_LISTEN, PODNS_HTTP_LISTEN
+	logs      *syncBuffer
+}
+
+// startStub runs the stub in-process with env over these defaults: DNS and HTTP on free
+// loopback ports, a state dir of its own. It returns once /readyz is 200;
+// the test's cleanup stops it (SIGTERM) and checks that it exits 0. The startup
+// probe runs as by default (PODNS_UPSTREAM_STARTUP_PROBE_TIMEOUT).
+func startStub(t *testing.T, env map[string]string) *stubProc {
+	t.Helper()
+	s := &stubProc{env: map[string]string{
+		"PODNS_LISTEN": dnstest.FreeAddr(t), "PODNS_HTTP_LISTEN": dnstest.FreeAddr(t), "PODNS_STATE_DIR": t.TempDir(),
+	}, logs: &syncBuffer{}}
+	for k, v := range env {
+		s.env[k] = v
+	}
+	s.dns, s.http = s.env["PODNS_LISTEN"], s.env["PODNS_HTTP_LISTEN"]
+	ctx, sigterm := context.WithCancel(context.Background())
+	exited := make(chan int, 1)
+	go func() { exited <- run(ctx, nil, s.env, io.Discard, s.logs) }()
+	t.Cleanup(func() {
+		sigterm()
+		select {
+		case code := <-exited:
+			if code != exitOK {
+				t.Errorf("stub exited %d; log:\n%s", code, s.logs.String())
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("stub did not exit 10s after SIGTERM")
+		}
+	})
+	waitReady(t, "http://"+s.http+"/readyz", exited)
+	return s
+}
+
+// sub runs a subcommand with the stub's environment and returns its exit code and output.
+func (s *stubProc) sub(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code = run(context.Background(), args, s.env, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+// query asks the stub for name over UDP.
+func (s *stubProc) query(t *testing.T, name string, qtype uint16) *dns.Msg {
+	t.Helper()
+	return dnstest.Exchange(t, "udp", s.dns, dnstest.Msg(name, qtype))
+}
+
 func TestServesThenDrainsOnSIGTERM(t *testing.T) {
 	up := upstreamServer(t)
 	dnsAddr, httpAddr := dnstest.FreeAddr(t), dnstest.FreeAddr(t)

@@ -106,7 +106,14 @@ func TestQueryLogSwitchedWhileRunning(t *testing.T) {
 	if strings.Join(got, ", ") != "loud.example. miss, loud.example. hit" {
 		t.Errorf("query lines for %v, want the two asked while the mode was all", got)
 	}
-	if after := scrape(t, httpAddr, []string{hits})[0]; after-before != 2 {
+	// A hit is timed once its batch has been sent, after the client has its answer: wait for
+	// the count to reach 2, then check it did not pass it.
+	after := scrape(t, httpAddr, []string{hits})[0]
+	for deadline := time.Now().Add(5 * time.Second); after-before < 2 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+		after = scrape(t, httpAddr, []string{hits})[0]
+	}
+	if after-before != 2 {
 		t.Errorf("%s rose by %v, want 2", hits, after-before)
 	}
 	sigterm()

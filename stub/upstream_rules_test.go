@@ -4,8 +4,6 @@ package main
 // upstreams, and every test of this package compares what it adds, never absolute values.
 
 import (
-	"context"
-	"io"
 	"net"
 	"strings"
 	"sync"
@@ -62,30 +60,12 @@ func aTo(ip string) func(q *dns.Msg) *dns.Msg {
 	}
 }
 
-// startStub runs the stub binary's run with upstreams until the test ends, and returns its DNS
-// and HTTP addresses once it is ready.
-func startStub(t *testing.T, upstreams ...string) (dnsAddr, httpAddr string) {
+// startWithUpstreams runs the stub (startStub) with upstreams and returns its DNS and HTTP
+// addresses once it is ready.
+func startWithUpstreams(t *testing.T, upstreams ...string) (dnsAddr, httpAddr string) {
 	t.Helper()
-	dnsAddr, httpAddr = dnstest.FreeAddr(t), dnstest.FreeAddr(t)
-	ctx, sigterm := context.WithCancel(context.Background())
-	var logs syncBuffer
-	exited := make(chan int, 1)
-	go func() {
-		exited <- run(ctx, nil, map[string]string{
-			"PODNS_LISTEN": dnsAddr, "PODNS_UPSTREAMS": strings.Join(upstreams, ","), "PODNS_HTTP_LISTEN": httpAddr,
-			"PODNS_SHUTDOWN_GRACE": "1ms",
-		}, io.Discard, &logs)
-	}()
-	t.Cleanup(func() {
-		sigterm()
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			t.Error("stub did not exit")
-		}
-	})
-	waitReady(t, "http://"+httpAddr+"/readyz", exited)
-	return dnsAddr, httpAddr
+	s := startStub(t, map[string]string{"PODNS_UPSTREAMS": strings.Join(upstreams, ","), "PODNS_SHUTDOWN_GRACE": "1ms"})
+	return s.dns, s.http
 }
 
 // ask sends name IN A over UDP without EDNS, as a plain libc client does.
@@ -117,7 +97,7 @@ func wantAnswer(t *testing.T, r *dns.Msg, ip string) {
 func TestRefusingFirstUpstreamEndToEnd(t *testing.T) {
 	a := startCounting(t, rcodeTo(dns.RcodeRefused))
 	b := startCounting(t, aTo("192.0.2.20"))
-	dnsAddr, httpAddr := startStub(t, a.addr, b.addr)
+	dnsAddr, httpAddr := startWithUpstreams(t, a.addr, b.addr)
 	for range 2 {
 		wantAnswer(t, ask(t, dnsAddr, "refused.example.com."), "192.0.2.20")
 	}
@@ -148,7 +128,7 @@ func TestAllUpstreamsRefusingEndToEnd(t *testing.T) {
 		r.SetEdns0(1232, false) // with OPT: not an EDNS rejection, no fallback
 		return r
 	})
-	dnsAddr, _ := startStub(t, a.addr, b.addr)
+	dnsAddr, _ := startWithUpstreams(t, a.addr, b.addr)
 	for i := range 2 {
 		if r := ask(t, dnsAddr, "nowhere.example."); r.Rcode != dns.RcodeServerFailure {
 			t.Errorf("query %d: rcode %s, want SERVFAIL", i, dns.RcodeToString[r.Rcode])
@@ -169,7 +149,7 @@ func TestEDNSIntolerantUpstreamEndToEnd(t *testing.T) {
 		}
 		return aTo("192.0.2.21")(q)
 	})
-	dnsAddr, _ := startStub(t, u.addr)
+	dnsAddr, _ := startWithUpstreams(t, u.addr)
 	wantAnswer(t, ask(t, dnsAddr, "legacy.example.com."), "192.0.2.21")
 	r := ask(t, dnsAddr, "other.example.com.") // a miss: straight without OPT, remembered
 	wantAnswer(t, r, "192.0.2.21")
@@ -188,7 +168,7 @@ func TestFormerrNotCachedEndToEnd(t *testing.T) {
 		r.SetEdns0(1232, false)
 		return r
 	})
-	dnsAddr, _ := startStub(t, u.addr)
+	dnsAddr, _ := startWithUpstreams(t, u.addr)
 	for i := range 2 {
 		if r := ask(t, dnsAddr, "bad.example."); r.Rcode != dns.RcodeFormatError {
 			t.Errorf("query %d: rcode %s, want the upstream's FORMERR", i, dns.RcodeToString[r.Rcode])

@@ -29,6 +29,7 @@ type Program struct {
 	Summary string // what it does, after "<name> <version>: "
 	Config  any    // pointer to its Config struct, whose tags -help lists
 	Exits   []Exit // its exit codes, listed after the variables; nil for none
+	Footer  string // -help only, after the exit codes and an empty line; "" for none
 }
 
 // Exit is one exit code of a program and when it is returned.
@@ -47,6 +48,9 @@ func (p Program) Args(args []string, stdout, stderr io.Writer) (exit int, done b
 			fmt.Fprintf(stdout, "%s %s: %s. Configured by environment:\n\n", p.Name, version.Version, p.Summary)
 			envconfig.Usage(stdout, p.Config)
 			p.usageExits(stdout)
+			if p.Footer != "" {
+				fmt.Fprintf(stdout, "\n%s\n", p.Footer)
+			}
 			return ExitOK, true
 		case "-version", "--version":
 			fmt.Fprintln(stdout, version.Version)

@@ -12,7 +12,7 @@ type cfg struct {
 	Size int `env:"T_SIZE" envDefault:"10" min:"1" max:"100" help:"entries"`
 }
 
-var prog = Program{Name: "tool", Summary: "does things", Config: &cfg{}, Exits: []Exit{{ExitOK, "fine"}, {ExitConfig, "bad | worse"}}}
+var prog = Program{Name: "tool", Summary: "does things", Config: &cfg{}, Exits: []Exit{{ExitOK, "fine"}, {ExitConfig, "bad | worse"}}, Footer: "Subcommands: none."}
 
 func TestArgs(t *testing.T) {
 	for _, tt := range []struct {
@@ -47,7 +47,8 @@ func TestHelp(t *testing.T) {
 			"T_SIZE    10       1 to 100  entries\n" +
 			"\nEXIT  MEANING\n" +
 			"0     fine\n" +
-			"2     bad | worse\n"
+			"2     bad | worse\n" +
+			"\nSubcommands: none.\n"
 		if out.String() != want {
 			t.Errorf("%s:\n%q\nwant\n%q", a, out.String(), want)
 		}

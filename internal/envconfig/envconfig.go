@@ -67,6 +67,35 @@ func Fields(cfg any) []Field {
 	return out
 }
 
+// Setting is one variable as a program applied it, for status output.
+type Setting struct {
+	Name  string // the variable
+	Value string // the text applied: the environment's, or the default
+	From  string // "env" (set, non-empty), "default", or "unset" (no value, no default)
+}
+
+// Settings lists the variables of the struct pointed to by cfg with the value each takes from
+// environ (nil: the process environment) and where it came from, in declaration order. As in
+// Load (caarlos0/env), a variable set to the empty string takes its default.
+func Settings(cfg any, environ map[string]string) []Setting {
+	if environ == nil {
+		environ = env.ToMap(os.Environ())
+	}
+	fields := Fields(cfg)
+	out := make([]Setting, len(fields))
+	for i, f := range fields {
+		s := Setting{Name: f.Name, Value: environ[f.Name], From: "env"}
+		if s.Value == "" {
+			s.Value, s.From = f.Default, "default"
+			if f.Default == "" {
+				s.From = "unset"
+			}
+		}
+		out[i] = s
+	}
+	return out
+}
+
 // Usage writes a table of every variable with its default, allowed values and meaning.
 func Usage(w io.Writer, cfg any) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

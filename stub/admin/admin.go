@@ -1,6 +1,7 @@
 // Package admin serves the stub's HTTP endpoints for the kubelet and Prometheus: /healthz (the
-// process is alive), /readyz (it is serving DNS) and /metrics; and for someone inside the pod,
-// /debug/querylog (the query log's mode, switched while the stub runs).
+// process is alive), /readyz (it is serving DNS) and /metrics; and, on loopback connections only,
+// /debug/ for someone inside the pod: status and cache (debug.go), the query log's switch
+// (querylog.go).
 package admin
 
 import (
@@ -8,16 +9,15 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"github.com/podns/podns/stub/querylog"
 )
 
 // ReadyFunc reports whether the stub is serving, and why not (or a note when it is).
 type ReadyFunc func() (ready bool, why string)
 
 // Handler returns the mux: /metrics from g, /healthz always 200 while the process runs, /readyz
-// 200 or 503 from ready, and QueryLogPath switching ql (not served when ql is nil).
-func Handler(g prometheus.Gatherer, ready ReadyFunc, ql *querylog.Log) http.Handler {
+// 200 or 503 from ready, and the /debug/ paths of d (none when d is nil), refused with 403 on a
+// connection to an address other than loopback.
+func Handler(g prometheus.Gatherer, ready ReadyFunc, d *Debug) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -30,11 +30,12 @@ func Handler(g prometheus.Gatherer, ready ReadyFunc, ql *querylog.Log) http.Hand
 		}
 		_, _ = w.Write([]byte(why + "\n"))
 	})
-	if ql != nil {
-		h := queryLogHandler(ql)
+	if d != nil && d.QueryLog != nil {
+		h := queryLogHandler(d.QueryLog)
 		for _, method := range []string{"GET", "PUT", "POST"} {
 			mux.Handle(method+" "+QueryLogPath, h)
 		}
 	}
-	return mux
+	debugRoutes(mux, d)
+	return loopbackOnly(mux)
 }

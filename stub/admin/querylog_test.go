@@ -2,6 +2,7 @@ package admin
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -52,13 +53,16 @@ func newQueryLog(t *testing.T) (*querylog.Log, *syncBuf, http.Handler) {
 	out := &syncBuf{}
 	l := querylog.New(querylog.Config{Rate: 7, Logger: zerolog.New(out)})
 	t.Cleanup(l.Close)
-	return l, out, Handler(prometheus.NewRegistry(), func() (bool, string) { return true, "ok" }, l)
+	return l, out, Handler(prometheus.NewRegistry(), func() (bool, string) { return true, "ok" }, &Debug{QueryLog: l})
 }
 
 // do serves one request from remote (ip:port) and returns the status and body.
 func do(h http.Handler, method, target, body, remote string) (int, string) {
 	r := httptest.NewRequest(method, target, strings.NewReader(body))
 	r.RemoteAddr = remote
+	// Connections to a loopback address, as /debug/ requires (debug.go); the switch also
+	// checks the client's address.
+	r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, tcpAddr("127.0.0.1:9253")))
 	r.Header.Set("User-Agent", "podns-test")
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, r)

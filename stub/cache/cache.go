@@ -88,6 +88,7 @@ type Cache struct {
 	servfail  time.Duration
 	stale     time.Duration
 	prefetch  uint64
+	maxBytes  int64 // Config.MaxBytes, for Stats
 }
 
 // shard is one lock's worth of the cache. Eviction is CLOCK (second chance):
@@ -156,6 +157,7 @@ func New(cfg Config) *Cache {
 		servfail:  cfg.ServfailTTL,
 		stale:     max(cfg.StaleWindow, 0),
 		prefetch:  prefetchThreshold(cfg.Prefetch),
+		maxBytes:  max(cfg.MaxBytes, 0),
 	}
 	// Up to 32 shards, but at least 64 entries per shard so that small
 	// caches keep a meaningful CLOCK ring and an exact size bound.

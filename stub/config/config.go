@@ -44,7 +44,9 @@ type Config struct {
 	ResolvConf string `env:"PODNS_RESOLV_CONF" envDefault:"/etc/resolv.conf" allowed:"absolute path" help:"the pod's resolv.conf: search list and ndots for the search-path prefetch (never its nameservers)"`
 
 	// HTTPListen serves /metrics, /healthz and /readyz; probes need it reachable on the pod IP.
-	HTTPListen HTTPAddr `env:"PODNS_HTTP_LISTEN" envDefault:":9253" allowed:"[ip]:port or off" help:"/metrics, /healthz, /readyz; off disables"`
+	// Its /debug/ paths (the names the pod resolved) answer loopback connections only, and the
+	// stub subcommands reach it on loopback.
+	HTTPListen HTTPAddr `env:"PODNS_HTTP_LISTEN" envDefault:":9253" allowed:"[ip]:port or off" help:"/metrics, /healthz, /readyz; /debug/ on loopback connections only (stub status, cache, dig, querylog); off disables"`
 
 	LogLevel  string `env:"PODNS_LOG_LEVEL" envDefault:"info" oneof:"trace debug info warn error" help:"log level (zerolog)"`
 	LogFormat string `env:"PODNS_LOG_FORMAT" envDefault:"json" oneof:"json console" help:"log format; logs go to stderr"`
@@ -154,28 +156,47 @@ func (c *Config) StaleWindow() time.Duration { return c.ServeStale.d }
 // nameservers are never used: they name the stub itself. Nothing when PODNS_SEARCH_PREFETCH is
 // off or neither file can be read.
 func (c *Config) SearchPath() (search []string, ndots int) {
+	p := c.SearchPathFrom()
+	return p.Search, p.Ndots
+}
+
+// SearchPathSource is SearchPath's result with the file each part came from (for `stub
+// status`): a path, "default" (ndots when no file sets it), or "" (no search list).
+type SearchPathSource struct {
+	Search     []string
+	SearchFrom string
+	Ndots      int
+	NdotsFrom  string
+}
+
+// SearchPathFrom is SearchPath, saying where each part came from.
+func (c *Config) SearchPathFrom() SearchPathSource {
+	var p SearchPathSource
 	if !c.SearchPrefetch {
-		return nil, 0
+		return p
 	}
 	live, _ := readResolvConf(c.ResolvConf)
-	saved, _, _ := c.upstreamConf()
+	saved, savedPath, _ := c.upstreamConf()
 	if live == nil && saved == nil {
-		return nil, 0
+		return p
 	}
-	ndots = resolvconf.DefaultNdots
+	p.Ndots, p.NdotsFrom = resolvconf.DefaultNdots, "default"
 	// saved first, so that the live file wins wherever it says something.
-	for _, f := range []*resolvconf.File{saved, live} {
-		if f == nil {
+	for _, f := range []struct {
+		f    *resolvconf.File
+		path string
+	}{{saved, savedPath}, {live, c.ResolvConf}} {
+		if f.f == nil {
 			continue
 		}
-		if len(f.Search) > 0 {
-			search = f.Search
+		if len(f.f.Search) > 0 {
+			p.Search, p.SearchFrom = f.f.Search, f.path
 		}
-		if _, ok := f.Option("ndots"); ok {
-			ndots = f.Ndots
+		if _, ok := f.f.Option("ndots"); ok {
+			p.Ndots, p.NdotsFrom = f.f.Ndots, f.path
 		}
 	}
-	return search, ndots
+	return p
 }
 
 // ListenAddrs returns the listen addresses.

@@ -11,7 +11,7 @@ var Program = cli.Program{
 	Config:  &Config{},
 	Exits: []cli.Exit{
 		{Code: cli.ExitOK, Meaning: "clean shutdown after SIGTERM or SIGINT"},
-		{Code: cli.ExitFail, Meaning: "runtime failure: a DNS or HTTP listen address already taken"},
-		{Code: cli.ExitConfig, Meaning: "configuration the operator must fix: a bad variable or argument, no upstream, a forwarding loop, a cache that cannot fit the memory limit"},
+		{Code: cli.ExitFail, Meaning: "runtime failure: a DNS or HTTP listen address already taken; for a subcommand, the running stub cannot be reached or the request failed"},
+		{Code: cli.ExitConfig, Meaning: "configuration the operator must fix: a bad variable or argument (also a subcommand's), no upstream, a forwarding loop, a cache that cannot fit the memory limit"},
 	},
 }

@@ -94,6 +94,7 @@ func (f *Forwarder) ProbeAll(ctx context.Context) []ProbeResult {
 			case errors.Is(err, ErrClosed):
 			default:
 				p.m.probesDead.Inc()
+				p.noteError(probeReason, err)
 				p.markDown(err)
 			}
 		}()
@@ -255,6 +256,7 @@ func (p *peer) probeLoop() {
 			p.markUp(byProbe)
 		default:
 			p.m.probesDead.Inc()
+			p.noteError(probeReason, err)
 		}
 		if f.probeDone != nil {
 			f.probeDone(p.addr, interval, err)

@@ -100,6 +100,7 @@ type peer struct {
 
 	h  health
 	fb fallback // the UDP fallback in tcp mode (fallback.go)
+	st recent   // recent round trips and the last error, for Status (status.go)
 
 	// noEDNSUntil is when (f.now, Unix nanoseconds) the server is next sent queries with an OPT
 	// record again; 0, or a time past, means it is believed to accept EDNS.
@@ -171,6 +172,7 @@ func (p *peer) attempt(qs *queryState) (*dns.Msg, error) {
 	if err == nil {
 		elapsed := time.Since(start)
 		p.m.duration.Observe(elapsed.Seconds())
+		p.st.observe(elapsed)
 		p.replied(startMono + int64(elapsed))
 		return r, nil
 	}
@@ -267,6 +269,7 @@ var errPassedOver = errors.New("reply passed over, next server tried")
 // logFailure logs at most one line per server per logInterval, carrying the number of
 // failures it stood for, so that a dead server does not turn every query into a log line.
 func (p *peer) logFailure(reason string, err error) {
+	p.noteError(reason, err)
 	now := p.f.now()
 	p.logMu.Lock()
 	ok, suppressed := p.log.allow(now)

@@ -1,15 +1,18 @@
 package netsim
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -47,6 +50,8 @@ type Pod struct {
 	dir   string
 	pause *Proc
 	stub  *Proc
+	// stubEnv is the environment the stub was started with, for ExecStub.
+	stubEnv []string
 	// nodeIf is the node's end of the pod's veth.
 	nodeIf string
 }
@@ -158,7 +163,7 @@ func (p *Pod) StartStub(ctx context.Context, stub string, env ...string) (*Proc,
 	if err != nil {
 		return nil, err
 	}
-	p.stub = proc
+	p.stub, p.stubEnv = proc, env
 	err = poll(ctx, readyTimeout, 10*time.Millisecond, func() error {
 		select {
 		case <-proc.Done():
@@ -178,6 +183,28 @@ func (p *Pod) StartStub(ctx context.Context, stub string, env ...string) (*Proc,
 		return nil, fmt.Errorf("stub in %s not ready: %w", p.name, err)
 	}
 	return proc, nil
+}
+
+// ExecStub runs the stub binary with args in the pod with the environment the running stub was
+// started with, as `kubectl exec POD -c podns-stub -- /stub args...` does, and waits for it
+// (bounded by ctx). exit is the exit code; err is set only when it could not run or did not
+// exit.
+func (p *Pod) ExecStub(ctx context.Context, stub string, args ...string) (stdout, stderr string, exit int, err error) {
+	if p.stub == nil {
+		return "", "", 0, errors.New("netsim: ExecStub before StartStub")
+	}
+	argv := p.Argv(append([]string{stub}, args...)...)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = p.c.run.baseEnv(p.stubEnv...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.Exited() {
+		return out.String(), errOut.String(), ee.ExitCode(), nil
+	}
+	return out.String(), errOut.String(), 0, err
 }
 
 // Stub returns the stub started last, or nil.
