@@ -33,7 +33,7 @@ type Config struct {
 	Listen ListenList `env:"PODNS_LISTEN" envDefault:"127.0.0.1:53" allowed:"comma-separated ip:port" help:"DNS listen addresses, UDP and TCP on each"`
 
 	// Upstreams overrides the nameservers of the saved resolv.conf.
-	Upstreams UpstreamList `env:"PODNS_UPSTREAMS" allowed:"comma-separated ip[:port], [ipv6]:port or [ipv6]; port 53 if omitted; a zone allowed (fe80::1%eth0); fd00::a:5353 is an address: a port needs the brackets" help:"upstream DNS servers, in order of preference; unset: the nameservers of $PODNS_STATE_DIR/upstream.conf (the kubelet's resolv.conf, saved by initc)"`
+	Upstreams UpstreamList `env:"PODNS_UPSTREAMS" allowed:"comma-separated ip[:port], [ipv6]:port or [ipv6]; port 53 if omitted" help:"upstream DNS servers, in order of preference; unset: the nameservers of $PODNS_STATE_DIR/upstream.conf (the kubelet's resolv.conf, saved by initc). IPv6: a zone is allowed (fe80::1%eth0); fd00::a:5353 is an address, a port needs the brackets"`
 
 	// StateDir is the emptyDir shared with initc: upstream.conf (the kubelet's resolv.conf) and
 	// the disabled marker live here.
