@@ -451,3 +451,173 @@ func TestProgress(t *testing.T) {
 		t.Errorf("nothing measured: %q", got)
 	}
 }
+
+// The fixed-rate hit runs at 2,000 and 200 q/s and the idle phase are phases of their own, with
+// durations of their own that -quick shortens.
+func TestParseOptionsLowRatesAndIdle(t *testing.T) {
+	o, err := parseOptions(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ph := range []string{phRate2000, phRate200, phIdle} {
+		if !o.has(ph) {
+			t.Errorf("default: phase %s off", ph)
+		}
+	}
+	if o.lowRateDur != 8*time.Second || o.idleCPUDur != time.Minute {
+		t.Errorf("defaults: low-rate runs %v, idle %v; want 8s and 1m", o.lowRateDur, o.idleCPUDur)
+	}
+	o, err = parseOptions([]string{"-phases", "rate200,idle", "-quick"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !o.has(phRate200) || !o.has(phIdle) || o.has(phRate2000) || o.has(phRate) || o.has(phHit) {
+		t.Errorf("-phases rate200,idle: %v", o.phases)
+	}
+	if o.lowRateDur != 3*time.Second || o.idleCPUDur != 10*time.Second {
+		t.Errorf("-quick: low-rate runs %v, idle %v; want 3s and 10s", o.lowRateDur, o.idleCPUDur)
+	}
+	o, err = parseOptions([]string{"-idle-cpu-duration", "5s", "-low-rate-duration", "20s"}, io.Discard)
+	if err != nil || o.idleCPUDur != 5*time.Second || o.lowRateDur != 20*time.Second {
+		t.Errorf("explicit durations: %v, %+v", err, o)
+	}
+	for _, bad := range [][]string{
+		{"-idle-cpu-duration", "500ms"},
+		{"-idle-cpu-duration", "11m"},
+		{"-low-rate-duration", "0s"},
+		{"-low-rate-duration", "2m"},
+	} {
+		if _, err := parseOptions(bad, io.Discard); err == nil {
+			t.Errorf("%q: want an error", bad)
+		}
+	}
+	// Every fixed-rate run fills its own keys, and every key is a row of the table.
+	rows := map[string]bool{}
+	for _, m := range metrics {
+		rows[m.key] = true
+	}
+	seen := map[string]string{}
+	for _, hr := range hitRates {
+		k := hr.keys
+		for _, key := range []string{k.p50, k.p99, k.p999, k.lost, k.lag, k.cpu, k.wakeups} {
+			if key == "" {
+				continue
+			}
+			if !rows[key] {
+				t.Errorf("%s: key %s is not a row of the table", hr.phase, key)
+			}
+			if other, ok := seen[key]; ok {
+				t.Errorf("key %s filled by both %s and %s", key, other, hr.phase)
+			}
+			seen[key] = hr.phase
+		}
+	}
+	if r := hitRates[1].rate(o); hitRates[1].phase != phRate2000 || r != 2000 {
+		t.Errorf("rate2000 runs at %d q/s", r)
+	}
+	if r := hitRates[2].rate(o); hitRates[2].phase != phRate200 || r != 200 {
+		t.Errorf("rate200 runs at %d q/s", r)
+	}
+}
+
+func TestParseSchedstatLine(t *testing.T) {
+	got, err := parseSchedstatLine("362659725 10519109 171\n")
+	if err != nil || got != (schedStat{onCPU: 362659725, slices: 171}) {
+		t.Errorf("got %+v, %v; want 362659725 ns in 171 slices", got, err)
+	}
+	for _, bad := range []string{"1 2 x", "1 2", "1 2 -3"} {
+		if _, err := parseSchedstatLine(bad); err == nil {
+			t.Errorf("%q: want an error", bad)
+		}
+	}
+	// This process: its threads have run, and were switched in at least once each.
+	s, err := schedstat(os.Getpid())
+	if err != nil || s.onCPU <= 0 || s.slices < 1 {
+		t.Errorf("schedstat(self) = %+v, %v", s, err)
+	}
+}
+
+// CPU per hit at 2,000 and 200 q/s is checked against the best (lowest) peer with issue 17's
+// factor 1.2; the idle check wants no tick at all; both are left out when podns's phase did not
+// run.
+func TestCheckTargetsRatesAndIdle(t *testing.T) {
+	med := func(v float64) stat { return stat{median: v, min: v, max: v, n: 1} }
+	res := map[string]map[string]stat{
+		"podns":   {mR2kCPU: med(4.7), mR200CPU: med(12), mIdleTicks: med(0)},
+		"coredns": {mR2kCPU: med(9), mR200CPU: med(20), mIdleTicks: med(1)},
+		"dnsmasq": {mR2kCPU: med(4.0), mR200CPU: med(9.9), mIdleTicks: med(0)},
+		"unbound": {mR2kCPU: med(4.2), mR200CPU: med(10.5), mIdleTicks: med(0)},
+	}
+	got := map[string]check{}
+	for _, c := range checkTargets(res) {
+		got[c.name] = c
+	}
+	for name, want := range map[string]struct{ verdict, ref, ratio string }{
+		"CPU per hit at 2,000 q/s ≤ 1.2× best peer": {"met", "dnsmasq 4.00 s/100k", "1.18×"},
+		"CPU per hit at 200 q/s ≤ 1.2× best peer":   {"not met", "dnsmasq 9.90 s/100k", "1.21×"},
+		"idle: no CPU tick without queries":         {"met", "0 ticks", "–"},
+	} {
+		if c := got[name]; c.verdict != want.verdict || c.reference != want.ref || c.ratio != want.ratio {
+			t.Errorf("%s: %+v, want %+v", name, c, want)
+		}
+	}
+	res["podns"][mIdleTicks] = med(1)
+	for _, c := range checkTargets(res) {
+		if c.name == "idle: no CPU tick without queries" && c.verdict != "not met" {
+			t.Errorf("one tick while idle: %+v, want not met", c)
+		}
+	}
+	for _, c := range checkTargets(map[string]map[string]stat{"podns": {mQPerCPU: med(1)}, "dnsmasq": res["dnsmasq"]}) {
+		if strings.HasPrefix(c.name, "CPU per hit") || strings.HasPrefix(c.name, "idle:") {
+			t.Errorf("podns's rate and idle phases not run: %q listed", c.name)
+		}
+	}
+}
+
+// The table's last column is podns ÷ the best peer on each row: the lowest for ↓ rows, the
+// highest for ↑ rows, nothing for diagnostic rows or without a second peer.
+func TestWriteTableBestPeer(t *testing.T) {
+	med := func(v float64) stat { return stat{median: v, min: v, max: v, n: 1} }
+	res := map[string]map[string]stat{
+		"podns":   {mR200CPU: med(12), mQPerCPU: med(100000), mR200Wakeups: med(0.9)},
+		"dnsmasq": {mR200CPU: med(10), mQPerCPU: med(80000), mR200Wakeups: med(0.8)},
+		"unbound": {mR200CPU: med(15), mQPerCPU: med(125000), mR200Wakeups: med(0.7)},
+	}
+	var w strings.Builder
+	writeTable(&w, []string{"podns", "dnsmasq", "unbound"}, res)
+	lines := strings.Split(w.String(), "\n")
+	if !strings.HasSuffix(lines[0], "| podns/best peer |") {
+		t.Errorf("header: %s", lines[0])
+	}
+	want := map[string]string{
+		"CPU s per 100k hits at 200 q/s":   "| 1.20× dnsmasq |",
+		"cache-hit queries per CPU-second": "| 0.80× unbound |",
+		"  threads switched in per query":  "|  |",
+	}
+	for label, suffix := range want {
+		found := false
+		for _, l := range lines {
+			if strings.HasPrefix(l, "| "+label+" |") {
+				found = true
+				if !strings.HasSuffix(l, suffix) {
+					t.Errorf("%s: %s, want it to end %q", label, l, suffix)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("no row %q in\n%s", label, w.String())
+		}
+	}
+	w.Reset()
+	writeTable(&w, []string{"podns", "dnsmasq"}, res)
+	if strings.Contains(w.String(), "best peer") {
+		t.Errorf("one peer: no best-peer column wanted\n%s", w.String())
+	}
+}
+
+func TestProgressLowRates(t *testing.T) {
+	got := progress(map[string]float64{mP50: 101, mR2kCPU: 4.5, mR200CPU: 9.75})
+	if want := "p50 101 µs, 4.50 CPU s/100k at 2k q/s, 9.75 CPU s/100k at 200 q/s"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}

@@ -59,19 +59,27 @@ type options struct {
 	// The concurrent-miss run: missClients closed-loop clients for missConcDur, no delay.
 	missClients int
 	missConcDur time.Duration
+	// The cache-hit runs at the rates pods really see (phases rate2000 and rate200), each this
+	// long.
+	lowRateDur time.Duration
+	// idleCPUDur is how long every target sits with no query in the idle phase.
+	idleCPUDur time.Duration
 }
 
 // Phases of a target turn, in the order they run; -phases selects some of them.
 const (
+	phIdle     = "idle"     // CPU with no query for -idle-cpu-duration, every target at once, per round
 	phStartup  = "startup"  // exec to first answer and idle RSS at the default cache size
 	phHit      = "hit"      // saturating cache-hit run
-	phRate     = "rate"     // fixed-rate cache-hit latency run
+	phRate     = "rate"     // fixed-rate cache-hit latency run at -rate
+	phRate2000 = "rate2000" // fixed-rate cache-hit run at 2,000 q/s: CPU per query, p50, p99
+	phRate200  = "rate200"  // the same at 200 q/s
 	phMissRate = "missrate" // fixed-rate cache-miss latency run, upstream delayed
 	phMissConc = "missconc" // concurrent-client cache-miss run
 	phMiss     = "miss"     // dnsperf cache-miss throughput run, and bytes per entry
 )
 
-var allPhases = []string{phStartup, phHit, phRate, phMissRate, phMissConc, phMiss}
+var allPhases = []string{phIdle, phStartup, phHit, phRate, phRate2000, phRate200, phMissRate, phMissConc, phMiss}
 
 // has reports whether phase ph runs.
 func (o *options) has(ph string) bool { return o.phases[ph] }
@@ -125,6 +133,8 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.missDelay, "miss-delay", time.Millisecond, "delay the upstream adds to every answer of the fixed-rate cache-miss run (0..100ms)")
 	fs.IntVar(&o.missClients, "miss-clients", 10, "closed-loop clients of the concurrent cache-miss run (1..100)")
 	fs.DurationVar(&o.missConcDur, "miss-clients-duration", 3*time.Second, "length of the concurrent cache-miss run (1s..60s)")
+	fs.DurationVar(&o.lowRateDur, "low-rate-duration", 8*time.Second, "length of each cache-hit run at 2,000 and 200 q/s (1s..60s)")
+	fs.DurationVar(&o.idleCPUDur, "idle-cpu-duration", time.Minute, "how long the idle phase leaves every target without a query (1s..10m)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -134,6 +144,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	if *quick {
 		o.rounds, o.hitDur, o.rateDur, o.missNames = 1, 2*time.Second, 2*time.Second, 20000
 		o.missRateDur, o.missConcDur = 2*time.Second, 2*time.Second
+		o.lowRateDur, o.idleCPUDur = 3*time.Second, 10*time.Second
 	}
 	o.phases = map[string]bool{}
 	for _, ph := range strings.Split(*phases, ",") {
@@ -176,6 +187,8 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 		{"-miss-delay", int64(o.missDelay), 0, int64(100 * time.Millisecond)},
 		{"-miss-clients", int64(o.missClients), 1, 100},
 		{"-miss-clients-duration", int64(o.missConcDur), int64(time.Second), int64(time.Minute)},
+		{"-low-rate-duration", int64(o.lowRateDur), int64(time.Second), int64(time.Minute)},
+		{"-idle-cpu-duration", int64(o.idleCPUDur), int64(time.Second), int64(10 * time.Minute)},
 	} {
 		if r.v < r.a || r.v > r.b {
 			return nil, fmt.Errorf("%s out of range", r.name)
@@ -268,7 +281,36 @@ func run(ctx context.Context, o *options, stdout io.Writer) (err error) {
 	stamp := started.UTC().Format("20060102T150405Z")
 	tsv.WriteString("timestamp\tround\ttarget\tmetric\tvalue\n")
 	var failures []string
+	record := func(r int, t string, vals map[string]float64) {
+		if raw[t] == nil {
+			raw[t] = map[string][]float64{}
+		}
+		for _, m := range metrics {
+			if v, ok := vals[m.key]; ok {
+				raw[t][m.key] = append(raw[t][m.key], v)
+				fmt.Fprintf(&tsv, "%s\t%d\t%s\t%s\t%g\n", stamp, r+1, t, m.key, v)
+			}
+		}
+	}
 	for r := 0; r < o.rounds; r++ {
+		if o.has(phIdle) {
+			fmt.Fprintf(stdout, "round %d/%d: idle for %v (%s) ... ", r+1, o.rounds, o.idleCPUDur, strings.Join(targets, ", "))
+			vals, err := b.runIdle(ctx, targets, bins, r)
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if err != nil {
+				fmt.Fprintf(stdout, "FAILED: %v\n", err)
+				failures = append(failures, fmt.Sprintf("idle, round %d: %v", r+1, firstLine(err.Error())))
+			} else {
+				var parts []string
+				for _, t := range targets {
+					parts = append(parts, fmt.Sprintf("%s %s ticks", t, num(vals[t][mIdleTicks])))
+					record(r, t, vals[t])
+				}
+				fmt.Fprintln(stdout, strings.Join(parts, ", "))
+			}
+		}
 		// Rotate the order each round so that no target always runs right after the same one.
 		for i := range targets {
 			t := targets[(i+r)%len(targets)]
@@ -288,15 +330,7 @@ func run(ctx context.Context, o *options, stdout io.Writer) (err error) {
 				continue
 			}
 			fmt.Fprintln(stdout, progress(vals))
-			if raw[t] == nil {
-				raw[t] = map[string][]float64{}
-			}
-			for _, m := range metrics {
-				if v, ok := vals[m.key]; ok {
-					raw[t][m.key] = append(raw[t][m.key], v)
-					fmt.Fprintf(&tsv, "%s\t%d\t%s\t%s\t%g\n", stamp, r+1, t, m.key, v)
-				}
-			}
+			record(r, t, vals)
 		}
 	}
 	// Sizes do not vary between rounds.
@@ -384,11 +418,12 @@ func (b *bench) describe(targets []string, bins map[string]string) string {
 		}
 	}
 	return fmt.Sprintf("Versions: %s. Server on CPU %d, load generators and upstream on CPU %d; %d CPUs online, "+
-		"load average at the end %s. Phases: %s. Hit runs: %d names, dnsperf %v; fixed rate %d q/s for %v; "+
+		"load average at the end %s. Phases: %s. Hit runs: %d names, dnsperf %v; fixed rate %d q/s for %v, "+
+		"2,000 and 200 q/s for %v each; idle run %v, every target at once; "+
 		"fixed-rate miss run: %d q/s for %v from %d sockets, unique names, upstream delay %v; "+
 		"concurrent miss run: %d closed-loop clients for %v, unique names, no delay; miss run: %d unique names (limit %v).",
 		strings.Join(vers, ", "), o.serverCPU, o.genCPU, runtime.NumCPU(), strings.Join(load, " "), strings.Join(ph, ","),
-		o.hitNames, o.hitDur, o.rate, o.rateDur, o.missRate, o.missRateDur, o.missSockets, o.missDelay,
+		o.hitNames, o.hitDur, o.rate, o.rateDur, o.lowRateDur, o.idleCPUDur, o.missRate, o.missRateDur, o.missSockets, o.missDelay,
 		o.missClients, o.missConcDur, o.missNames, o.missLimit)
 }
 
@@ -549,7 +584,7 @@ func (b *bench) runTarget(ctx context.Context, t, bin string, round int) (map[st
 	if v[mRSSIdleSized], err = rssBytes(pid); err != nil {
 		return fail("RSS", err)
 	}
-	if o.has(phHit) || o.has(phRate) {
+	if o.has(phHit) || o.has(phRate) || o.has(phRate2000) || o.has(phRate200) {
 		if err := b.warm(ctx, listen); err != nil {
 			return fail("warm-up", err)
 		}
@@ -582,23 +617,37 @@ func (b *bench) runTarget(ctx context.Context, t, bin string, round int) (map[st
 		}
 	}
 
-	if o.has(phRate) {
-		// Fixed-rate run: latency percentiles, and CPU per 100k queries.
-		cpu1, err := cpuSeconds(pid)
+	for _, hr := range hitRates {
+		if !o.has(hr.phase) {
+			continue
+		}
+		// Fixed-rate cache hits: latency percentiles, CPU per 100k queries, and how often the
+		// server's threads were switched in per query. Below saturation the CPU is mostly the
+		// cost of waking up per packet, not of answering.
+		rate, dur := hr.rate(o), o.lowRateDur
+		if hr.phase == phRate {
+			dur = o.rateDur
+		}
+		c0, err := schedstat(pid)
 		if err != nil {
 			return fail("CPU", err)
 		}
-		rr, err := b.runLoadgen(ctx, listen, o.rateDur, "-names", filepath.Join(b.tmp, "hits.txt"), "-rate", strconv.Itoa(o.rate))
+		rr, err := b.runLoadgen(ctx, listen, dur, "-names", filepath.Join(b.tmp, "hits.txt"), "-rate", strconv.Itoa(rate))
 		if err != nil {
-			return fail("fixed-rate run", err)
+			return fail(fmt.Sprintf("fixed-rate run at %d q/s", rate), err)
 		}
-		cpu2, err := cpuSeconds(pid)
+		c1, err := schedstat(pid)
 		if err != nil {
 			return fail("CPU", err)
 		}
-		v[mP50], v[mP99], v[mP999] = rr.P50us, rr.P99us, rr.P999us
-		v[mRateLost], v[mGenLag] = float64(rr.Sent-rr.Received), rr.LagP99us
-		v[mCPUPer100k] = ratio(cpu2-cpu1, float64(rr.Received)) * 100000
+		k := hr.keys
+		v[k.p50], v[k.p99] = rr.P50us, rr.P99us
+		if k.p999 != "" {
+			v[k.p999] = rr.P999us
+		}
+		v[k.lost], v[k.lag] = float64(rr.Sent-rr.Received), rr.LagP99us
+		v[k.cpu] = ratio((c1.onCPU-c0.onCPU)/1e9, float64(rr.Received)) * 100000
+		v[k.wakeups] = ratio(c1.slices-c0.slices, float64(rr.Received))
 	}
 
 	if o.has(phMissRate) {
@@ -669,6 +718,101 @@ func (b *bench) runTarget(ctx context.Context, t, bin string, round int) (map[st
 		return fail("after the runs", errors.New("server died"))
 	}
 	return v, nil
+}
+
+// hitRate is one fixed-rate cache-hit run: its phase, its rate and the metric keys it fills.
+type hitRate struct {
+	phase string
+	rate  func(*options) int
+	keys  rateKeys
+}
+
+// rateKeys are the metrics of one fixed-rate cache-hit run; p999 may be empty (too few
+// queries at a low rate for a 99.9th percentile that is not just the maximum).
+type rateKeys struct{ p50, p99, p999, lost, lag, cpu, wakeups string }
+
+// hitRates are the fixed-rate cache-hit runs, in the order they run: -rate (5,000 q/s), then the
+// rates most pods see.
+var hitRates = []hitRate{
+	{phRate, func(o *options) int { return o.rate }, rateKeys{mP50, mP99, mP999, mRateLost, mGenLag, mCPUPer100k, mWakeups}},
+	{phRate2000, func(*options) int { return 2000 }, rateKeys{mR2kP50, mR2kP99, "", mR2kLost, mR2kLag, mR2kCPU, mR2kWakeups}},
+	{phRate200, func(*options) int { return 200 }, rateKeys{mR200P50, mR200P99, "", mR200Lost, mR200Lag, mR200CPU, mR200Wakeups}},
+}
+
+// runIdle starts every target at once as deployed (default cache size), waits for each one's
+// first answer, then leaves them all without a query for -idle-cpu-duration and measures the
+// CPU each used meanwhile: clock ticks of utime+stime (what `top` and the kubelet's CPU usage
+// see), on-CPU time and times switched in (schedstat). Idle servers do not compete for CPU 0, so
+// running them together costs one wait per round rather than one per target.
+func (b *bench) runIdle(ctx context.Context, targets []string, bins map[string]string, round int) (map[string]map[string]float64, error) {
+	type started struct {
+		p      *proc.Proc
+		listen netip.AddrPort
+	}
+	ps := map[string]started{}
+	defer func() {
+		for _, s := range ps {
+			s.p.Stop()
+		}
+	}()
+	for _, t := range targets {
+		p, listen, _, err := b.start(t, bins[t], filepath.Join(b.tmp, fmt.Sprintf("%s-%d", t, round+1), "idle"), 0)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", t, err)
+		}
+		ps[t] = started{p, listen}
+	}
+	for _, t := range targets {
+		s := ps[t]
+		if _, err := firstAnswer(s.listen.String(), b.hitNames[0], time.Now(), 10*time.Second, s.p.Done()); err != nil {
+			return nil, fmt.Errorf("%s: first answer: %w\n%s", t, err, s.p.Tail())
+		}
+	}
+	// Let start-up work that follows the first answer (a deferred GC, a probe) settle first.
+	if !sleepCtx(ctx, b.opts.idle) {
+		return nil, ctx.Err()
+	}
+	type reading struct {
+		ticks float64
+		ss    schedStat
+	}
+	read := func(pid int) (reading, error) {
+		cpu, err := cpuSeconds(pid)
+		if err != nil {
+			return reading{}, err
+		}
+		ss, err := schedstat(pid)
+		return reading{cpu * clockTick, ss}, err
+	}
+	before := map[string]reading{}
+	for _, t := range targets {
+		r, err := read(ps[t].p.PID())
+		if err != nil {
+			return nil, fmt.Errorf("%s: CPU: %w", t, err)
+		}
+		before[t] = r
+	}
+	if !sleepCtx(ctx, b.opts.idleCPUDur) {
+		return nil, ctx.Err()
+	}
+	out := map[string]map[string]float64{}
+	for _, t := range targets {
+		s := ps[t]
+		if s.p.Exited() {
+			return nil, fmt.Errorf("%s exited while idle: %v\n%s", t, s.p.Err(), s.p.Tail())
+		}
+		r, err := read(s.p.PID())
+		if err != nil {
+			return nil, fmt.Errorf("%s: CPU: %w", t, err)
+		}
+		r0 := before[t]
+		out[t] = map[string]float64{
+			mIdleTicks:   math.Round(r.ticks - r0.ticks),
+			mIdleCPUms:   (r.ss.onCPU - r0.ss.onCPU) / 1e6,
+			mIdleWakeups: r.ss.slices - r0.ss.slices,
+		}
+	}
+	return out, nil
 }
 
 // goMallocs reads go_memstats_mallocs_total (heap objects allocated since start) from a Go

@@ -55,31 +55,47 @@ func parseStatCPU(stat string, tick float64) (float64, error) {
 	return float64(ut+st) / tick, nil
 }
 
-// cpuNanos is the process's CPU time in nanoseconds, all threads included: the sum of the first
-// field (time on a CPU, from the scheduler's own accounting) of /proc/<pid>/task/*/schedstat.
-// Unlike utime+stime, which are counted in 10 ms ticks, it resolves the few hundred milliseconds
-// of CPU a fixed-rate run costs. A thread that exited between two readings takes its time with it;
-// the servers measured keep their threads.
+// cpuNanos is the process's CPU time in nanoseconds, all threads included (see schedstat).
 func cpuNanos(pid int) (float64, error) {
+	s, err := schedstat(pid)
+	return s.onCPU, err
+}
+
+// schedStat is a process's scheduler accounting, summed over its threads.
+type schedStat struct {
+	// onCPU is the time on a CPU, in nanoseconds.
+	onCPU float64
+	// slices is how many times a thread was switched in ("timeslices"): about one per wake-up
+	// of a thread that sleeps between packets.
+	slices float64
+}
+
+// schedstat sums /proc/<pid>/task/*/schedstat: time on a CPU (first field, from the scheduler's
+// own accounting) and timeslices run (third field). Unlike utime+stime, which are counted in
+// 10 ms ticks, it resolves the few hundred milliseconds of CPU a fixed-rate run costs. A thread
+// that exited between two readings takes its counts with it; the servers measured keep their
+// threads.
+func schedstat(pid int) (schedStat, error) {
+	var sum schedStat
 	dir := fmt.Sprintf("/proc/%d/task", pid)
 	tasks, err := os.ReadDir(dir)
 	if err != nil {
-		return 0, err
+		return sum, err
 	}
-	var sum float64
 	for _, t := range tasks {
 		b, err := os.ReadFile(filepath.Join(dir, t.Name(), "schedstat"))
 		if errors.Is(err, fs.ErrNotExist) {
 			continue // the thread exited after ReadDir
 		}
 		if err != nil {
-			return 0, err
+			return sum, err
 		}
-		ns, err := parseSchedstat(string(b))
+		s, err := parseSchedstatLine(string(b))
 		if err != nil {
-			return 0, err
+			return sum, err
 		}
-		sum += ns
+		sum.onCPU += s.onCPU
+		sum.slices += s.slices
 	}
 	return sum, nil
 }
@@ -87,15 +103,22 @@ func cpuNanos(pid int) (float64, error) {
 // parseSchedstat reads the time on a CPU, in nanoseconds, from a schedstat line
 // ("<on-CPU ns> <waiting ns> <timeslices>").
 func parseSchedstat(line string) (float64, error) {
+	s, err := parseSchedstatLine(line)
+	return s.onCPU, err
+}
+
+// parseSchedstatLine reads a schedstat line: "<on-CPU ns> <waiting ns> <timeslices>".
+func parseSchedstatLine(line string) (schedStat, error) {
 	f := strings.Fields(line)
 	if len(f) != 3 {
-		return 0, fmt.Errorf("malformed schedstat %q", line)
+		return schedStat{}, fmt.Errorf("malformed schedstat %q", line)
 	}
-	ns, err := strconv.ParseUint(f[0], 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("malformed schedstat %q: %w", line, err)
+	ns, err1 := strconv.ParseUint(f[0], 10, 64)
+	n, err2 := strconv.ParseUint(f[2], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return schedStat{}, fmt.Errorf("malformed schedstat %q: %w", line, err)
 	}
-	return float64(ns), nil
+	return schedStat{onCPU: float64(ns), slices: float64(n)}, nil
 }
 
 // rssBytes is the process's resident set size (VmRSS).

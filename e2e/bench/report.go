@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -20,6 +21,22 @@ const (
 	mRateLost        = "rate_lost"
 	mGenLag          = "gen_lag_p99_us"
 	mCPUPer100k      = "cpu_s_per_100k"
+	mWakeups         = "wakeups_per_q"
+	mR2kP50          = "r2000_p50_us"
+	mR2kP99          = "r2000_p99_us"
+	mR2kLost         = "r2000_lost"
+	mR2kLag          = "r2000_gen_lag_p99_us"
+	mR2kCPU          = "r2000_cpu_s_per_100k"
+	mR2kWakeups      = "r2000_wakeups_per_q"
+	mR200P50         = "r200_p50_us"
+	mR200P99         = "r200_p99_us"
+	mR200Lost        = "r200_lost"
+	mR200Lag         = "r200_gen_lag_p99_us"
+	mR200CPU         = "r200_cpu_s_per_100k"
+	mR200Wakeups     = "r200_wakeups_per_q"
+	mIdleTicks       = "idle_cpu_ticks"
+	mIdleCPUms       = "idle_cpu_ms"
+	mIdleWakeups     = "idle_wakeups"
 	mMissRateP50     = "miss_rate_p50_us"
 	mMissRateP99     = "miss_rate_p99_us"
 	mMissRateLost    = "miss_rate_lost"
@@ -90,6 +107,22 @@ var metrics = []metric{
 	{mRateLost, "  lost at fixed rate", "", num},
 	{mGenLag, "  generator lag p99 (µs)", "", num},
 	{mCPUPer100k, "CPU s per 100k queries (fixed rate)", "↓", num},
+	{mWakeups, "  threads switched in per query", "", num},
+	{mR2kCPU, "CPU s per 100k hits at 2,000 q/s", "↓", num},
+	{mR2kP50, "latency p50 at 2,000 q/s (µs)", "↓", num},
+	{mR2kP99, "latency p99 at 2,000 q/s (µs)", "↓", num},
+	{mR2kLost, "  lost at 2,000 q/s", "", num},
+	{mR2kLag, "  generator lag p99 (µs)", "", num},
+	{mR2kWakeups, "  threads switched in per query", "", num},
+	{mR200CPU, "CPU s per 100k hits at 200 q/s", "↓", num},
+	{mR200P50, "latency p50 at 200 q/s (µs)", "↓", num},
+	{mR200P99, "latency p99 at 200 q/s (µs)", "↓", num},
+	{mR200Lost, "  lost at 200 q/s", "", num},
+	{mR200Lag, "  generator lag p99 (µs)", "", num},
+	{mR200Wakeups, "  threads switched in per query", "", num},
+	{mIdleTicks, "CPU ticks while idle (no query, -idle-cpu-duration)", "↓", num},
+	{mIdleCPUms, "  CPU ms while idle (schedstat)", "", num},
+	{mIdleWakeups, "  threads switched in while idle", "", num},
 	{mMissRateP50, "cache-miss latency p50 at fixed rate, upstream delayed (µs)", "↓", num},
 	{mMissRateP99, "cache-miss latency p99 at fixed rate (µs)", "↓", num},
 	{mMissRateLost, "  lost in the fixed-rate miss run", "", num},
@@ -160,8 +193,25 @@ func median(res map[string]map[string]stat, target, key string) float64 {
 	return math.NaN()
 }
 
+// bestPeer is the best median of key among peers (the highest when higherBetter, else the
+// lowest) and whose it is; NaN and "" when no peer has it.
+func bestPeer(res map[string]map[string]stat, key string, higherBetter bool, peers ...string) (float64, string) {
+	v, who := math.NaN(), ""
+	for _, p := range peers {
+		m := median(res, p, key)
+		if math.IsNaN(m) {
+			continue
+		}
+		if math.IsNaN(v) || (higherBetter && m > v) || (!higherBetter && m < v) {
+			v, who = m, p
+		}
+	}
+	return v, who
+}
+
 // writeTable writes the main table: one row per metric, one column per target, then podns's
-// ratio to each peer (podns ÷ peer, medians).
+// ratio to each peer (podns ÷ peer, medians) and, with more than one peer, to the best of them
+// on that row.
 func writeTable(w io.Writer, targets []string, res map[string]map[string]stat) {
 	hdr := []string{"metric", ""}
 	hdr = append(hdr, targets...)
@@ -171,6 +221,10 @@ func writeTable(w io.Writer, targets []string, res map[string]map[string]stat) {
 			peers = append(peers, t)
 			hdr = append(hdr, "podns/"+t)
 		}
+	}
+	withBest := len(peers) > 1 && slices.Contains(targets, "podns")
+	if withBest {
+		hdr = append(hdr, "podns/best peer")
 	}
 	fmt.Fprintf(w, "| %s |\n|%s\n", strings.Join(hdr, " | "), strings.Repeat("---|", len(hdr)))
 	for _, m := range metrics {
@@ -191,6 +245,17 @@ func writeTable(w io.Writer, targets []string, res map[string]map[string]stat) {
 			} else {
 				row = append(row, fmt.Sprintf("%.2f×", r))
 			}
+		}
+		if withBest {
+			cell := ""
+			if m.better != "" {
+				if v, who := bestPeer(res, m.key, m.better == "↑", peers...); who != "" {
+					if r := median(res, "podns", m.key) / v; !math.IsNaN(r) && !math.IsInf(r, 0) {
+						cell = fmt.Sprintf("%.2f× %s", r, who)
+					}
+				}
+			}
+			row = append(row, cell)
 		}
 		fmt.Fprintf(w, "| %s |\n", strings.Join(row, " | "))
 	}
@@ -225,17 +290,7 @@ func checkTargets(res map[string]map[string]stat) []check {
 		out = append(out, c)
 	}
 	best := func(key string, higher bool, peers ...string) (float64, string) {
-		v, who := math.NaN(), ""
-		for _, p := range peers {
-			m := median(res, p, key)
-			if math.IsNaN(m) {
-				continue
-			}
-			if math.IsNaN(v) || (higher && m > v) || (!higher && m < v) {
-				v, who = m, p
-			}
-		}
-		return v, who
+		return bestPeer(res, key, higher, peers...)
 	}
 	p := func(key string) float64 { return median(res, "podns", key) }
 
@@ -256,6 +311,19 @@ func checkTargets(res map[string]map[string]stat) []check {
 	cmp("miss p50, concurrent clients ≤ 1.0× best peer", p(mMissConcP50), v, who+" "+us(v), 1.0, false, us)
 	v, who = best(mMissConcQPerCPU, true, "coredns", "dnsmasq", "unbound")
 	cmp("miss q/CPU-s, concurrent clients ≥ best peer", p(mMissConcQPerCPU), v, who+" "+kilo(v), 1.0, true, kilo)
+	// Issue 17: CPU per query at the rates pods really see, and an idle stub that stays idle.
+	for _, c := range []struct{ key, rate string }{{mR2kCPU, "2,000"}, {mR200CPU, "200"}} {
+		v, who = best(c.key, false, "coredns", "dnsmasq", "unbound")
+		cmp("CPU per hit at "+c.rate+" q/s ≤ 1.2× best peer", p(c.key), v, who+" "+num(v)+" s/100k", 1.2, false,
+			func(x float64) string { return num(x) + " s/100k" })
+	}
+	if t := p(mIdleTicks); !math.IsNaN(t) {
+		c := check{name: "idle: no CPU tick without queries", podns: num(t) + " ticks", reference: "0 ticks", ratio: "–", verdict: "met"}
+		if t > 0 {
+			c.verdict = "not met"
+		}
+		out = append(out, c)
+	}
 	cmp("idle RSS ≤ 8 MiB", p(mRSSIdle), 8<<20, "8 MiB", 1.0, false, mib)
 	cmp("bytes per cached entry ≤ 330", p(mBytesPerEntry), 330, "330", 1.0, false, num)
 	cmp("first answer ≤ 20 ms after exec", p(mFirstAnswer), 20, "20 ms", 1.0, false, func(x float64) string { return num(x) + " ms" })
@@ -263,7 +331,7 @@ func checkTargets(res map[string]map[string]stat) []check {
 }
 
 func writeChecks(w io.Writer, cs []check) {
-	fmt.Fprintln(w, "| target (issues 7, 12) | podns | reference | ratio | verdict |\n|---|---|---|---|---|")
+	fmt.Fprintln(w, "| target (issues 7, 12, 17) | podns | reference | ratio | verdict |\n|---|---|---|---|---|")
 	for _, c := range cs {
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", c.name, c.podns, c.reference, c.ratio, c.verdict)
 	}
@@ -279,6 +347,8 @@ func progress(v map[string]float64) string {
 	}
 	add(mQPerCPU, "%s hit q/CPU-s", kilo)
 	add(mP50, "p50 %s µs", num)
+	add(mR2kCPU, "%s CPU s/100k at 2k q/s", num)
+	add(mR200CPU, "%s CPU s/100k at 200 q/s", num)
 	add(mMissRateP50, "miss p50/p99 %s", num)
 	if x, ok := v[mMissRateP99]; ok {
 		parts[len(parts)-1] += "/" + num(x) + " µs"
