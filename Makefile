@@ -16,7 +16,7 @@ HELM_VERSION        := v3.22.0
 # How long each fuzz target runs in `make test` (CI budget), and in `make fuzz` by default.
 FUZZTIME  ?= 15s
 
-.PHONY: help build tools lint test test-unit fuzz bench demo images clean
+.PHONY: help build tools lint test test-unit fuzz bench demo images docs clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -62,6 +62,11 @@ fuzz: ## run each fuzz target for FUZZTIME
 	    $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) $$pkg; \
 	  done; \
 	done
+
+# Generated from the Config struct tags; internal/cli/docgen's test fails when the committed file
+# is stale.
+docs: ## regenerate docs/configuration.md (the variables and exit codes of stub and initc)
+	$(GO) run ./internal/cli/docgen -o docs/configuration.md
 
 images: ## stub and initc images for linux/amd64 and linux/arm64 (docker, podman or buildah)
 	VERSION=$(VERSION) images/build.sh

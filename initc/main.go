@@ -28,13 +28,8 @@ const (
 	exitConfig = cli.ExitConfig
 )
 
-var program = cli.Program{
-	Name:    "initc",
-	Summary: "points the pod's resolv.conf at podns's stub",
-	Config:  &config.Config{},
-	Footer: fmt.Sprintf("Exit status: %d done (rewritten, already in place, or disabled: hostNetwork, or only unspecified nameservers), %d refused or failed (resolv.conf untouched), %d bad configuration.",
-		exitOK, exitFail, exitConfig),
-}
+// program is config.Program: -help and docs/configuration.md come from the same value.
+var program = config.Program
 
 func main() {
 	os.Exit(run(os.Args[1:], nil, os.Stdout, os.Stderr))

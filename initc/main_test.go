@@ -21,7 +21,7 @@ func TestHelpListsEveryVariable(t *testing.T) {
 	for _, want := range []string{
 		"PODNS_STATE_DIR    /run/podns", "PODNS_RESOLV_CONF  /etc/resolv.conf", "PODNS_NAMESERVER   127.0.0.1",
 		"PODNS_OPTIONS      timeout:1 attempts:3", "PODNS_POD_IP", "PODNS_HOST_IP", "PODNS_LOG_LEVEL    info", "PODNS_LOG_FORMAT   json",
-		"Exit status",
+		"EXIT  MEANING\n0     done", "\n1     refused or failed", "\n2     bad configuration",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("-help lacks %q:\n%s", want, out.String())

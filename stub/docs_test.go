@@ -1,6 +1,9 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"io"
 	"os"
 	"regexp"
 	"strings"
@@ -8,7 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/podns/podns/internal/envconfig"
+	"github.com/podns/podns/internal/cli/clitest"
 	"github.com/podns/podns/stub/cache"
 	"github.com/podns/podns/stub/config"
 	"github.com/podns/podns/stub/panics"
@@ -17,8 +20,8 @@ import (
 	"github.com/podns/podns/stub/upstream"
 )
 
-// The README is the manual: a variable or metric that is not in it does not exist for users.
-// These tests fail when code and README drift apart.
+// The README and docs/configuration.md are the manual: a variable or metric that is not in them
+// does not exist for users. These tests fail when code and docs drift apart.
 
 func readme(t *testing.T) string {
 	t.Helper()
@@ -29,17 +32,21 @@ func readme(t *testing.T) string {
 	return string(b)
 }
 
-func TestREADMEDocumentsEveryVariable(t *testing.T) {
-	doc := readme(t)
-	for _, f := range envconfig.Fields(&config.Config{}) {
-		def := f.Default
-		if def == "" {
-			def = "unset"
-		}
-		row := regexp.MustCompile("(?m)^\\| `" + f.Name + "` \\| `?" + regexp.QuoteMeta(def) + "`? \\|")
-		if !row.MatchString(doc) {
-			t.Errorf("README has no table row for %s with default %q", f.Name, def)
-		}
+// TestHelpAndReferenceAgree: `stub -help` and docs/configuration.md list every variable of
+// config.Config with its default, allowed values and meaning, and the stub's exit codes, exactly
+// as the tags and config.Program state them. (internal/cli/docgen's test keeps the file current;
+// this one checks what the binary prints.)
+func TestHelpAndReferenceAgree(t *testing.T) {
+	var help bytes.Buffer
+	if code := run(context.Background(), []string{"-help"}, map[string]string{}, &help, io.Discard); code != exitOK {
+		t.Fatalf("-help: exit %d", code)
+	}
+	ref, err := os.ReadFile("../docs/configuration.md")
+	if err != nil {
+		t.Fatalf("%v (run `make docs`)", err)
+	}
+	for _, p := range clitest.Compare(config.Program, help.String(), string(ref)) {
+		t.Error(p, "(run `make docs` if the reference is stale)")
 	}
 }
 

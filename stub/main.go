@@ -51,8 +51,13 @@ var cgroupRoot = "/"
 // need must be declared there, and this keeps the real forwarder providing it.
 var _ server.Forwarder = (*upstream.Forwarder)(nil)
 
-var program = cli.Program{Name: "stub", Summary: "podns's per-pod DNS cache", Config: &config.Config{},
-	Footer: subcommandHelp + "\n  " + waitReadyArg + "                       wait until the running stub answers /readyz, then exit 0 (exit 1\n                                    after 30 s): the component's postStart hook\n"}
+// program is config.Program, from which docs/configuration.md is generated too, with the
+// subcommands (package main's) and the postStart hook's argument as the -help footer.
+var program = func() cli.Program {
+	p := config.Program
+	p.Footer = subcommandHelp + "\n  " + waitReadyArg + "                       wait until the running stub answers /readyz, then exit 0 (exit 1\n                                    after 30 s): the component's postStart hook\n"
+	return p
+}()
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)

@@ -19,24 +19,25 @@ import (
 )
 
 // Config is every knob of initc. The tags carry each variable, its default, the allowed values
-// and its meaning; `initc -help` and the README table are generated from them.
+// and its meaning; `initc -help` and docs/configuration.md (`make docs`) are generated from
+// them.
 type Config struct {
 	// StateDir is the emptyDir shared with the stub: upstream.conf and the disabled marker.
-	StateDir string `env:"PODNS_STATE_DIR" envDefault:"/run/podns" allowed:"absolute path" help:"state shared with the stub: upstream.conf (the kubelet's original), disabled marker"`
+	StateDir string `env:"PODNS_STATE_DIR" envDefault:"/run/podns" allowed:"absolute path (created if missing)" help:"the emptyDir shared with the stub: upstream.conf (the kubelet's original), the disabled marker"`
 	// ResolvConf is the file the kubelet bind-mounted into the pod; tests point it elsewhere.
-	ResolvConf string `env:"PODNS_RESOLV_CONF" envDefault:"/etc/resolv.conf" allowed:"absolute path" help:"the resolv.conf to rewrite in place"`
+	ResolvConf string `env:"PODNS_RESOLV_CONF" envDefault:"/etc/resolv.conf" allowed:"absolute path" help:"the resolv.conf to rewrite in place (the stub reads the same variable)"`
 	// Nameserver is the stub's address: the only nameserver of the rewritten file.
-	Nameserver string `env:"PODNS_NAMESERVER" envDefault:"127.0.0.1" allowed:"IPv4 or IPv6 address, no zone" help:"the nameserver written to resolv.conf"`
+	Nameserver string `env:"PODNS_NAMESERVER" envDefault:"127.0.0.1" allowed:"IPv4 or IPv6 address, no zone" help:"the only nameserver of the rewritten resolv.conf"`
 	// Options are merged over the kubelet's options. timeout:1 because the stub is local and
 	// answers at once or not at all; attempts:3 rides out a stub restart.
 	Options string `env:"PODNS_OPTIONS" envDefault:"timeout:1 attempts:3" allowed:"space-separated resolv.conf options (ndots:0-15 timeout:1-30 attempts:1-5, flags without value), or off" help:"options merged over the kubelet's: a key given here wins, ndots kept unless given"`
 	// PodIP and HostIP come from the downward API (status.podIP, status.hostIP). Equal means a
 	// hostNetwork pod, where podns must not take the node's port 53.
-	PodIP  string `env:"PODNS_POD_IP" allowed:"IP address (downward API status.podIP), or unset" help:"with PODNS_HOST_IP: equal means hostNetwork, podns disables itself"`
+	PodIP  string `env:"PODNS_POD_IP" allowed:"IP address (downward API status.podIP), or unset" help:"with PODNS_HOST_IP: equal means a hostNetwork pod; podns then disables itself; not both set: no check, the log line warns"`
 	HostIP string `env:"PODNS_HOST_IP" allowed:"IP address (downward API status.hostIP), or unset" help:"see PODNS_POD_IP"`
 
-	LogLevel  string `env:"PODNS_LOG_LEVEL" envDefault:"info" oneof:"trace debug info warn error" help:"log level"`
-	LogFormat string `env:"PODNS_LOG_FORMAT" envDefault:"json" oneof:"json console" help:"log format"`
+	LogLevel  string `env:"PODNS_LOG_LEVEL" envDefault:"info" oneof:"trace debug info warn error" help:"log level (zerolog)"`
+	LogFormat string `env:"PODNS_LOG_FORMAT" envDefault:"json" oneof:"json console" help:"log format; one line per run, to stderr"`
 }
 
 // Load reads the environment (nil: the process's) and validates it. The error lists every bad

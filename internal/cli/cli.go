@@ -6,6 +6,7 @@ package cli
 import (
 	"fmt"
 	"io"
+	"text/tabwriter"
 
 	"github.com/podns/podns/internal/envconfig"
 	"github.com/podns/podns/internal/version"
@@ -20,12 +21,21 @@ const (
 	ExitConfig = 2
 )
 
-// Program describes a binary for its -help text and messages.
+// Program describes a binary for its -help text, its messages and the generated configuration
+// reference (Reference): -help and the reference are written from the same Program, so they
+// cannot disagree.
 type Program struct {
 	Name    string // "stub", "initc": the prefix of every message
 	Summary string // what it does, after "<name> <version>: "
 	Config  any    // pointer to its Config struct, whose tags -help lists
-	Footer  string // printed after the variable table, after an empty line; "" for none
+	Exits   []Exit // its exit codes, listed after the variables; nil for none
+	Footer  string // -help only, after the exit codes and an empty line; "" for none
+}
+
+// Exit is one exit code of a program and when it is returned.
+type Exit struct {
+	Code    int
+	Meaning string
 }
 
 // Args handles the command line: -h, -help and --help print the summary and the variable table
@@ -37,6 +47,7 @@ func (p Program) Args(args []string, stdout, stderr io.Writer) (exit int, done b
 		case "-h", "-help", "--help":
 			fmt.Fprintf(stdout, "%s %s: %s. Configured by environment:\n\n", p.Name, version.Version, p.Summary)
 			envconfig.Usage(stdout, p.Config)
+			p.usageExits(stdout)
 			if p.Footer != "" {
 				fmt.Fprintf(stdout, "\n%s\n", p.Footer)
 			}
@@ -57,4 +68,18 @@ func (p Program) Args(args []string, stdout, stderr io.Writer) (exit int, done b
 func (p Program) BadConfig(stderr io.Writer, err error) int {
 	fmt.Fprintf(stderr, "%s: invalid configuration:\n%v\n", p.Name, err)
 	return ExitConfig
+}
+
+// usageExits writes the exit codes as a table after an empty line.
+func (p Program) usageExits(w io.Writer) {
+	if len(p.Exits) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "EXIT\tMEANING")
+	for _, e := range p.Exits {
+		fmt.Fprintf(tw, "%d\t%s\n", e.Code, e.Meaning)
+	}
+	tw.Flush()
 }

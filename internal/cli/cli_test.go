@@ -12,7 +12,7 @@ type cfg struct {
 	Size int `env:"T_SIZE" envDefault:"10" min:"1" max:"100" help:"entries"`
 }
 
-var prog = Program{Name: "tool", Summary: "does things", Config: &cfg{}, Footer: "Exit status: 0 fine."}
+var prog = Program{Name: "tool", Summary: "does things", Config: &cfg{}, Exits: []Exit{{ExitOK, "fine"}, {ExitConfig, "bad | worse"}}, Footer: "Subcommands: none."}
 
 func TestArgs(t *testing.T) {
 	for _, tt := range []struct {
@@ -45,7 +45,10 @@ func TestHelp(t *testing.T) {
 		want := "tool " + version.Version + ": does things. Configured by environment:\n\n" +
 			"VARIABLE  DEFAULT  ALLOWED   MEANING\n" +
 			"T_SIZE    10       1 to 100  entries\n" +
-			"\nExit status: 0 fine.\n"
+			"\nEXIT  MEANING\n" +
+			"0     fine\n" +
+			"2     bad | worse\n" +
+			"\nSubcommands: none.\n"
 		if out.String() != want {
 			t.Errorf("%s:\n%q\nwant\n%q", a, out.String(), want)
 		}
@@ -59,5 +62,26 @@ func TestBadConfig(t *testing.T) {
 	}
 	if want := "tool: invalid configuration:\nA=1: bad\nB=2: bad\n"; errOut.String() != want {
 		t.Errorf("stderr %q, want %q", errOut.String(), want)
+	}
+}
+
+func TestReference(t *testing.T) {
+	type cfg2 struct {
+		Mode string "env:\"T_MODE\" oneof:\"a b\" help:\"uses <mode> *now* | later, see `x`\""
+	}
+	var b bytes.Buffer
+	Reference(&b, prog, Program{Name: "other", Summary: "other things", Config: &cfg2{}})
+	want := ReferenceHeader + "\n" +
+		"- [tool](#tool): does things\n" +
+		"- [other](#other): other things\n" +
+		"\n## tool\n\ntool: does things. `tool -help` prints these tables.\n\n" +
+		"| variable | default | allowed | meaning |\n|---|---|---|---|\n" +
+		"| `T_SIZE` | `10` | 1 to 100 | entries |\n" +
+		"\nExit codes of tool:\n\n| exit | meaning |\n|---|---|\n| 0 | fine |\n| 2 | bad \\| worse |\n" +
+		"\n## other\n\nother: other things. `other -help` prints these tables.\n\n" +
+		"| variable | default | allowed | meaning |\n|---|---|---|---|\n" +
+		"| `T_MODE` | unset | one of a, b | uses \\<mode\\> \\*now\\* \\| later, see \\`x\\` |\n"
+	if b.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", b.String(), want)
 	}
 }

@@ -9,7 +9,7 @@
 //	min, max   bounds for int and time.Duration fields ("100ms", "30s", "1")
 //	oneof      space-separated allowed values for a string field
 //	allowed    human text for the allowed range where min/max/oneof cannot say it
-//	help       one line: what the variable means (for -help and the README)
+//	help       one line: what the variable means (for -help and docs/configuration.md)
 //
 // A field may also have a type of its own that implements encoding.TextUnmarshaler (Switch, or
 // an address list), so that the value is parsed once, here, into what the program uses; the

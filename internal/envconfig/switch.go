@@ -5,7 +5,7 @@ import "fmt"
 // Switch is an on/off variable: "on" is true, "off" false, nothing else. The words, not
 // true/false or an empty value, because caarlos0/env gives an empty variable its default, so
 // only a word can switch a feature off (see the project's contract). Declare the field with
-// `oneof:"on off"` so that -help and the README list the two words.
+// `oneof:"on off"` so that -help and docs/configuration.md list the two words.
 type Switch bool
 
 // UnmarshalText accepts exactly "on" and "off".

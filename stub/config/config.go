@@ -25,18 +25,19 @@ import (
 )
 
 // Config is every knob of the stub. Each field's tags carry its variable, default, allowed range
-// and meaning; `stub -help` and the README table are generated from the same tags.
+// and meaning; `stub -help` and docs/configuration.md (`make docs`) are generated from the
+// same tags, so the `help` tag is the user's one-line manual entry and the comments say why.
 type Config struct {
 	// Listen is where DNS is served, UDP and TCP on each address. The pod's resolv.conf points at
 	// 127.0.0.1, and port 53 is the only port a resolv.conf can name.
 	Listen ListenList `env:"PODNS_LISTEN" envDefault:"127.0.0.1:53" allowed:"comma-separated ip:port" help:"DNS listen addresses, UDP and TCP on each"`
 
 	// Upstreams overrides the nameservers of the saved resolv.conf.
-	Upstreams UpstreamList `env:"PODNS_UPSTREAMS" allowed:"comma-separated ip[:port], [ipv6]:port or [ipv6]; port 53 if omitted" help:"upstream DNS servers; unset: the nameservers of $PODNS_STATE_DIR/upstream.conf"`
+	Upstreams UpstreamList `env:"PODNS_UPSTREAMS" allowed:"comma-separated ip[:port], [ipv6]:port or [ipv6]; port 53 if omitted" help:"upstream DNS servers, in order of preference; unset: the nameservers of $PODNS_STATE_DIR/upstream.conf (the kubelet's resolv.conf, saved by initc). IPv6: a zone is allowed (fe80::1%eth0); fd00::a:5353 is an address, a port needs the brackets"`
 
 	// StateDir is the emptyDir shared with initc: upstream.conf (the kubelet's resolv.conf) and
 	// the disabled marker live here.
-	StateDir string `env:"PODNS_STATE_DIR" envDefault:"/run/podns" allowed:"a directory" help:"state shared with initc (upstream.conf, disabled marker)"`
+	StateDir string `env:"PODNS_STATE_DIR" envDefault:"/run/podns" allowed:"a directory" help:"the emptyDir shared with initc: upstream.conf, the disabled marker"`
 	// ResolvConf is the resolv.conf the pod's resolver reads (initc's rewrite, or the pod's
 	// dnsConfig when there is no initc): the search-path prefetch takes the search list and
 	// ndots from it. Same variable and meaning as initc's.
@@ -47,31 +48,31 @@ type Config struct {
 	// stub subcommands reach it on loopback.
 	HTTPListen HTTPAddr `env:"PODNS_HTTP_LISTEN" envDefault:":9253" allowed:"[ip]:port or off" help:"/metrics, /healthz, /readyz; /debug/ on loopback connections only (stub status, cache, dig, querylog); off disables"`
 
-	LogLevel  string `env:"PODNS_LOG_LEVEL" envDefault:"info" oneof:"trace debug info warn error" help:"log level"`
-	LogFormat string `env:"PODNS_LOG_FORMAT" envDefault:"json" oneof:"json console" help:"log format"`
+	LogLevel  string `env:"PODNS_LOG_LEVEL" envDefault:"info" oneof:"trace debug info warn error" help:"log level (zerolog)"`
+	LogFormat string `env:"PODNS_LOG_FORMAT" envDefault:"json" oneof:"json console" help:"log format; logs go to stderr"`
 
 	// QueryLog is the query log's mode at start; PUT /debug/querylog changes it while the stub
 	// runs. Its lines are written whatever PODNS_LOG_LEVEL says: the mode is the switch.
 	QueryLog querylog.Mode `env:"PODNS_QUERY_LOG" envDefault:"off" allowed:"off, errors, slow:<duration> (e.g. slow:100ms), all" help:"one log line per answer: off; errors (SERVFAIL, REFUSED, stale, failed upstream attempts); slow:<duration> (answers slower than that); all. Changed at run time by PUT /debug/querylog"`
 	// QueryLogRate bounds the query log so that "all" under a flood costs neither the pod's CPU
 	// nor the node's log pipeline: lines over it are dropped and counted.
-	QueryLogRate int `env:"PODNS_QUERY_LOG_RATE" envDefault:"100" min:"1" max:"100000" help:"most query log lines per second (a second's worth at once); more are dropped, counted in podns_query_log_dropped_total"`
+	QueryLogRate int `env:"PODNS_QUERY_LOG_RATE" envDefault:"100" min:"1" max:"100000" help:"most query log lines per second (a second's worth at once); more are dropped, counted in podns_query_log_dropped_total and in a line every 10s"`
 
 	// UpstreamProtocol is tcp by default: TCP to the cluster DNS cannot hit the conntrack race.
 	// tcp still uses UDP for an upstream that answers only over UDP (a NetworkPolicy allowing
 	// UDP/53 only): failing every lookup is never better.
 	UpstreamProtocol string `env:"PODNS_UPSTREAM_PROTOCOL" envDefault:"tcp" oneof:"tcp udp" help:"protocol to the upstreams; udp retries over TCP when truncated; tcp falls back to UDP for an upstream that answers only over UDP"`
 	// UpstreamTimeout bounds one attempt at one upstream; then the next upstream is tried.
-	UpstreamTimeout time.Duration `env:"PODNS_UPSTREAM_TIMEOUT" envDefault:"2s" min:"100ms" max:"30s" help:"per-attempt upstream timeout"`
+	UpstreamTimeout time.Duration `env:"PODNS_UPSTREAM_TIMEOUT" envDefault:"2s" min:"100ms" max:"30s" help:"how long one attempt at one upstream may take; then the next upstream is tried"`
 	// UpstreamIdleTimeout closes pooled upstream TCP connections before CoreDNS's 10 s idle close.
-	UpstreamIdleTimeout time.Duration `env:"PODNS_UPSTREAM_IDLE_TIMEOUT" envDefault:"5s" min:"1s" max:"10m" help:"close idle upstream TCP connections after this"`
+	UpstreamIdleTimeout time.Duration `env:"PODNS_UPSTREAM_IDLE_TIMEOUT" envDefault:"5s" min:"1s" max:"10m" help:"close pooled upstream TCP connections idle this long (below CoreDNS's 10s idle close)"`
 
 	// UpstreamMaxFails: one failed attempt already cost a client the whole upstream timeout.
 	UpstreamMaxFails int `env:"PODNS_UPSTREAM_MAX_FAILS" envDefault:"1" min:"1" max:"100" help:"consecutive failed attempts (timeout, refused, unreachable) that mark an upstream down; any reply counts as alive"`
 	// UpstreamProbeInterval is the first pause between probes of a down upstream; it doubles up to
 	// UpstreamProbeMaxInterval while the upstream stays silent.
 	UpstreamProbeInterval    time.Duration `env:"PODNS_UPSTREAM_PROBE_INTERVAL" envDefault:"500ms" min:"50ms" max:"1m" help:"first pause between probes of a down upstream (doubles while it stays silent)"`
-	UpstreamProbeMaxInterval time.Duration `env:"PODNS_UPSTREAM_PROBE_MAX_INTERVAL" envDefault:"15s" min:"50ms" max:"10m" help:"longest pause between probes of a down upstream"`
+	UpstreamProbeMaxInterval time.Duration `env:"PODNS_UPSTREAM_PROBE_MAX_INTERVAL" envDefault:"15s" min:"50ms" max:"10m" help:"longest pause between probes of a down upstream; at least PODNS_UPSTREAM_PROBE_INTERVAL"`
 	// UpstreamProbeName is asked (type NS) to tell a live upstream from a dead one; any reply,
 	// even REFUSED or NXDOMAIN, means alive.
 	UpstreamProbeName string `env:"PODNS_UPSTREAM_PROBE_NAME" envDefault:"." allowed:"a domain name" help:"name of the health probe query (type NS); any reply means alive"`
@@ -79,11 +80,11 @@ type Config struct {
 	// ready, so that even the first lookup avoids a dead upstream.
 	StartupProbeTimeout time.Duration `env:"PODNS_UPSTREAM_STARTUP_PROBE_TIMEOUT" envDefault:"1s" min:"0s" max:"30s" help:"probe every upstream in parallel for at most this long before reporting ready; 0s skips it"`
 
-	CacheSize        int           `env:"PODNS_CACHE_SIZE" envDefault:"10000" min:"0" max:"10000000" help:"cache capacity in entries; 0 disables the cache"`
-	CacheMinTTL      time.Duration `env:"PODNS_CACHE_MIN_TTL" envDefault:"0s" min:"0s" max:"1h" help:"raise shorter TTLs to this"`
-	CacheMaxTTL      time.Duration `env:"PODNS_CACHE_MAX_TTL" envDefault:"1h" min:"1s" max:"168h" help:"cap positive TTLs"`
-	CacheNegMaxTTL   time.Duration `env:"PODNS_CACHE_NEG_MAX_TTL" envDefault:"30s" min:"1s" max:"3h" help:"cap NXDOMAIN/NODATA TTLs (taken from the SOA, RFC 2308)"`
-	CacheServfailTTL time.Duration `env:"PODNS_CACHE_SERVFAIL_TTL" envDefault:"5s" min:"0s" max:"5m" help:"how long an upstream SERVFAIL is cached; 0 never"`
+	CacheSize        int           `env:"PODNS_CACHE_SIZE" envDefault:"10000" min:"0" max:"10000000" help:"cache capacity in entries, expired ones included; 0 disables the cache; a size that cannot fit the container's memory limit is refused (exit 2)"`
+	CacheMinTTL      time.Duration `env:"PODNS_CACHE_MIN_TTL" envDefault:"0s" min:"0s" max:"1h" help:"raise shorter TTLs (positive and negative answers) to this; at most PODNS_CACHE_MAX_TTL"`
+	CacheMaxTTL      time.Duration `env:"PODNS_CACHE_MAX_TTL" envDefault:"1h" min:"1s" max:"168h" help:"cap the TTLs of positive answers to this"`
+	CacheNegMaxTTL   time.Duration `env:"PODNS_CACHE_NEG_MAX_TTL" envDefault:"30s" min:"1s" max:"3h" help:"cap the TTLs of NXDOMAIN and NODATA answers (taken from the SOA, RFC 2308) to this"`
+	CacheServfailTTL time.Duration `env:"PODNS_CACHE_SERVFAIL_TTL" envDefault:"5s" min:"0s" max:"5m" help:"how long an upstream SERVFAIL is cached; 0s: never"`
 
 	// AAAA=filter is for IPv4-only pods: apps that get AAAA answers try addresses they cannot reach.
 	AAAA string `env:"PODNS_AAAA" envDefault:"pass" oneof:"pass filter" help:"filter: answer every AAAA question NODATA (NOERROR, no answer, SOA) without asking upstream"`
@@ -91,7 +92,7 @@ type Config struct {
 	Coalesce envconfig.Switch `env:"PODNS_COALESCE" envDefault:"on" oneof:"on off" help:"identical concurrent cache misses share one upstream query"`
 	// OrderSameID protects musl clients, which may send A and AAAA with the same ID and match
 	// replies by ID only.
-	OrderSameID envconfig.Switch `env:"PODNS_ORDER_SAME_ID" envDefault:"on" oneof:"on off" help:"replies to one client socket and query ID leave in the order the queries arrived"`
+	OrderSameID envconfig.Switch `env:"PODNS_ORDER_SAME_ID" envDefault:"on" oneof:"on off" help:"replies to one client socket and query ID leave in the order the queries arrived (musl matches replies by ID only)"`
 
 	// ServeStale is the RFC 8767 window: how long past expiry an answer may still be served when
 	// the upstreams fail. Long enough by default to ride out a cluster-DNS rollout or outage.
@@ -102,7 +103,7 @@ type Config struct {
 	// Prefetch refreshes entries hit at least twice when they enter the last tenth of their TTL.
 	Prefetch envconfig.Switch `env:"PODNS_PREFETCH" envDefault:"on" oneof:"on off" help:"refresh entries hit at least twice before they expire (in the last tenth of their TTL)"`
 	// SearchPrefetch resolves the rest of the ndots search walk in parallel with its first step.
-	SearchPrefetch envconfig.Switch `env:"PODNS_SEARCH_PREFETCH" envDefault:"on" oneof:"on off" help:"on the first search-list candidate of a name with fewer dots than ndots, resolve the other candidates in parallel"`
+	SearchPrefetch envconfig.Switch `env:"PODNS_SEARCH_PREFETCH" envDefault:"on" oneof:"on off" help:"once the first step of an ndots search walk shows the walk goes on (NXDOMAIN), resolve the rest of it in parallel; search list and ndots from PODNS_RESOLV_CONF"`
 
 	// TCPIdleTimeout cuts off client TCP connections that send nothing, so idle or slow clients
 	// cannot hold connection slots.
