@@ -86,11 +86,22 @@ func TestMemoryLimitFlood(t *testing.T) {
 	if procs := readCg(t, cg, "cgroup.procs"); strings.TrimSpace(procs) != strconv.Itoa(stub.PID()) {
 		t.Fatalf("cgroup.procs = %q, want the stub's PID %d", procs, stub.PID())
 	}
-	// The console log colours keys and values: compare without the escape sequences.
-	log := regexp.MustCompile("\x1b\\[[0-9;]*m").ReplaceAllString(stub.Log(), "")
-	if !strings.Contains(log, " memory_limit="+strconv.Itoa(memcgLimit)+" ") || !strings.Contains(log, " memory_limit_from="+cg+"/memory.limit_in_bytes ") ||
-		!strings.Contains(log, " go_memory_limit_from=cgroup ") {
-		t.Fatalf("the stub did not log the cgroup's limit:\n%s", log)
+	// The console log colours keys and values: compare without the escape sequences. The start
+	// line may still be on its way through the log pipe when the stub reports ready.
+	logged := func() (string, bool) {
+		log := regexp.MustCompile("\x1b\\[[0-9;]*m").ReplaceAllString(stub.Log(), "")
+		return log, strings.Contains(log, " memory_limit="+strconv.Itoa(memcgLimit)+" ") &&
+			strings.Contains(log, " memory_limit_from="+cg+"/memory.limit_in_bytes ") &&
+			strings.Contains(log, " go_memory_limit_from=cgroup ")
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		log, ok := logged()
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the stub did not log the cgroup's limit within 5 s:\n%s", log)
+		}
 	}
 
 	const total, workers, maxFlood = 150_000, 32, 30 * time.Second
