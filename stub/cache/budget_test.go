@@ -71,8 +71,13 @@ func TestFootprintMatchesAccounting(t *testing.T) {
 			measured := float64(after.HeapAlloc-before.HeapAlloc) / float64(c.Len())
 			accounted := float64(c.Bytes()) / float64(c.Len())
 			t.Logf("%s: reply %d octets; measured %.0f B per entry, accounted %.0f B", tt.name, storedLen(t, c), measured, accounted)
-			if measured > accounted {
-				t.Errorf("the heap holds %.0f B per entry, the budget accounts only %.0f B", measured, accounted)
+			// HeapAlloc is the whole process's: allocations of the runtime and the test
+			// framework between the two reads (timers, metric collectors, a goroutine's first
+			// stack) move it by a few KiB either way, ~1 B per one-record entry, which the
+			// model need not carry. noise allows that much and no more.
+			const noise = 32 << 10
+			if float64(after.HeapAlloc-before.HeapAlloc) > float64(c.Bytes())+noise {
+				t.Errorf("the heap holds %.0f B per entry, the budget accounts only %.0f B (+%d B of measurement noise in all)", measured, accounted, noise)
 			}
 			if measured < 0.75*accounted {
 				t.Errorf("the budget accounts %.0f B per entry, the heap holds only %.0f B: too pessimistic", accounted, measured)
