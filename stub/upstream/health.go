@@ -50,6 +50,11 @@ type health struct {
 	probing   bool      // the prober goroutine runs
 	closed    bool      // Close has begun: start no prober
 	log       limiter   // up/down lines
+	// loggedDown is set while the last up/down line written said "down": the next "up again"
+	// line is then written whatever the limiter says, so that the log's last word on a server
+	// is never a state it left. A flapping server still gets at most a down and an up line per
+	// limiter interval: the downs are what the limiter holds back.
+	loggedDown bool
 }
 
 // ProbeResult is the outcome of probing one server (see ProbeAll).
@@ -180,6 +185,9 @@ func (p *peer) markDown(err error) {
 		go p.probeLoop()
 	}
 	ok, suppressed := p.h.log.allow(now)
+	if ok {
+		p.h.loggedDown = true
+	}
 	p.h.mu.Unlock()
 	if ok {
 		msg := "upstream down: skipped while another server is up, probed in the background"
@@ -215,7 +223,11 @@ func (p *peer) markUp(how string) {
 	downFor := now.Sub(p.h.downSince)
 	f.downCount.Add(-1)
 	p.m.healthy.Set(1)
-	ok, suppressed := p.h.log.allow(now)
+	ok, suppressed := true, 0
+	if !p.h.loggedDown {
+		ok, suppressed = p.h.log.allow(now)
+	}
+	p.h.loggedDown = false
 	p.h.mu.Unlock()
 	if ok {
 		f.cfg.Logger.Info().Str("upstream", p.addr).Str("by", how).Dur("down_for", downFor).
