@@ -375,6 +375,18 @@ func (c *Cache) Lookup(dst []byte, r *wire.Request) ([]byte, Status) {
 	return dst, Hit
 }
 
+// Serve appends the fresh answer to r as Get does, but counts nothing and touches no entry
+// state: for the server to answer a miss from the entry its upstream reply just became, so that
+// the miss and every later hit carry the same TTLs (capped by Config, RFC 2308 for negative
+// answers), as CoreDNS's cache caps the reply it forwards. ok=false leaves dst unchanged.
+func (c *Cache) Serve(dst []byte, r *wire.Request) (resp []byte, ok bool) {
+	e, age := c.find(r)
+	if e == nil || age >= e.lifetime {
+		return dst, false
+	}
+	return serve(dst, e, r, uint32(age/time.Second), 0), true
+}
+
 // Stale appends an answer from an entry that expired no longer than StaleWindow ago, every TTL
 // set to ttl (RFC 8767 suggests 30 s), for when the upstreams cannot answer. A stored SERVFAIL is
 // never served stale. ok=false leaves dst unchanged. It counts nothing: the server takes the

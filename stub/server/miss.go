@@ -209,13 +209,22 @@ func (s *Server) resolve(pkt []byte, proto int, send func([]byte)) (how outcome)
 		}
 		how.up = res.up
 		if res.err == nil && (stale == nil || usable(res.msg)) {
+			src := querylog.Miss
+			if res.coalesced {
+				src = querylog.Coalesced
+			}
+			// The reply as the cache stored it, TTLs capped, exactly as its next hit will be;
+			// pack renders what the cache keeps no entry for (REFUSED, a truncated reply, ...).
+			if s.cfg.Cache != nil {
+				if out, ok := s.cfg.Cache.Serve(buf, &r); ok {
+					send(finish(out, &r, proto))
+					return outcome{src: src, up: res.up}
+				}
+			}
 			out, err := pack(res.msg, q.Question, &r, buf)
 			if err == nil {
 				send(finish(out, &r, proto))
-				if res.coalesced {
-					return outcome{src: querylog.Coalesced, up: res.up}
-				}
-				return outcome{src: querylog.Miss, up: res.up}
+				return outcome{src: src, up: res.up}
 			}
 			s.log.Warn().Err(err).Str("qname", q.Question[0].Name).Msg("cannot pack the upstream's reply")
 		} else if res.err != nil {

@@ -280,3 +280,25 @@ func TestStaleAtOnceAfterATimedOutUpstream(t *testing.T) {
 		t.Error("no fast-stale window recorded")
 	}
 }
+
+// A miss is answered as its next hit will be: TTLs capped by the cache's MaxTTL (and raised by
+// MinTTL) already in the first reply, as CoreDNS's cache caps the reply it forwards. Before, the
+// miss carried the upstream's 300 s and only the hits the cap (a new-user trial's finding).
+func TestMissAnswerCarriesTheCachedTTL(t *testing.T) {
+	fwd := &fakeForwarder{answer: records(1)} // TTL 300
+	_, addr := startServer(t, fwd, func(c *Config) {
+		c.Cache = cache.New(cache.Config{Size: 100, MaxTTL: 10 * time.Second})
+	})
+	miss := query(t, "udp", addr, "capped.example.", dns.TypeA, 0)
+	hit := query(t, "udp", addr, "capped.example.", dns.TypeA, 0)
+	if len(miss.Answer) != 1 || miss.Answer[0].Header().Ttl != 10 {
+		t.Fatalf("miss: %v, want one record with TTL 10", miss.Answer)
+	}
+	if len(hit.Answer) != 1 || hit.Answer[0].Header().Ttl != 10 || fwd.calls.Load() != 1 {
+		t.Fatalf("hit: %v after %d upstream queries, want TTL 10 from the cache", hit.Answer, fwd.calls.Load())
+	}
+	neg := query(t, "udp", addr, "capped.example.", dns.TypeAAAA, 0) // NXDOMAIN, SOA minimum from records
+	if len(neg.Ns) != 1 || neg.Ns[0].Header().Ttl > uint32(cache.DefaultNegMaxTTL/time.Second) {
+		t.Fatalf("negative miss: %v, want the SOA's TTL capped to %v", neg.Ns, cache.DefaultNegMaxTTL)
+	}
+}
