@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -243,21 +244,22 @@ func waitReadyHook(ctx context.Context, environ map[string]string, stderr io.Wri
 	}
 	ctx, cancel := context.WithTimeout(ctx, waitReadyLimit)
 	defer cancel()
-	c := &http.Client{Timeout: time.Second}
+	host, path := strings.TrimPrefix(url, "http://"), "/readyz"
+	host = strings.TrimSuffix(host, path)
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	last := "no answer"
 	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if resp, err := c.Do(req); err != nil {
+		attempt, cancelAttempt := context.WithTimeout(ctx, time.Second)
+		status, code, b, err := loopbackRequest(attempt, http.MethodGet, host, path, "stub "+waitReadyArg, 512)
+		cancelAttempt()
+		switch {
+		case err != nil:
 			last = err.Error()
-		} else {
-			b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return exitOK
-			}
-			last = resp.Status + ": " + string(b)
+		case code == http.StatusOK:
+			return exitOK
+		default:
+			last = status + ": " + string(b)
 		}
 		select {
 		case <-ctx.Done():

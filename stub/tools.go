@@ -53,7 +53,6 @@ var errUsage = errors.New("usage")
 type client struct {
 	cfg   *config.Config
 	admin string // host:port of the admin endpoint, over loopback
-	http  *http.Client
 }
 
 // newClient reads the configuration the running stub has and finds its admin endpoint on
@@ -67,7 +66,7 @@ func newClient(environ map[string]string) (*client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &client{cfg: cfg, admin: addr, http: &http.Client{Timeout: toolTimeout}}, nil
+	return &client{cfg: cfg, admin: addr}, nil
 }
 
 // adminAddr is where to reach PODNS_HTTP_LISTEN over loopback: the wildcard (":9253",
@@ -105,39 +104,22 @@ func (c *client) get(ctx context.Context, path string, v any) error {
 }
 
 func (c *client) do(ctx context.Context, method, path string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+c.admin+path, nil)
+	ctx, cancel := context.WithTimeout(ctx, toolTimeout)
+	defer cancel()
+	status, code, body, err := loopbackRequest(ctx, method, c.admin, path, "stub "+strings.SplitN(path[len("/debug/"):], "?", 2)[0], 16<<20)
 	if err != nil {
-		return err
-	}
-	req.Header.Set("User-Agent", "stub "+strings.SplitN(path[len("/debug/"):], "?", 2)[0])
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("cannot reach the stub's admin endpoint at %s (PODNS_HTTP_LISTEN=%s): is the stub running in this container? %v", c.admin, c.cfg.HTTPListen, rootCause(err))
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return fmt.Errorf("%s %s: %v", method, path, err)
+		return fmt.Errorf("cannot reach the stub's admin endpoint at %s (PODNS_HTTP_LISTEN=%s): is the stub running in this container? %v", c.admin, c.cfg.HTTPListen, err)
 	}
 	switch {
-	case resp.StatusCode == http.StatusNotFound:
+	case code == http.StatusNotFound:
 		return fmt.Errorf("%s %s: 404: the running stub does not serve it (an older version?)", method, path)
-	case resp.StatusCode != http.StatusOK:
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(body)))
+	case code != http.StatusOK:
+		return fmt.Errorf("%s %s: %s: %s", method, path, status, strings.TrimSpace(string(body)))
 	}
 	if err := json.Unmarshal(body, v); err != nil {
 		return fmt.Errorf("%s %s: %v", method, path, err)
 	}
 	return nil
-}
-
-// rootCause drops the URL wrapping of a client error: "connection refused" is the news.
-func rootCause(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err
-	}
-	return err
 }
 
 // fail prints err as the subcommand's one-line error and returns its exit code.
