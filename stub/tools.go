@@ -18,6 +18,7 @@ import (
 
 	"github.com/podns/podns/stub/admin"
 	"github.com/podns/podns/stub/config"
+	"github.com/podns/podns/stub/querylog"
 )
 
 // The stub image has no shell, so the binary carries the tools someone debugging the pod needs
@@ -348,6 +349,10 @@ func queryLogCmd(ctx context.Context, args []string, environ map[string]string, 
 		}
 		fmt.Fprintf(stdout, "query log: %s (at most %d lines/s; %d dropped)\n", st.Mode, st.Rate, st.Dropped)
 		return exitOK
+	}
+	// A mode the stub would refuse is a bad command line (exit 2), not a stub out of reach.
+	if _, err := querylog.ParseMode(args[0]); err != nil {
+		return fail(stderr, "querylog", fmt.Errorf("%w: %q: %v (allowed: %s)", errUsage, args[0], err, querylog.Allowed))
 	}
 	if err := c.do(ctx, http.MethodPut, admin.QueryLogPath+"?mode="+url.QueryEscape(args[0]), &st); err != nil {
 		return fail(stderr, "querylog", err)

@@ -256,7 +256,8 @@ func TestQueryLogSubcommand(t *testing.T) {
 	if !strings.Contains(s.logs.String(), `"by":"PUT /debug/querylog from 127.0.0.1:`) || !strings.Contains(s.logs.String(), `(stub querylog)"`) {
 		t.Errorf("no change line naming the subcommand:\n%s", s.logs.String())
 	}
-	if code, _, errOut := s.sub(t, "querylog", "verbose"); code != exitFail || !strings.Contains(errOut, "400 Bad Request") || !strings.Contains(errOut, "allowed: off, errors") {
+	// A bad mode is a bad command line (exit 2, as the README says), found before the stub is asked.
+	if code, _, errOut := s.sub(t, "querylog", "verbose"); code != exitConfig || !strings.Contains(errOut, `"verbose": not a query log mode`) || !strings.Contains(errOut, "allowed: off, errors") {
 		t.Errorf("a bad mode: exit %d, stderr %q", code, errOut)
 	}
 	if code, _, errOut := s.sub(t, "querylog", "all", "errors"); code != exitConfig || !strings.Contains(errOut, "stub querylog [") {
