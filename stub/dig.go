@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -41,7 +42,7 @@ func digCmd(ctx context.Context, args []string, environ map[string]string, stdou
 	q := new(dns.Msg)
 	q.SetQuestion(dns.Fqdn(name), qtype)
 	q.SetEdns0(1232, false) // what glibc and musl do not send, but dig does: the whole answer over UDP
-	fmt.Fprintf(stdout, "; <<>> stub dig %s <<>> %s %s\n", versionText(), dns.Fqdn(name), dns.TypeToString[qtype])
+	fmt.Fprintf(stdout, "; <<>> stub dig %s <<>> %s %s\n", versionText(), dns.Fqdn(name), dns.Type(qtype))
 	if bypass {
 		return digUpstreams(ctx, c, q, stdout, stderr)
 	}
@@ -62,7 +63,7 @@ func digArgs(args []string) (name string, qtype uint16, bypass bool, err error) 
 		case name == "":
 			name = a
 		case !typed:
-			t, ok := dns.StringToType[strings.ToUpper(a)]
+			t, ok := parseType(a)
 			if !ok {
 				return "", 0, false, fmt.Errorf("%w: %s: unknown type %q", errUsage, usage, a)
 			}
@@ -232,3 +233,13 @@ func ttlLeft(r *dns.Msg) string {
 func roundRTT(d time.Duration) string { return d.Round(10 * time.Microsecond).String() }
 
 func versionText() string { return version.Version }
+
+// parseType reads a query type as dig does: a mnemonic (AAAA, any case), the RFC 3597 form
+// TYPEnnn, or a bare number.
+func parseType(a string) (uint16, bool) {
+	if t, ok := dns.StringToType[strings.ToUpper(a)]; ok {
+		return t, true
+	}
+	n, err := strconv.ParseUint(strings.TrimPrefix(strings.ToUpper(a), "TYPE"), 10, 16)
+	return uint16(n), err == nil && n > 0
+}

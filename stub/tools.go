@@ -285,7 +285,7 @@ func printCache(w io.Writer, rep *admin.CacheReport) {
 		fmt.Fprintf(w, "no cache entry for %s\n", rep.Name)
 		return
 	case rep.Name == "":
-		fmt.Fprintf(w, "the %d entries with the most hits (of at most %d asked):\n", len(rep.Entries), rep.Top)
+		fmt.Fprintf(w, "the %d %s with the most hits (of at most %d asked):\n", len(rep.Entries), plural(len(rep.Entries), "entry", "entries"), rep.Top)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tTYPE\tCLASS\tFLAGS\tSTATE\tKIND\tTTL LEFT\tHITS")
@@ -363,4 +363,12 @@ func queryLogCmd(ctx context.Context, args []string, environ map[string]string, 
 	}
 	fmt.Fprintf(stdout, "query log: %s → %s\n", prev, st.Mode)
 	return exitOK
+}
+
+// plural picks the word for n.
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }

@@ -264,3 +264,20 @@ func TestQueryLogSubcommand(t *testing.T) {
 		t.Errorf("two modes: exit %d, stderr %q", code, errOut)
 	}
 }
+
+// dig's TYPE is read as dig reads it: a mnemonic in any case, TYPEnnn (RFC 3597) or a number.
+func TestDigTypes(t *testing.T) {
+	for _, tc := range []struct {
+		arg  string
+		want uint16
+		ok   bool
+	}{
+		{"aaaa", dns.TypeAAAA, true}, {"TYPE65", 65, true}, {"type65", 65, true}, {"28", dns.TypeAAAA, true},
+		{"TYPE65534", 65534, true}, {"TYPE0", 0, false}, {"TYPE70000", 0, false}, {"AAAAA", 0, false},
+	} {
+		_, got, _, err := digArgs([]string{"example.com", tc.arg})
+		if (err == nil) != tc.ok || (tc.ok && got != tc.want) {
+			t.Errorf("%q: type %d, err %v; want %d, ok %v", tc.arg, got, err, tc.want, tc.ok)
+		}
+	}
+}
