@@ -75,7 +75,7 @@ func (p *peer) useUDP(tcpErr error) {
 	f.cfg.Logger.Warn().Str("upstream", p.addr).AnErr("tcp_error", tcpErr).
 		Msg("upstream answers over UDP but not over TCP: sending its queries over UDP, retrying TCP in the background. " +
 			"A NetworkPolicy probably allows UDP port 53 only: allow TCP port 53 as well, to the cluster DNS Service and its pods " +
-			"(https://github.com/podns/podns#networkpolicy)")
+			"(https://github.com/podns/podns/blob/main/docs/manual.md#networkpolicy)")
 	p.h.mu.Lock()
 	start := !p.fb.rechecking && !p.h.closed
 	if start {

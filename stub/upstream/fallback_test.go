@@ -132,8 +132,8 @@ func checkFellBack(t *testing.T, p *peer, fallbacks0 float64, logs *logBuf) {
 		t.Errorf("%d fallback lines, want 1; logs:\n%s", n, logs)
 	}
 	if l := logs.String(); !strings.Contains(l, `"level":"warn"`) || !strings.Contains(l, "TCP port 53") ||
-		!strings.Contains(l, "#networkpolicy") || !strings.Contains(l, p.addr) {
-		t.Errorf("fallback line %q: want a warn line naming the upstream, TCP port 53 and the README section", l)
+		!strings.Contains(l, "docs/manual.md#networkpolicy") || !strings.Contains(l, p.addr) {
+		t.Errorf("fallback line %q: want a warn line naming the upstream, TCP port 53 and the manual's NetworkPolicy section", l)
 	}
 	if p.protocol() != "udp" {
 		t.Errorf("protocol %q, want udp", p.protocol())
