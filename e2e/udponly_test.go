@@ -19,7 +19,7 @@ import (
 // the switch. The rule's counter proves the stub's TCP was in fact stopped. A third phase
 // applies the reject to a running pod. A drop applied to a running pod is not a case here:
 // the stub learns of it only from a timed-out attempt, and lookups fail over (or get stale
-// answers) until the down upstream's probe finds UDP answering (README: NetworkPolicy).
+// answers) until the down upstream's probe finds UDP answering (docs/manual.md: NetworkPolicy).
 func TestUDPOnlyPolicy(t *testing.T) {
 	env, ctx := setup(t)
 	c, err := env.Run.NewCluster(ctx, env.CoreDNS)
@@ -116,8 +116,8 @@ func checkFallback(t *testing.T, ctx context.Context, c *netsim.Cluster, pod *ne
 	if n := strings.Count(log, "answers over UDP but not over TCP"); n != 1 {
 		t.Errorf("%d fallback lines in the stub's log, want 1:\n%s", n, log)
 	}
-	if !strings.Contains(log, "networkpolicy") {
-		t.Errorf("the fallback line does not point to the README's NetworkPolicy section:\n%s", log)
+	if !strings.Contains(log, "docs/manual.md#networkpolicy") {
+		t.Errorf("the fallback line does not point to the manual's NetworkPolicy section:\n%s", log)
 	}
 	blocked, err := c.BlockedTCPPackets(ctx)
 	if err != nil {

@@ -403,7 +403,7 @@ func (e *env) scaledToZero(t *testing.T) {
 	before := client(t, "e2e-basic", p, "web", "get", "http://127.0.0.1:9253/metrics")
 	s := loop(t, "e2e-basic", p, "web", 60*time.Second, 50*time.Millisecond, names...)()
 	after := client(t, "e2e-basic", p, "web", "get", "http://127.0.0.1:9253/metrics")
-	// Failures only: the slowest lookup here sits just under 1 s in most runs (see the README),
+	// Failures only: the slowest lookup here sits just under 1 s in most runs (docs/tests.md, the real-cluster table),
 	// so a bound on latency would make this step flaky rather than informative; it is logged.
 	if s.Failed != 0 {
 		t.Errorf("with CoreDNS at 0 replicas for 60 s, %d of %d lookups of cached names failed: %v", s.Failed, s.Lookups, s.Errors)

@@ -2,7 +2,7 @@
 //
 // No panic may end the process: one poison query, or a bug in a dependency, reachable from a
 // goroutine that serves queries would otherwise take DNS away from the whole pod until the kubelet
-// restarts the container (see the README, "Panics"). Each goroutine that handles a query or a
+// restarts the container (see docs/manual.md, "Panics"). Each goroutine that handles a query or a
 // reply recovers at its boundary, answers SERVFAIL to the client still owed a reply, and hands the
 // panic value to a Recorder, which counts it in podns_panics_total and logs it with its stack.
 package panics
