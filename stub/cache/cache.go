@@ -1,7 +1,3 @@
-// Package cache keeps upstream DNS replies in wire form and serves them
-// without unpacking: a hit is a hash-table lookup, one copy of the stored packet and
-// a few in-place patches (ID, RD/CD/AD, the client's letter case, TTLs). Get
-// allocates nothing.
 package cache
 
 import (

@@ -5,6 +5,25 @@
 // errors, truncation markers, NODATA and the OPT record. Everything here works
 // on the raw packet so the cache-hit path stays free of allocations. Other
 // packages use these functions rather than header masks of their own.
+//
+// # Query parsing
+//
+// wire.Request.Parse reads a query (the UDP payload, or a TCP message without its 2-byte
+// length) in place and tells the server what to do with anything it will not accept:
+//
+//	| condition | error | the stub answers |
+//	|---|---|---|
+//	| shorter than a header, or QR=1 (a response) | ErrDrop | nothing (dropped) |
+//	| opcode other than QUERY | ErrNotImp | NOTIMP |
+//	| question count ≠ 1, answer or authority records, more than one additional record or one that is not OPT, a compressed/overlong/cut question name, a malformed OPT (non-root owner, bad length, malformed ECS/keepalive/expire/… option), bytes after the last record | ErrFormat | FORMERR |
+//	| EDNS version > 0 | ErrBadVers | BADVERS (RFC 6891), with an OPT record |
+//
+// Error replies echo the question when it could be read, copy ID, opcode, RD and CD, set QR and
+// RA, and carry an OPT record (payload size 1232, the client's DO bit) exactly when the query had
+// one. A client's EDNS payload size is clamped to 512–65535; without EDNS it is 512. An answer
+// larger than that is cut, over UDP, to the whole answer records that fit, with TC=1
+// (wire.Truncate; authority and additional only as whole sections): glibc retries over TCP, and a
+// musl before 1.2.4, which cannot, still gets those records, as CoreDNS gives them.
 package wire
 
 import (
