@@ -242,18 +242,23 @@ func waitReadyHook(ctx context.Context, environ map[string]string, stderr io.Wri
 		fmt.Fprintf(stderr, "stub %s: %v\n", waitReadyArg, err)
 		return exitConfig
 	}
-	ctx, cancel := context.WithTimeout(ctx, waitReadyLimit)
+	deadline := time.Now().Add(waitReadyLimit)
+	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	host, path := strings.TrimPrefix(url, "http://"), "/readyz"
 	host = strings.TrimSuffix(host, path)
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	last := "no answer"
+	start, last := time.Now(), "no answer"
 	for {
 		attempt, cancelAttempt := context.WithTimeout(ctx, time.Second)
 		status, code, b, err := loopbackRequest(attempt, http.MethodGet, host, path, "stub "+waitReadyArg, 512)
 		cancelAttempt()
 		switch {
+		case err != nil && (ctx.Err() != nil || !time.Now().Before(deadline)):
+			// Cut short by the limit or SIGTERM (a dial can see the deadline pass before the
+			// context's timer marks it done): keep the last real answer ("connection
+			// refused", a 503 and its reason) for the message the kubelet's event shows.
 		case err != nil:
 			last = err.Error()
 		case code == http.StatusOK:
@@ -263,7 +268,7 @@ func waitReadyHook(ctx context.Context, environ map[string]string, stderr io.Wri
 		}
 		select {
 		case <-ctx.Done():
-			fmt.Fprintf(stderr, "stub %s: %s not ready after %s: %s\n", waitReadyArg, url, waitReadyLimit, last)
+			fmt.Fprintf(stderr, "stub %s: %s not ready after %s: %s\n", waitReadyArg, url, time.Since(start).Round(10*time.Millisecond), last)
 			return exitFail
 		case <-tick.C:
 		}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -485,7 +486,20 @@ func TestWaitReadyHook(t *testing.T) {
 		waitReadyLimit = 300 * time.Millisecond
 		var errOut bytes.Buffer
 		if code := run(context.Background(), []string{"-wait-ready"}, map[string]string{"PODNS_HTTP_LISTEN": dnstest.FreeAddr(t)}, io.Discard, &errOut); code != exitFail ||
-			!strings.Contains(errOut.String(), "not ready after 300ms") {
+			!strings.Contains(errOut.String(), "not ready after 3") || !strings.Contains(errOut.String(), "connection refused") {
+			t.Fatalf("exit %d, stderr %q; want the limit and the last real answer (refused), not the cut-short attempt", code, errOut.String())
+		}
+	})
+	t.Run("a 503 keeps its reason in the message", func(t *testing.T) {
+		defer func(d time.Duration) { waitReadyLimit = d }(waitReadyLimit)
+		waitReadyLimit = 300 * time.Millisecond
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, "not ready: probing upstreams", http.StatusServiceUnavailable)
+		}))
+		defer srv.Close()
+		var errOut bytes.Buffer
+		if code := run(context.Background(), []string{"-wait-ready"}, map[string]string{"PODNS_HTTP_LISTEN": srv.Listener.Addr().String()}, io.Discard, &errOut); code != exitFail ||
+			!strings.Contains(errOut.String(), "503 Service Unavailable: not ready: probing upstreams") {
 			t.Fatalf("exit %d, stderr %q", code, errOut.String())
 		}
 	})
