@@ -11,7 +11,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	initcconfig "github.com/podns/podns/initc/config"
 	"github.com/podns/podns/internal/cli/clitest"
+	"github.com/podns/podns/internal/envconfig"
 	"github.com/podns/podns/stub/cache"
 	"github.com/podns/podns/stub/config"
 	"github.com/podns/podns/stub/panics"
@@ -69,6 +71,24 @@ func TestManualDocumentsEveryMetric(t *testing.T) {
 				if !strings.Contains(doc, "\n| `"+m[1]+"` |") {
 					t.Errorf("docs/manual.md has no row for metric %s in its metrics table", m[1])
 				}
+			}
+		}
+	}
+}
+
+// The README's Configuration section names every variable of both binaries, so that a reader of
+// the front page (and a grep of it) finds each one; the reference gives their meaning.
+func TestREADMENamesEveryVariable(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(b), "\n## Configuration\n")
+	section, _, _ = strings.Cut(section, "\n## ")
+	for _, cfg := range []any{&config.Config{}, &initcconfig.Config{}} {
+		for _, f := range envconfig.Fields(cfg) {
+			if !strings.Contains(section, "`"+f.Name+"`") {
+				t.Errorf("README's Configuration section does not name %s", f.Name)
 			}
 		}
 	}
