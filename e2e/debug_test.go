@@ -67,7 +67,7 @@ func TestDebugSubcommands(t *testing.T) {
 			t.Errorf("+bypass-cache put the AAAA answer in the cache:\n%s", out)
 		}
 		out = stubTool(t, ctx, env, pod, "cache", "-n", "5")
-		match(t, "stub cache -n 5", out, `(?m)^the \d entries with the most hits \(of at most 5 asked\):$`,
+		match(t, "stub cache -n 5", out, `(?m)^the \d (entry|entries) with the most hits \(of at most 5 asked\):$`,
 			`(?m)^`+regexp.QuoteMeta(name)+` +A +IN +- +fresh +answer +\d+s +1$`)
 	})
 
