@@ -59,7 +59,7 @@ fuzz: ## run each fuzz target for FUZZTIME
 	  dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
 	  for t in $$(grep -hoE '^func (Fuzz[A-Za-z0-9_]+)' $$dir/*_test.go 2>/dev/null | cut -d' ' -f2); do \
 	    echo "fuzz $$pkg $$t ($(FUZZTIME))"; \
-	    $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	    e2e/internal/fuzzrun.sh $(GO) $$pkg $$dir $$t $(FUZZTIME); \
 	  done; \
 	done
 
