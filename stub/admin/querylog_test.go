@@ -1,51 +1,26 @@
 package admin
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/podns/podns/internal/dnstest"
 	"github.com/podns/podns/stub/querylog"
 )
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
+type syncBuf struct{ dnstest.LogBuffer }
 
 func (s *syncBuf) changes(t *testing.T) []map[string]any {
 	t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(s.b.String()), "\n") {
-		var m map[string]any
-		if line == "" {
-			continue
-		}
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatalf("not JSON: %q", line)
-		}
-		if m["message"] == "query log mode changed" {
-			out = append(out, m)
-		}
-	}
-	return out
+	return s.Records(t, dnstest.Message("query log mode changed"))
 }
 
 func newQueryLog(t *testing.T) (*querylog.Log, *syncBuf, http.Handler) {

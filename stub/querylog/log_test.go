@@ -1,11 +1,7 @@
 package querylog
 
 import (
-	"bytes"
-	"encoding/json"
 	"net/netip"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,37 +12,13 @@ import (
 	"github.com/podns/podns/internal/dnstest"
 )
 
-// lines collects a logger's output; safe for concurrent writers.
-type lines struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
+// lines collects a logger's output.
+type lines struct{ dnstest.LogBuffer }
 
 // with returns the decoded lines whose message is msg.
 func (l *lines) with(t *testing.T, msg string) []map[string]any {
 	t.Helper()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []map[string]any
-	for _, s := range strings.Split(strings.TrimSpace(l.buf.String()), "\n") {
-		if s == "" {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(s), &m); err != nil {
-			t.Fatalf("not a JSON line: %q", s)
-		}
-		if m["message"] == msg {
-			out = append(out, m)
-		}
-	}
-	return out
+	return l.Records(t, dnstest.Message(msg))
 }
 
 func newLog(t *testing.T, cfg Config) (*Log, *lines) {

@@ -1,12 +1,9 @@
 package server
 
 import (
-	"bytes"
-	"encoding/json"
 	"net"
 	"net/netip"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -33,36 +30,12 @@ func (in *injector) hook(stage string) {
 }
 
 // logBuf collects log lines; the server writes from many goroutines.
-type logBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuf) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
+type logBuf struct{ dnstest.LogBuffer }
 
 // panicLines returns the panic lines logged for where.
 func (b *logBuf) panicLines(t *testing.T, where string) []map[string]any {
 	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(b.buf.String()), "\n") {
-		if l == "" {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(l), &m); err != nil {
-			t.Fatalf("log line %q: %v", l, err)
-		}
-		if m["where"] == where && m["panic"] != nil {
-			out = append(out, m)
-		}
-	}
-	return out
+	return b.Records(t, func(m map[string]any) bool { return m["where"] == where && m["panic"] != nil })
 }
 
 // panicRig is a running server whose hook panics at one stage and whose panic log is captured.

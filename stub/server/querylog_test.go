@@ -1,12 +1,10 @@
 package server
 
 import (
-	"encoding/json"
 	"math"
 	"net"
 	"net/netip"
 	"runtime"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -26,22 +24,7 @@ import (
 // linesWith returns the logged lines whose message is msg.
 func (b *logBuf) linesWith(t *testing.T, msg string) []map[string]any {
 	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(b.buf.String()), "\n") {
-		if l == "" {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(l), &m); err != nil {
-			t.Fatalf("log line %q: %v", l, err)
-		}
-		if m["message"] == msg {
-			out = append(out, m)
-		}
-	}
-	return out
+	return b.Records(t, dnstest.Message(msg))
 }
 
 // observed returns how many answers podns_request_duration_seconds counted for cache=src.
