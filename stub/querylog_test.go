@@ -1,8 +1,6 @@
 package main
 
 import (
-	"context"
-	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
@@ -18,28 +16,9 @@ import (
 // line, the query lines (written at PODNS_LOG_LEVEL=warn too), and the request-duration histogram.
 func TestQueryLogSwitchedWhileRunning(t *testing.T) {
 	up := upstreamServer(t)
-	dnsAddr, httpAddr := dnstest.FreeAddr(t), dnstest.FreeAddr(t)
-	ctx, sigterm := context.WithCancel(context.Background())
-	defer sigterm()
-	var logs syncBuffer
-	exited := make(chan int, 1)
-	go func() {
-		exited <- run(ctx, nil, map[string]string{
-			"PODNS_LISTEN": dnsAddr, "PODNS_UPSTREAMS": up, "PODNS_HTTP_LISTEN": httpAddr, "PODNS_LOG_LEVEL": "warn",
-			"PODNS_QUERY_LOG_RATE": "1000",
-		}, io.Discard, &logs)
-	}()
-	waitReady(t, "http://"+httpAddr+"/readyz", exited)
-	lines := func(msg string) []map[string]any {
-		var out []map[string]any
-		for _, l := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
-			var m map[string]any
-			if json.Unmarshal([]byte(l), &m) == nil && m["message"] == msg {
-				out = append(out, m)
-			}
-		}
-		return out
-	}
+	st := startStub(t, map[string]string{"PODNS_UPSTREAMS": up, "PODNS_LOG_LEVEL": "warn", "PODNS_QUERY_LOG_RATE": "1000"})
+	dnsAddr, httpAddr := st.dns, st.http
+	lines := func(msg string) []map[string]any { return st.logs.Records(t, dnstest.Message(msg)) }
 	ask := func(name string) {
 		t.Helper()
 		c := &dns.Client{Timeout: 2 * time.Second}
@@ -116,8 +95,5 @@ func TestQueryLogSwitchedWhileRunning(t *testing.T) {
 	if after-before != 2 {
 		t.Errorf("%s rose by %v, want 2", hits, after-before)
 	}
-	sigterm()
-	if code := <-exited; code != exitOK {
-		t.Fatalf("exit %d", code)
-	}
+	// startStub's cleanup stops the stub and checks that it exits 0.
 }
