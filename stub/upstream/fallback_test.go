@@ -1,12 +1,10 @@
 package upstream
 
 import (
-	"bytes"
 	"context"
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -25,26 +23,11 @@ import (
 const fallbackLine = "answers over UDP but not over TCP"
 
 // logBuf collects a forwarder's log lines.
-type logBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
+type logBuf struct{ dnstest.LogBuffer }
 
-func (l *logBuf) logger() zerolog.Logger {
-	return zerolog.New(zerolog.SyncWriter(lockedWriter{&l.mu, &l.buf}))
-}
+func (l *logBuf) logger() zerolog.Logger { return zerolog.New(&l.LogBuffer) }
 
-func (l *logBuf) count(s string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Count(l.buf.String(), s)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
+func (l *logBuf) count(s string) int { return strings.Count(l.String(), s) }
 
 // udpAt serves respond over UDP on addr and counts the queries.
 func udpAt(t *testing.T, addr string, respond func(q *dns.Msg) *dns.Msg) *atomic.Int32 {

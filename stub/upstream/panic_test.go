@@ -1,12 +1,10 @@
 package upstream
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"net"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,20 +25,13 @@ func panicAt(stage string, left *atomic.Int32) func(string) {
 }
 
 // panicLog captures a forwarder's log; lines returns its panic lines for where.
-type panicLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
+type panicLog struct{ dnstest.LogBuffer }
 
-func (l *panicLog) logger() zerolog.Logger {
-	return zerolog.New(zerolog.SyncWriter(lockedWriter{&l.mu, &l.buf}))
-}
+func (l *panicLog) logger() zerolog.Logger { return zerolog.New(&l.LogBuffer) }
 
 func (l *panicLog) lines(where string) []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	var out []string
-	for _, line := range strings.Split(l.buf.String(), "\n") {
+	for _, line := range strings.Split(l.String(), "\n") {
 		if strings.Contains(line, `"where":"`+where+`"`) && strings.Contains(line, `"panic":"injected panic`) {
 			out = append(out, line)
 		}
