@@ -128,6 +128,11 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 		log.Error().Err(err).Msg("cannot start")
 		return exitConfig
 	}
+	var check *readyCheck
+	if name, ok := cfg.ReadyCheck(); ok {
+		check = newReadyCheck(name, fwd.Servers(), source, fwd, cfg.UpstreamProbeInterval, cfg.UpstreamProbeMaxInterval,
+			log.With().Str("part", "readycheck").Logger())
+	}
 	var terminating, probed atomic.Bool
 	ready := func() (bool, string) {
 		switch {
@@ -137,6 +142,11 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 			return false, "not serving"
 		case !probed.Load():
 			return false, "probing upstreams"
+		}
+		if check != nil {
+			if ok, why := check.ready(); !ok {
+				return false, why
+			}
 		}
 		return true, "ok"
 	}
@@ -155,6 +165,14 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 	startupProbe(ctx, cfg, fwd, log)
 	probed.Store(true)
 	startupLog(log.Info(), cfg, ups, source, scfg, mem).Msg("podns stub serving")
+	checked := make(chan struct{})
+	if check != nil {
+		go func() { defer close(checked); check.run(ctx) }()
+	} else {
+		close(checked)
+	}
+	// The check's last exchange ends with ctx; wait for it so that no round outlives the forwarder.
+	defer func() { <-checked }()
 
 	<-ctx.Done()
 	terminating.Store(true)
@@ -326,6 +344,7 @@ func startupLog(ev *zerolog.Event, cfg *config.Config, ups []netip.AddrPort, sou
 		Dur("upstream_timeout", cfg.UpstreamTimeout).
 		Int("upstream_max_fails", cfg.UpstreamMaxFails).
 		Str("upstream_probe_name", cfg.UpstreamProbeName).
+		Str("ready_check_name", cfg.ReadyCheckName).
 		Int("cache_size", cfg.CacheSize).
 		Int64("memory_limit", mem.Cgroup.Bytes).
 		Str("memory_limit_from", mem.Cgroup.File).

@@ -80,6 +80,12 @@ type Config struct {
 	// ready, so that even the first lookup avoids a dead upstream.
 	StartupProbeTimeout time.Duration `env:"PODNS_UPSTREAM_STARTUP_PROBE_TIMEOUT" envDefault:"1s" min:"0s" max:"30s" help:"probe every upstream in parallel for at most this long before reporting ready; 0s skips it"`
 
+	// ReadyCheckName is for pods whose upstreams come from PODNS_UPSTREAMS rather than the
+	// kubelet's own resolv.conf (restricted mode: the webhook writes the cluster DNS IP and cluster
+	// domain into the pod): a wrong IP or domain there would fail every lookup of the app, so the
+	// stub stays unready until this name resolves instead, and says which setting to look at.
+	ReadyCheckName string `env:"PODNS_READY_CHECK_NAME" allowed:"a domain name; unset: no check" help:"before /readyz reports ready, this name (absolute, no search list; e.g. kubernetes.default.svc.cluster.local.) must resolve to an address (A, else AAAA) through the upstreams; until then /readyz is 503 and a warning names the upstreams, the name and the result (NXDOMAIN, SERVFAIL, timeout, no address) once per change of result; retried after PODNS_UPSTREAM_PROBE_INTERVAL, doubling up to PODNS_UPSTREAM_PROBE_MAX_INTERVAL; once passed it never gates again"`
+
 	CacheSize        int           `env:"PODNS_CACHE_SIZE" envDefault:"10000" min:"0" max:"10000000" help:"cache capacity in entries, expired ones included; 0 disables the cache; a size that cannot fit the container's memory limit is refused (exit 2)"`
 	CacheMinTTL      time.Duration `env:"PODNS_CACHE_MIN_TTL" envDefault:"0s" min:"0s" max:"1h" help:"raise shorter TTLs (positive and negative answers) to this; at most PODNS_CACHE_MAX_TTL"`
 	CacheMaxTTL      time.Duration `env:"PODNS_CACHE_MAX_TTL" envDefault:"1h" min:"1s" max:"168h" help:"cap the TTLs of positive answers to this"`
@@ -134,6 +140,9 @@ func (c *Config) Validate() error {
 	}
 	if _, ok := dns.IsDomainName(c.UpstreamProbeName); !ok {
 		errs = multierror.Append(errs, fmt.Errorf("PODNS_UPSTREAM_PROBE_NAME=%q: not a domain name (allowed: a domain name)", c.UpstreamProbeName))
+	}
+	if _, ok := dns.IsDomainName(c.ReadyCheckName); c.ReadyCheckName != "" && (!ok || c.ReadyCheckName == ".") {
+		errs = multierror.Append(errs, fmt.Errorf("PODNS_READY_CHECK_NAME=%q: not a domain name below the root (allowed: a domain name; unset: no check)", c.ReadyCheckName))
 	}
 	if c.UpstreamProbeMaxInterval < c.UpstreamProbeInterval {
 		errs = multierror.Append(errs, fmt.Errorf("PODNS_UPSTREAM_PROBE_MAX_INTERVAL=%s is below PODNS_UPSTREAM_PROBE_INTERVAL=%s (allowed: max >= first)", c.UpstreamProbeMaxInterval, c.UpstreamProbeInterval))
@@ -197,6 +206,15 @@ func (c *Config) SearchPathFrom() SearchPathSource {
 		}
 	}
 	return p
+}
+
+// ReadyCheck returns PODNS_READY_CHECK_NAME as an absolute name (a trailing dot added: the
+// check never walks a search list), and false when it is unset.
+func (c *Config) ReadyCheck() (name string, ok bool) {
+	if c.ReadyCheckName == "" {
+		return "", false
+	}
+	return dns.Fqdn(c.ReadyCheckName), true
 }
 
 // ListenAddrs returns the listen addresses.

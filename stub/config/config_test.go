@@ -515,3 +515,24 @@ func TestQueryLogVariables(t *testing.T) {
 		t.Errorf("slow:0s: %v", err)
 	}
 }
+
+func TestReadyCheckName(t *testing.T) {
+	for in, want := range map[string]string{
+		"": "", "kubernetes.default.svc.cluster.local.": "kubernetes.default.svc.cluster.local.",
+		"kubernetes.default.svc.cluster.local": "kubernetes.default.svc.cluster.local.",
+	} {
+		c, err := Load(map[string]string{"PODNS_READY_CHECK_NAME": in})
+		if err != nil {
+			t.Fatalf("%q: %v", in, err)
+		}
+		if got, ok := c.ReadyCheck(); got != want || ok != (want != "") {
+			t.Errorf("%q: ReadyCheck() = %q, %v; want %q", in, got, ok, want)
+		}
+	}
+	for _, bad := range []string{".", "a..b", strings.Repeat("a", 64) + ".example."} {
+		_, err := Load(map[string]string{"PODNS_READY_CHECK_NAME": bad})
+		if err == nil || !strings.Contains(err.Error(), `PODNS_READY_CHECK_NAME="`+bad+`": not a domain name`) {
+			t.Errorf("%q: err = %v", bad, err)
+		}
+	}
+}

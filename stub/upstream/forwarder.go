@@ -68,6 +68,10 @@ var ErrClosed = errors.New("upstream: forwarder closed")
 // errTimeout marks an attempt that got no valid reply within Config.Timeout.
 var errTimeout = errors.New("timeout")
 
+// IsTimeout reports whether err, from Exchange, includes an attempt that got no valid reply
+// within Config.Timeout (rather than a refused connection or an unreachable network).
+func IsTimeout(err error) bool { return errors.Is(err, errTimeout) }
+
 // Config configures a Forwarder. Zero values take the documented defaults.
 type Config struct {
 	// Servers are the upstream servers in order of preference. IPv4-mapped IPv6 addresses are
