@@ -28,6 +28,8 @@ func (r Record) Addrs() []string {
 // with ColdNames extra names in it.
 func Records() []Record {
 	recs := []Record{
+		// The API server's Service, in every cluster: restricted mode's PODNS_READY_CHECK_NAME.
+		{FQDN: KubernetesService, A: []string{"10.96.0.1"}},
 		{FQDN: "web.alpha.svc.cluster.local", A: []string{"10.96.1.10"}},
 		{FQDN: "db.alpha.svc.cluster.local", A: []string{"10.96.1.11"}},
 		{FQDN: "api.beta.svc.cluster.local", A: []string{"10.96.2.10"}},
@@ -51,6 +53,10 @@ func Records() []Record {
 	}
 	return append(recs, big)
 }
+
+// KubernetesService is the Service default/kubernetes every cluster has, which the webhook's
+// restricted mode makes the stub resolve before it reports ready (PODNS_READY_CHECK_NAME).
+const KubernetesService = "kubernetes.default.svc.cluster.local"
 
 // BigName is a headless Service with BigRecords ready endpoints: one A record each, a reply
 // of about 680 octets, more than a UDP client without EDNS takes (512). No standard client run
