@@ -1,10 +1,3 @@
-// Package upstream forwards the stub's cache misses to the cluster DNS.
-//
-// The default transport is TCP on kept-alive, pipelined connections (RFC 7766): a pod's UDP
-// queries to the kube-dns VIP are lost to a conntrack DNAT race, TCP queries are not, and a
-// kept-alive connection makes a miss cost one round trip instead of a handshake. Servers close
-// TCP connections whenever they like (idle timeouts, per-connection query limits, restarts);
-// a query in flight on such a connection is re-sent on a new one and never surfaces as a failure.
 package upstream
 
 import (
