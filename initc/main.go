@@ -1,7 +1,3 @@
-// Command initc is podns's init container: it saves the pod's resolv.conf (as the kubelet wrote
-// it) to the state dir shared with the stub, then rewrites resolv.conf in place to point at the
-// stub on loopback. In a hostNetwork pod it leaves resolv.conf alone and disables podns.
-// Every knob is a PODNS_* environment variable; `initc -help` lists them.
 package main
 
 import (

@@ -186,7 +186,7 @@
 //     checker.
 //   - Visible. Switching to UDP logs one warn line, upstream answers over UDP but not over
 //     TCP: …, with upstream, tcp_error and what to change in the policy (allow TCP/53 to the
-//     cluster DNS Service and its pods; the top-level README's NetworkPolicy section);
+//     cluster DNS Service and its pods; the manual's NetworkPolicy section, docs/manual.md);
 //     switching back logs one info line, upstream answers over TCP again: back to TCP, with by
 //     (tcp check, probe, startup probe). Only changes are logged, so a server that stays on
 //     UDP logs once. podns_upstream_protocol_fallback_total counts the switches to UDP and

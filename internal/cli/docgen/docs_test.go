@@ -89,7 +89,7 @@ func anchors(md string) map[string]bool {
 }
 
 // TestRelativeLinksResolve: every relative link of the repository's Markdown files (the root
-// README, docs/*.md, the package READMEs) names a file or directory of the repository, and its #fragment a heading of the Markdown file it
+// README, docs/*.md, the READMEs of e2e/, injector-manifests/, monitoring/ and images/) names a file or directory of the repository, and its #fragment a heading of the Markdown file it
 // points into, so moving a section or a file cannot leave a dead link behind.
 func TestRelativeLinksResolve(t *testing.T) {
 	files := markdownFiles(t)
