@@ -283,3 +283,17 @@ func TestRestrictedMatchesBinaries(t *testing.T) {
 		t.Skip("the stub has no PODNS_READY_CHECK_NAME on this branch yet (issue 15, stub side)")
 	}
 }
+
+// TestRestrictedSettingsExample: the example the manual tells users to copy has the keys the
+// component reads, and its values reach the pod.
+func TestRestrictedSettingsExample(t *testing.T) {
+	files := restrictedApp(layoutDeployment)
+	files["app/podns-restricted.yaml"] = readFile(t, "components/podns-restricted/settings.example.yaml")
+	spec := podTemplate(build(t, layout(t, files), "/m/app").get(t, "Deployment", "web").Obj).Spec
+	if got, want := spec.DNSConfig.Searches, []string{"my-namespace.svc.cluster.local", "svc.cluster.local", "cluster.local"}; !slices.Equal(got, want) {
+		t.Errorf("searches %v, want %v", got, want)
+	}
+	if got := container(t, spec.InitContainers, stubName).Env[0]; got != (corev1.EnvVar{Name: "PODNS_UPSTREAMS", Value: "10.96.0.10"}) {
+		t.Errorf("stub env %v", got)
+	}
+}
