@@ -36,10 +36,14 @@ func TestParseDefinition(t *testing.T) {
 	for name, edit := range map[string]func(string) string{
 		"unknown field": func(s string) string { return strings.Replace(s, "  sysctl:\n", "  sysctl:\n    unknown: 1\n", 1) },
 		"kind":          func(s string) string { return strings.Replace(s, "kind: InjectorValues", "kind: Other", 1) },
-		"volume name":   func(s string) string { return strings.Replace(s, "name: podns-state\n    emptyDir", "name: x\n    emptyDir", 1) },
-		"stub name":     func(s string) string { return strings.Replace(s, "name: podns-stub", "name: x", 1) },
-		"init name":     func(s string) string { return strings.Replace(s, "name: podns-init", "name: x", 1) },
-		"sysctl name":   func(s string) string { return strings.Replace(s, "name: net.ipv4.ip_unprivileged_port_start", "name: x", 1) },
+		"volume name": func(s string) string {
+			return strings.Replace(s, "name: podns-state\n    emptyDir", "name: x\n    emptyDir", 1)
+		},
+		"stub name": func(s string) string { return strings.Replace(s, "name: podns-stub", "name: x", 1) },
+		"init name": func(s string) string { return strings.Replace(s, "name: podns-init", "name: x", 1) },
+		"sysctl name": func(s string) string {
+			return strings.Replace(s, "name: net.ipv4.ip_unprivileged_port_start", "name: x", 1)
+		},
 	} {
 		in := string(definitionYAML)
 		out := edit(in)

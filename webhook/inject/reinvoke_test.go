@@ -112,7 +112,7 @@ func TestComponentPodUnchanged(t *testing.T) {
 		pod     *corev1.Pod
 		outcome Outcome
 	}{
-		"components/podns":       {native, OutcomeUnchanged},
+		"components/podns":        {native, OutcomeUnchanged},
 		"components/podns-legacy": {legacy, OutcomeUnchanged},
 		"no podns-state volume":   {noVolume, OutcomeWarning},
 		"stub not a sidecar":      {notNative, OutcomeWarning},
@@ -133,9 +133,17 @@ func TestComponentPodUnchanged(t *testing.T) {
 func TestNotAPodCreate(t *testing.T) {
 	h := newHandler(t, ModeSidecar, testOpts)
 	for name, req := range map[string]admission.Request{
-		"update":      request(t, appPod(), admissionv1.Update),
-		"subresource": func() admission.Request { r := request(t, appPod(), admissionv1.Create); r.SubResource = "ephemeralcontainers"; return r }(),
-		"other kind":  func() admission.Request { r := request(t, appPod(), admissionv1.Create); r.Kind.Kind = "Service"; return r }(),
+		"update": request(t, appPod(), admissionv1.Update),
+		"subresource": func() admission.Request {
+			r := request(t, appPod(), admissionv1.Create)
+			r.SubResource = "ephemeralcontainers"
+			return r
+		}(),
+		"other kind": func() admission.Request {
+			r := request(t, appPod(), admissionv1.Create)
+			r.Kind.Kind = "Service"
+			return r
+		}(),
 	} {
 		resp := h.Handle(context.Background(), req)
 		if !resp.Allowed || len(resp.Patches) != 0 || len(resp.Warnings) != 0 {
