@@ -145,6 +145,10 @@ func (h *Handler) handle(req admission.Request) (admission.Response, Result, str
 	if res.Outcome != OutcomeInjected && res.Outcome != OutcomeReordered {
 		return admission.Allowed(""), res, name
 	}
+	if path := unknownField(req.Object.Raw, orig); path != "" {
+		return admission.Allowed(""), Result{Outcome: OutcomeWarning, Mode: res.Mode, Warnings: []Warning{{ReasonUnknownField,
+			fmt.Sprintf("podns not injected: the pod has a field this webhook's Kubernetes API version does not know (%.100s); upgrade the webhook", path)}}}, name
+	}
 	cur, err := json.Marshal(&pod)
 	if err != nil {
 		return failed(err)
@@ -155,4 +159,65 @@ func (h *Handler) handle(req admission.Request) (admission.Response, Result, str
 		return failed(errors.New(resp.Result.Message))
 	}
 	return resp, res, name
+}
+
+// unknownField returns the path of a field of the request's pod that the typed Pod lost (one
+// newer than this build's k8s.io/api), or "". The patch is computed from typed encodings and
+// lists are compared index by index, so such a field would stay at its old index, on the
+// container podns put there, and be dropped from the one it belonged to: such a pod is admitted
+// unchanged instead. A field missing from typed is fine when its value is empty (omitempty).
+func unknownField(raw, typed []byte) string {
+	var r, t any
+	if json.Unmarshal(raw, &r) != nil || json.Unmarshal(typed, &t) != nil {
+		return "(undecodable)"
+	}
+	return lostPath(r, t, "")
+}
+
+func lostPath(r, t any, path string) string {
+	switch r := r.(type) {
+	case map[string]any:
+		tm, _ := t.(map[string]any)
+		for k, rv := range r {
+			tv, ok := tm[k]
+			if !ok {
+				if isEmpty(rv) {
+					continue
+				}
+				return path + "/" + k
+			}
+			if p := lostPath(rv, tv, path+"/"+k); p != "" {
+				return p
+			}
+		}
+	case []any:
+		ta, _ := t.([]any)
+		if len(ta) != len(r) {
+			return path
+		}
+		for i := range r {
+			if p := lostPath(r[i], ta[i], fmt.Sprintf("%s/%d", path, i)); p != "" {
+				return p
+			}
+		}
+	}
+	return ""
+}
+
+func isEmpty(v any) bool {
+	switch v := v.(type) {
+	case nil:
+		return true
+	case bool:
+		return !v
+	case float64:
+		return v == 0
+	case string:
+		return v == ""
+	case []any:
+		return len(v) == 0
+	case map[string]any:
+		return len(v) == 0
+	}
+	return false
 }

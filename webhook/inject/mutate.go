@@ -80,6 +80,7 @@ const (
 	ReasonNoClusterDNS = "no-cluster-dns"
 	ReasonAnnotation   = "annotation"
 	ReasonDecode       = "decode"
+	ReasonUnknownField = "unknown-field"
 )
 
 // Result is what Mutate did.

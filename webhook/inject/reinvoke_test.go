@@ -223,3 +223,35 @@ func TestMetricsAndLog(t *testing.T) {
 		t.Errorf("logged duration %v ms, more than the %v the call took", lines[1]["duration"], elapsed)
 	}
 }
+
+// TestUnknownField: a pod field newer than this build's k8s.io/api would be misplaced by the
+// index-by-index patch (left on the container podns puts at its index): such a pod is admitted
+// unchanged with a warning. An empty unknown field, which the typed encoding may drop as
+// omitempty, does not count; a pod podns does not change is not looked at.
+func TestUnknownField(t *testing.T) {
+	h := newHandler(t, ModeSidecar, testOpts)
+	withRaw := func(p *corev1.Pod, field string) admission.Request {
+		r := request(t, p, admissionv1.Create)
+		r.Object.Raw = bytes.Replace(r.Object.Raw, []byte(`"name":"app",`), []byte(`"name":"app",`+field+`,`), 1)
+		if !bytes.Contains(r.Object.Raw, []byte(field)) {
+			t.Fatalf("field not added: %s", r.Object.Raw)
+		}
+		return r
+	}
+	twoContainers := withPod(func(p *corev1.Pod) { p.Spec.Containers = append(initc("sidecar"), p.Spec.Containers...) })
+	for _, c := range []struct {
+		name, field string
+		pod         *corev1.Pod
+		patched     bool
+		warnings    int
+	}{
+		{"unknown field", `"futureField":{"x":1}`, twoContainers, false, 1},
+		{"empty unknown field", `"futureList":[]`, twoContainers, true, 0},
+		{"unknown field, opted out", `"futureField":{"x":1}`, withPod(func(p *corev1.Pod) { p.Labels[LabelInject] = "false" }), false, 0},
+	} {
+		resp := h.Handle(context.Background(), withRaw(c.pod, c.field))
+		if !resp.Allowed || (len(resp.Patches) > 0) != c.patched || len(resp.Warnings) != c.warnings {
+			t.Errorf("%s: allowed %v, patches %d, warnings %q", c.name, resp.Allowed, len(resp.Patches), resp.Warnings)
+		}
+	}
+}
