@@ -3,6 +3,19 @@
 // What is added has one definition, shared with the Kustomize component:
 // injector-manifests/components/podns-common/injector-values.yaml, copied to definition.yaml by
 // `go generate` (a test fails when the copy is stale).
+//
+// Sidecar mode gives a pod exactly what components/podns renders into its template (the test
+// TestWebhookEquivalence in injector-manifests checks it), with two differences: the envFrom
+// reference to the podns-config ConfigMap is optional and has no kustomize hash suffix (the
+// webhook install creates no ConfigMap; a namespace may create podns-config to tune, every value
+// the component's sets is the binaries' default), and the pod gets the annotation
+// podns.io/injected: "<mode> <version>". The webhook is more lenient than the component in one
+// place: a pod that sets net.ipv4.ip_unprivileged_port_start itself to 53 or less keeps its value
+// (the component fails on any value).
+//
+// Restricted mode's search list is the kubelet's cluster part only (<ns>.svc.<domain>,
+// svc.<domain>, <domain>) plus the pod's own dnsConfig.searches: the node's own search domains,
+// which the kubelet appends for dnsPolicy ClusterFirst, are not known at admission.
 package inject
 
 import (
@@ -11,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -44,8 +58,8 @@ type Options struct {
 	// (PODNS_UPSTREAMS). Required by ModeRestricted; a ModeSidecar handler without it admits a
 	// pod labelled podns.io/mode=restricted unchanged, with a warning.
 	ClusterDNS netip.Addr
-	// ClusterDomain is the cluster domain (default DefaultClusterDomain) for the restricted
-	// mode's search list and the stub's start-up check name.
+	// ClusterDomain is the cluster domain (default DefaultClusterDomain; a trailing dot is
+	// dropped) for the restricted mode's search list and the stub's start-up check name.
 	ClusterDomain string
 	// Version is recorded in the pod's annotation podns.io/injected (default: this binary's
 	// internal/version.Version).
@@ -79,6 +93,7 @@ func NewHandler(mode Mode, opts Options) (*Handler, error) {
 	if mode == ModeRestricted && !opts.ClusterDNS.IsValid() {
 		return nil, errors.New("inject: restricted mode needs the cluster DNS address (Options.ClusterDNS)")
 	}
+	opts.ClusterDomain = strings.TrimSuffix(opts.ClusterDomain, ".")
 	if opts.ClusterDomain == "" {
 		opts.ClusterDomain = DefaultClusterDomain
 	}

@@ -171,6 +171,9 @@ func TestNewHandler(t *testing.T) {
 	if h.opts.ClusterDomain != DefaultClusterDomain || h.opts.Version == "" {
 		t.Errorf("defaults not applied: %+v", h.opts)
 	}
+	if h := newHandler(t, ModeSidecar, Options{ClusterDomain: "k8s.example."}); h.opts.ClusterDomain != "k8s.example" {
+		t.Errorf("cluster domain %q: the trailing dot is kept", h.opts.ClusterDomain)
+	}
 }
 
 // TestMetricsAndLog: the collectors are on controller-runtime's registry (the manager serves
