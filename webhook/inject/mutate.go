@@ -233,7 +233,7 @@ func optionalConfigMap(c *corev1.Container) {
 
 // podnsNames reports whether the pod uses one of podns's names (containers podns-init,
 // podns-stub, volume podns-state) and, when it does, the first name that is not where the
-// Kustomize component puts it (clash == ""  means the pod carries the component's podns:
+// Kustomize component puts it (clash == "" means the pod carries the component's podns:
 // components/podns, or podns-legacy with the stub a regular container).
 func podnsNames(pod *corev1.Pod) (has bool, clash string) {
 	spec := &pod.Spec
