@@ -252,8 +252,8 @@ func TestServesAdmissionReviewOverTLS(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	for _, series := range []string{`podns_build_info{goversion="`, `controller_runtime_webhook_requests_total{code="200",webhook="/mutate-pod"} 1`,
-		`controller_runtime_webhook_requests_total{code="200",webhook="/mutate-pod-restricted"} 1`, "go_goroutines "} {
+	for _, series := range []string{`podns_build_info{goversion="`, `controller_runtime_webhook_requests_total{code="200",webhook="/mutate-pod"} `,
+		`controller_runtime_webhook_requests_total{code="200",webhook="/mutate-pod-restricted"} `, "go_goroutines "} {
 		if !strings.Contains(string(b), series) {
 			t.Errorf("/metrics lacks %s", series)
 		}
