@@ -1,7 +1,6 @@
 package certs
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -144,16 +143,6 @@ func parseBundle(b []byte) []*x509.Certificate {
 			out = append(out, c)
 		}
 	}
-}
-
-// inBundle reports whether cert is one of the bundle's certificates.
-func inBundle(bundle []byte, cert *x509.Certificate) bool {
-	for _, c := range parseBundle(bundle) {
-		if bytes.Equal(c.Raw, cert.Raw) {
-			return true
-		}
-	}
-	return false
 }
 
 func pemBlock(typ string, der []byte) []byte {

@@ -70,15 +70,10 @@ func newCluster(t *testing.T, webhooks int) *cluster {
 }
 
 func (c *cluster) react(a k8stesting.Action) (bool, runtime.Object, error) {
-	var obj runtime.Object
-	switch a := a.(type) {
-	case k8stesting.CreateAction:
-		obj = a.GetObject()
-	case k8stesting.UpdateAction:
-		obj = a.GetObject()
-	default:
+	if v := a.GetVerb(); v != "create" && v != "update" {
 		return false, nil, nil
 	}
+	obj := a.(k8stesting.CreateAction).GetObject() // UpdateAction has the same method set
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	obj = obj.DeepCopyObject()
