@@ -180,8 +180,11 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 	}
 	defer stopHTTP()
 
+	// The server outlives ctx by PODNS_SHUTDOWN_GRACE: see config.Config.ShutdownGrace.
+	serveCtx, stopServing := context.WithCancel(context.Background())
+	defer stopServing()
 	served := make(chan error, 1)
-	go func() { served <- srv.Start(ctx) }()
+	go func() { served <- srv.Start(serveCtx) }()
 	log.Info().Str("version", version.Version).Str("listen", string(cfg.WebhookListen)).Str("http", string(cfg.HTTPListen)).
 		Str("cert_mode", cfg.CertMode).Str("cluster_dns", dnsIP.String()).Str("cluster_dns_from", from).
 		Str("cluster_domain", cfg.Domain()).Strs("paths", []string{pathSidecar, pathRestricted}).Msg("podns webhook serving")
@@ -194,7 +197,14 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 	case <-ctx.Done():
 	}
 	terminating.Store(true)
-	log.Info().Msg("SIGTERM: draining admission requests in flight")
+	log.Info().Dur("grace", cfg.ShutdownGrace).Msg("SIGTERM: /readyz 503, serving for the grace period, then draining")
+	select {
+	case <-time.After(cfg.ShutdownGrace):
+	case err := <-served:
+		log.Error().Err(err).Msg("webhook server stopped during the grace period")
+		return cli.ExitFail
+	}
+	stopServing()
 	if err := <-served; err != nil {
 		log.Error().Err(err).Msg("webhook server stopped with an error")
 		return cli.ExitFail

@@ -101,9 +101,12 @@ func modeEcho(mode inject.Mode, opts inject.Options) (admission.Handler, error) 
 
 // webhookProc is the webhook run in-process by startWebhook over a fake API server.
 type webhookProc struct {
-	env    map[string]string
-	client *fake.Clientset
-	logs   *syncBuffer
+	env     map[string]string
+	client  *fake.Clientset
+	logs    *syncBuffer
+	sigterm func()
+	done    chan struct{} // closed when run returned, with its exit code in code
+	code    int
 }
 
 func mwc() *admissionregistrationv1.MutatingWebhookConfiguration {
@@ -120,30 +123,40 @@ func mwc() *admissionregistrationv1.MutatingWebhookConfiguration {
 // It returns once /readyz is 200 unless wait is false.
 func startWebhook(t *testing.T, env map[string]string, h func(inject.Mode, inject.Options) (admission.Handler, error), wait bool, objs ...runtime.Object) *webhookProc {
 	t.Helper()
-	w := &webhookProc{env: map[string]string{"PODNS_WEBHOOK_LISTEN": dnstest.FreeAddr(t), "PODNS_HTTP_LISTEN": dnstest.FreeAddr(t)},
+	w := &webhookProc{env: map[string]string{"PODNS_WEBHOOK_LISTEN": dnstest.FreeAddr(t), "PODNS_HTTP_LISTEN": dnstest.FreeAddr(t), "PODNS_SHUTDOWN_GRACE": "0s"},
 		client: fake.NewClientset(objs...), logs: &syncBuffer{}}
 	for k, v := range env {
 		w.env[k] = v
 	}
 	ctx, sigterm := context.WithCancel(context.Background())
-	exited := make(chan int, 1)
+	w.sigterm, w.done = sigterm, make(chan struct{})
 	d := deps{client: func() (kubernetes.Interface, error) { return w.client, nil }, handler: h, resync: 20 * time.Millisecond}
-	go func() { exited <- run(ctx, nil, w.env, io.Discard, w.logs, d) }()
+	go func() {
+		w.code = run(ctx, nil, w.env, io.Discard, w.logs, d)
+		close(w.done)
+	}()
 	t.Cleanup(func() {
 		sigterm()
-		select {
-		case code := <-exited:
-			if code != cli.ExitOK {
-				t.Errorf("webhook exited %d; log:\n%s", code, w.logs.String())
-			}
-		case <-time.After(10 * time.Second):
+		if code, ok := w.wait(10 * time.Second); !ok {
 			t.Error("webhook did not exit 10s after SIGTERM")
+		} else if code != cli.ExitOK {
+			t.Errorf("webhook exited %d; log:\n%s", code, w.logs.String())
 		}
 	})
 	if wait {
-		w.waitReady(t, exited)
+		w.waitReady(t)
 	}
 	return w
+}
+
+// wait returns run's exit code once it returned, or false after d.
+func (w *webhookProc) wait(d time.Duration) (int, bool) {
+	select {
+	case <-w.done:
+		return w.code, true
+	case <-time.After(d):
+		return 0, false
+	}
 }
 
 func (w *webhookProc) readyz() (int, string) {
@@ -156,14 +169,14 @@ func (w *webhookProc) readyz() (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-func (w *webhookProc) waitReady(t *testing.T, exited <-chan int) {
+func (w *webhookProc) waitReady(t *testing.T) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	var last string
 	for time.Now().Before(deadline) {
 		select {
-		case code := <-exited:
-			t.Fatalf("webhook exited %d before ready; log:\n%s", code, w.logs.String())
+		case <-w.done:
+			t.Fatalf("webhook exited %d before ready; log:\n%s", w.code, w.logs.String())
 		default:
 		}
 		code, body := w.readyz()
@@ -285,7 +298,7 @@ func TestReadyOnlyWithCABundle(t *testing.T) {
 	if _, err := w.client.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(context.Background(), mwc(), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	w.waitReady(t, nil)
+	w.waitReady(t)
 	w.review(t, pathSidecar, testPod())
 }
 
@@ -302,5 +315,41 @@ func TestInjectHandlerServed(t *testing.T) {
 	r := w.review(t, pathSidecar, testPod())
 	if !r.Allowed || len(r.Patch) == 0 {
 		t.Errorf("plain pod not injected: allowed %v, patch %s, warnings %v", r.Allowed, r.Patch, r.Warnings)
+	}
+}
+
+// TestSIGTERMKeepsServingThroughGrace: after SIGTERM /readyz turns 503 at once, so the
+// Service's endpoints drop the replica, while admission requests are still answered for
+// PODNS_SHUTDOWN_GRACE; then the webhook exits 0.
+func TestSIGTERMKeepsServingThroughGrace(t *testing.T) {
+	const grace = 2 * time.Second
+	w := startWebhook(t, map[string]string{"PODNS_CLUSTER_DNS": "10.96.0.10", "PODNS_SHUTDOWN_GRACE": grace.String()}, modeEcho, true, mwc())
+	start := time.Now()
+	w.sigterm()
+	for {
+		code, body := w.readyz()
+		if code == http.StatusServiceUnavailable && strings.Contains(body, "terminating") {
+			break
+		}
+		if time.Since(start) > grace {
+			t.Fatalf("/readyz still %d %q after SIGTERM", code, body)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if r := w.review(t, pathSidecar, testPod()); !r.Allowed {
+		t.Errorf("admission during the grace period: %+v", r)
+	}
+	if time.Since(start) >= grace {
+		t.Fatal("the checks took longer than the grace period: they prove nothing")
+	}
+	code, ok := w.wait(grace + 10*time.Second)
+	if !ok {
+		t.Fatal("webhook did not exit after the grace period")
+	}
+	if code != cli.ExitOK {
+		t.Errorf("exit %d after SIGTERM", code)
+	}
+	if took := time.Since(start); took < grace {
+		t.Errorf("exited %s after SIGTERM, before the %s grace period", took, grace)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/go-multierror"
 	"github.com/rs/zerolog"
@@ -60,6 +61,11 @@ type Config struct {
 
 	StubImage string `env:"PODNS_STUB_IMAGE" allowed:"an image reference" help:"the image of the injected podns-stub container; unset: the definition's"`
 	InitImage string `env:"PODNS_INIT_IMAGE" allowed:"an image reference" help:"the image of the injected podns-init container; unset: the definition's"`
+
+	// ShutdownGrace keeps admitting after SIGTERM while /readyz says 503, so that the Service's
+	// endpoints drop the replica before it stops listening: an API server that still picks it
+	// meanwhile would otherwise fail the pod's admission (failurePolicy Fail).
+	ShutdownGrace time.Duration `env:"PODNS_SHUTDOWN_GRACE" envDefault:"5s" min:"0s" max:"10m" help:"keep serving this long after SIGTERM (with /readyz 503), then drain the requests in flight and exit"`
 
 	LogLevel  string `env:"PODNS_LOG_LEVEL" envDefault:"info" oneof:"trace debug info warn error" help:"log level (zerolog)"`
 	LogFormat string `env:"PODNS_LOG_FORMAT" envDefault:"json" oneof:"json console" help:"log format; logs go to stderr"`
