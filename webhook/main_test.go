@@ -3,11 +3,20 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"io"
+	"math/big"
+	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -107,6 +116,7 @@ type webhookProc struct {
 	sigterm func()
 	done    chan struct{} // closed when run returned, with its exit code in code
 	code    int
+	caPEM   []byte // external mode: the CA the test's certificate files chain to
 }
 
 func mwc() *admissionregistrationv1.MutatingWebhookConfiguration {
@@ -190,15 +200,20 @@ func (w *webhookProc) waitReady(t *testing.T) {
 }
 
 // review POSTs an AdmissionReview v1 for pod to path over TLS, trusting only the caBundle the
-// webhook published in the MutatingWebhookConfiguration, as the API server does.
+// webhook published in the MutatingWebhookConfiguration, as the API server does (or caPEM when
+// set: external mode).
 func (w *webhookProc) review(t *testing.T, path string, pod *corev1.Pod) *admissionv1.AdmissionResponse {
 	t.Helper()
-	m, err := w.client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(context.Background(), "podns-webhook", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
+	ca := w.caPEM
+	if ca == nil {
+		m, err := w.client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(context.Background(), "podns-webhook", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ca = m.Webhooks[0].ClientConfig.CABundle
 	}
 	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(m.Webhooks[0].ClientConfig.CABundle) {
+	if !pool.AppendCertsFromPEM(ca) {
 		t.Fatal("no caBundle published")
 	}
 	raw, err := json.Marshal(pod)
@@ -352,4 +367,58 @@ func TestSIGTERMKeepsServingThroughGrace(t *testing.T) {
 	if took := time.Since(start); took < grace {
 		t.Errorf("exited %s after SIGTERM, before the %s grace period", took, grace)
 	}
+}
+
+// TestExternalCertMode: with PODNS_CERT_MODE=external the webhook serves the certificate files
+// of PODNS_CERT_DIR, is ready without any MutatingWebhookConfiguration (cert-manager's
+// cainjector owns the caBundle) and writes no Secret.
+func TestExternalCertMode(t *testing.T) {
+	dir := t.TempDir()
+	caPEM := writeCertFiles(t, dir)
+	w := startWebhook(t, map[string]string{"PODNS_CERT_MODE": "external", "PODNS_CERT_DIR": dir, "PODNS_CLUSTER_DNS": "10.96.0.10"}, modeEcho, true)
+	w.caPEM = caPEM
+	if r := w.review(t, pathRestricted, testPod()); !r.Allowed {
+		t.Errorf("%+v", r)
+	}
+	if s, err := w.client.CoreV1().Secrets("podns-system").List(context.Background(), metav1.ListOptions{}); err != nil || len(s.Items) != 0 {
+		t.Errorf("external mode wrote Secrets: %v %v", s, err)
+	}
+}
+
+// writeCertFiles writes tls.crt and tls.key for podns-webhook.podns-system.svc and 127.0.0.1,
+// signed by a CA made here, into dir; it returns the CA's PEM.
+func writeCertFiles(t *testing.T, dir string) []byte {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test-ca"}, NotBefore: now.Add(-time.Hour),
+		NotAfter: now.Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		DNSNames: []string{"podns-webhook.podns-system.svc"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caTmpl, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range map[string]*pem.Block{"tls.crt": {Type: "CERTIFICATE", Bytes: der}, "tls.key": {Type: "PRIVATE KEY", Bytes: keyDER}} {
+		if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(b), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
 }
