@@ -10,7 +10,9 @@ import (
 	"github.com/podns/podns/webhook/inject"
 )
 
-// injectOptions are the settings that shape what is injected.
+// injectOptions are the settings that shape what is injected. PODNS_INIT_IMAGE,
+// PODNS_STUB_IMAGE and the logger go in too where inject.Options has InitImage, StubImage and
+// Logger (webhook/inject as helper W1 extends it; the lead adds them at the merge).
 func injectOptions(cfg *config.Config, clusterDNS netip.Addr, _ zerolog.Logger) inject.Options {
 	return inject.Options{ClusterDNS: clusterDNS, ClusterDomain: cfg.Domain(), Version: version.Version}
 }
