@@ -21,9 +21,10 @@ FUZZTIME  ?= 15s
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
 
-build: ## static binaries bin/stub and bin/initc
+build: ## static binaries bin/stub, bin/initc and bin/webhook
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/stub ./stub
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/initc ./initc
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/webhook ./webhook
 
 tools: $(TOOLS)/coredns $(TOOLS)/staticcheck $(TOOLS)/helm ## pinned CoreDNS, staticcheck and helm into .tools/bin
 
@@ -47,7 +48,7 @@ lint: $(TOOLS)/staticcheck ## go vet and staticcheck, every module
 
 test: build tools test-unit fuzz ## the README's test command: everything CI runs
 
-# The image test builds both images from a cold cache on a fresh machine (~5 min when loaded).
+# The image test builds the three images from a cold cache on a fresh machine (~5 min when loaded).
 test-unit:
 	$(GO) test -race -count=1 -timeout 20m ./...
 	cd injector-manifests && PODNS_HELM=$(TOOLS)/helm $(GO) test -race -count=1 ./...
@@ -65,10 +66,10 @@ fuzz: ## run each fuzz target for FUZZTIME
 
 # Generated from the Config struct tags; internal/cli/docgen's test fails when the committed file
 # is stale.
-docs: ## regenerate docs/configuration.md (the variables and exit codes of stub and initc)
+docs: ## regenerate docs/configuration.md (the variables and exit codes of stub, initc and webhook)
 	$(GO) run ./internal/cli/docgen -o docs/configuration.md
 
-images: ## stub and initc images for linux/amd64 and linux/arm64 (docker, podman or buildah)
+images: ## stub, initc and webhook images for linux/amd64 and linux/arm64 (docker, podman or buildah)
 	VERSION=$(VERSION) images/build.sh
 
 clean: ## remove build output (keeps .tools)

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Builds the podns images (Dockerfile.stub, Dockerfile.init) with docker, podman or buildah,
-# whichever is present, for every platform in PLATFORMS the builder can do.
+# Builds the podns images (Dockerfile.stub, Dockerfile.init, Dockerfile.webhook) with docker,
+# podman or buildah, whichever is present, for every platform in PLATFORMS the builder can do.
 #
-#   images/build.sh [stub|init]...        both when none is named
+#   images/build.sh [stub|init|webhook]...   all three when none is named
 #
 # Environment (all optional):
 #   VERSION    image tag and stamped version   default: git describe, else "dev"
-#   REGISTRY   image name prefix               default: ghcr.io/podns  (-> ghcr.io/podns/stub:VERSION)
+#   REGISTRY   image name prefix               default: ghcr.io/podns  (-> ghcr.io/podns/stub:VERSION, .../initc, .../webhook)
 #   PLATFORMS  comma-separated os/arch         default: linux/amd64,linux/arm64
 #   BUILDER    docker | podman | buildah       default: the first one found, in that order
 #   CONTEXT    build context directory         default: the repository root
@@ -39,7 +39,7 @@ fi
 [[ -n ${BUILDER:-} ]] || { echo "build.sh: none of docker, podman, buildah is usable" >&2; exit 1; }
 
 targets=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(stub init)
+[[ ${#targets[@]} -gt 0 ]] || targets=(stub init webhook)
 
 nplat=$(tr ',' '\n' <<<"$PLATFORMS" | grep -c .)
 args=(--build-arg "VERSION=$VERSION")
@@ -61,7 +61,8 @@ for t in "${targets[@]}"; do
   case $t in
     stub) file=Dockerfile.stub image=$REGISTRY/stub:$VERSION ;;
     init|initc) file=Dockerfile.init image=$REGISTRY/initc:$VERSION ;;
-    *) echo "build.sh: unknown image $t (stub or init)" >&2; exit 2 ;;
+    webhook) file=Dockerfile.webhook image=$REGISTRY/webhook:$VERSION ;;
+    *) echo "build.sh: unknown image $t (stub, init or webhook)" >&2; exit 2 ;;
   esac
   echo "build.sh: $BUILDER: $image for $PLATFORMS"
   case $BUILDER in

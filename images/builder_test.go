@@ -18,12 +18,12 @@ import (
 // builderLabel marks a builder image this test made, so a later run reuses it.
 const builderLabel = "io.podns.test-builder"
 
-// pinnedBuilder returns the GO_IMAGE both Dockerfiles pin; they must agree.
+// pinnedBuilder returns the GO_IMAGE the Dockerfiles pin; they must agree.
 func pinnedBuilder(t *testing.T, root string) string {
 	t.Helper()
 	re := regexp.MustCompile(`(?m)^ARG GO_IMAGE=(\S+)$`)
 	var name string
-	for _, f := range []string{"Dockerfile.stub", "Dockerfile.init"} {
+	for _, f := range []string{"Dockerfile.stub", "Dockerfile.init", "Dockerfile.webhook"} {
 		data, err := os.ReadFile(filepath.Join(root, f))
 		if err != nil {
 			t.Fatal(err)

@@ -3,6 +3,7 @@ package images
 import (
 	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -156,5 +157,34 @@ func testInitImage(t *testing.T, pm podman) {
 	}
 	if got, _ := os.ReadFile(conf); !bytes.Equal(got, []byte(want)) {
 		t.Errorf("rerun changed resolv.conf: %s", got)
+	}
+}
+
+// testWebhookImage runs the webhook image as its Deployment does (non-root, no capabilities,
+// no_new_privs, read-only root): it prints its stamped version, refuses a bad variable with
+// exit 2 naming it, and without API server credentials (no ServiceAccount mount, no
+// KUBECONFIG) exits 1 saying so rather than crashing. The admission path itself is tested in
+// webhook/ over loopback TLS.
+func testWebhookImage(t *testing.T, pm podman) {
+	base := []string{"run", "--rm", "--network", "none", "--read-only", "--cap-drop=ALL", "--security-opt", "no-new-privileges"}
+	if v, err := pm.output(append(base, hookImage, "-version")...); err != nil || strings.TrimSpace(v) != version {
+		t.Errorf("webhook -version = %q (%v), want %q (ldflags stamp)", strings.TrimSpace(v), err, version)
+	}
+	exit := func(args ...string) (int, string) {
+		cmd := pm.command(append(base, args...)...)
+		out, err := cmd.CombinedOutput()
+		if ee, ok := err.(*exec.ExitError); ok {
+			return ee.ExitCode(), string(out)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return 0, string(out)
+	}
+	if code, out := exit("-e", "PODNS_CERT_MODE=acme", hookImage); code != 2 || !strings.Contains(out, `PODNS_CERT_MODE="acme"`) {
+		t.Errorf("bad PODNS_CERT_MODE: exit %d, want 2 naming the variable:\n%s", code, out)
+	}
+	if code, out := exit(hookImage); code != 1 || !strings.Contains(out, "cannot reach the API server") {
+		t.Errorf("no credentials: exit %d, want 1 saying so:\n%s", code, out)
 	}
 }

@@ -1,6 +1,6 @@
-// Package cli is the command-line surface both binaries share. Neither takes flags: every knob
+// Package cli is the command-line surface the binaries share. None takes flags: every knob
 // is a PODNS_* environment variable, so the only arguments are -help and -version, and the exit
-// codes mean the same in both.
+// codes mean the same in all of them.
 package cli
 
 import (
@@ -12,7 +12,7 @@ import (
 	"github.com/podns/podns/internal/version"
 )
 
-// Exit codes, the same for both binaries: Config for anything the operator must fix in the
+// Exit codes, the same for every binary: Config for anything the operator must fix in the
 // configuration (a bad variable, an unusable argument, no upstream), Fail for a refusal or a
 // runtime failure.
 const (

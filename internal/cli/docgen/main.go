@@ -1,6 +1,6 @@
-// Command docgen writes the configuration reference, docs/configuration.md, from the stub's and
-// initc's Config struct tags and exit codes (stub/config.Program, initc/config.Program), the
-// same values their -help prints. `make docs` runs it from the repository root:
+// Command docgen writes the configuration reference, docs/configuration.md, from the stub's,
+// initc's and the webhook's Config struct tags and exit codes (stub/config.Program,
+// initc/config.Program, webhook/config.Program), the same values their -help prints. `make docs` runs it from the repository root:
 //
 //	go run ./internal/cli/docgen -o docs/configuration.md
 //
@@ -17,12 +17,13 @@ import (
 	initc "github.com/podns/podns/initc/config"
 	"github.com/podns/podns/internal/cli"
 	stub "github.com/podns/podns/stub/config"
+	webhook "github.com/podns/podns/webhook/config"
 )
 
-// Generate returns the whole reference: the stub first, then initc.
+// Generate returns the whole reference: the stub first, then initc, then the webhook.
 func Generate() []byte {
 	var b bytes.Buffer
-	cli.Reference(&b, stub.Program, initc.Program)
+	cli.Reference(&b, stub.Program, initc.Program, webhook.Program)
 	return b.Bytes()
 }
 
