@@ -1,6 +1,3 @@
-// Command webhook is podns's mutating admission webhook: it adds podns to every Pod created in a
-// namespace labelled podns.io/inject=enabled. See the README, "Inject at admission". Every knob
-// is a PODNS_* environment variable; `webhook -help` lists them.
 package main
 
 import (
