@@ -230,7 +230,7 @@ func (p *peer) markUp(how string) {
 	p.h.loggedDown = false
 	p.h.mu.Unlock()
 	if ok {
-		f.cfg.Logger.Info().Str("upstream", p.addr).Str("by", how).Dur("down_for", downFor).
+		f.cfg.Logger.Info().Str("upstream", p.addr).Str("by", how).Float64("down_for", downFor.Seconds()).
 			Int("suppressed", suppressed).Msg("upstream up again")
 	}
 }

@@ -130,7 +130,7 @@ func (p *peer) markEDNSIntolerant() {
 	now := p.f.now()
 	old := p.noEDNSUntil.Swap(now.Add(ednsMemory).UnixNano())
 	if old == 0 || now.UnixNano() >= old {
-		p.f.cfg.Logger.Warn().Str("upstream", p.addr).Dur("for", ednsMemory).
+		p.f.cfg.Logger.Warn().Str("upstream", p.addr).Float64("for", ednsMemory.Seconds()).
 			Msg("upstream rejects queries with EDNS (FORMERR or NOTIMP without OPT, RFC 6891 section 7): sending them without OPT, replies limited to 512 bytes over UDP")
 	}
 }
