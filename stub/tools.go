@@ -164,7 +164,7 @@ func printStatus(w io.Writer, st *admin.Status, now time.Time) {
 
 	fmt.Fprintf(w, "\nupstreams:\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  SERVER\tSTATE\tPROTOCOL\tP50\tLAST REPLY\tLAST ERROR")
+	fmt.Fprintln(tw, "  SERVER\tSTATE\tPROTOCOL\tP50 / P99 (SAMPLES)\tLAST REPLY\tLAST ERROR")
 	for _, u := range st.Upstreams {
 		state := "up"
 		if !u.Up {
@@ -182,7 +182,7 @@ func printStatus(w io.Writer, st *admin.Status, now time.Time) {
 		}
 		p50 := "-"
 		if u.LatencySamples > 0 {
-			p50 = fmt.Sprintf("%s (%d)", ms(u.LatencyP50Seconds), u.LatencySamples)
+			p50 = fmt.Sprintf("%s / %s (%d)", ms(u.LatencyP50Seconds), ms(u.LatencyP99Seconds), u.LatencySamples)
 		}
 		last := "never"
 		if u.LastReply != nil {

@@ -87,7 +87,10 @@ type Upstream struct {
 	NoEDNS bool `json:"no_edns,omitempty"`
 	// LatencyP50Seconds is the median round trip of its last LatencySamples (up to 64)
 	// successful attempts.
-	LatencyP50Seconds float64    `json:"latency_p50_seconds"`
+	LatencyP50Seconds float64 `json:"latency_p50_seconds"`
+	// LatencyP99Seconds is the 99th percentile (nearest rank) of the same round trips: with 64
+	// samples, the slowest of them.
+	LatencyP99Seconds float64    `json:"latency_p99_seconds"`
 	LatencySamples    int        `json:"latency_samples"`
 	LastReply         *time.Time `json:"last_reply,omitempty"`
 	// LastError is its last failure: reason timeout, network (the attempt failed), servfail,

@@ -59,23 +59,31 @@ func TestStatusDown(t *testing.T) {
 	}
 }
 
-// TestMedianOfRecent: the median is of the last rttSamples round trips only.
+// TestMedianOfRecent: the median and the p99 are of the last rttSamples round trips only; the
+// p99 shows the one slow round trip the median hides.
 func TestMedianOfRecent(t *testing.T) {
 	var r recent
-	if d, n := r.median(); d != 0 || n != 0 {
-		t.Errorf("empty: %v of %d", d, n)
+	if d, p, n := r.quantiles(); d != 0 || p != 0 || n != 0 {
+		t.Errorf("empty: %v, %v of %d", d, p, n)
 	}
 	for _, ms := range []int{5, 1, 3} {
 		r.observe(time.Duration(ms) * time.Millisecond)
 	}
-	if d, n := r.median(); d != 3*time.Millisecond || n != 3 {
-		t.Errorf("5 1 3: %v of %d, want 3ms of 3", d, n)
+	if d, p, n := r.quantiles(); d != 3*time.Millisecond || p != 5*time.Millisecond || n != 3 {
+		t.Errorf("5 1 3: %v, %v of %d, want 3ms, 5ms of 3", d, p, n)
 	}
 	for range rttSamples {
 		r.observe(time.Second)
 	}
-	if d, n := r.median(); d != time.Second || n != rttSamples {
-		t.Errorf("after %d of 1s: %v of %d", rttSamples, d, n)
+	if d, p, n := r.quantiles(); d != time.Second || p != time.Second || n != rttSamples {
+		t.Errorf("after %d of 1s: %v, %v of %d", rttSamples, d, p, n)
+	}
+	for range rttSamples - 1 {
+		r.observe(time.Millisecond)
+	}
+	r.observe(2 * time.Second)
+	if d, p, n := r.quantiles(); d != time.Millisecond || p != 2*time.Second || n != rttSamples {
+		t.Errorf("63 of 1ms and one of 2s: %v, %v of %d, want 1ms, 2s", d, p, n)
 	}
 }
 
