@@ -16,6 +16,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/miekg/dns"
+
 	"github.com/podns/podns/stub/admin"
 	"github.com/podns/podns/stub/config"
 	"github.com/podns/podns/stub/querylog"
@@ -257,6 +259,12 @@ func cacheCmd(ctx context.Context, args []string, environ map[string]string, std
 	if *n < 1 || *n > admin.MaxTop {
 		return fail(stderr, "cache", fmt.Errorf("%w: -n %d: allowed 1 to %d", errUsage, *n, admin.MaxTop))
 	}
+	// A name the stub would refuse (400) is a bad command line, exit 2 as for `stub dig`;
+	// surrounding white space is ignored, as in every PODNS_* value.
+	name = strings.TrimSpace(name)
+	if _, ok := dns.IsDomainName(name); name != "" && !ok {
+		return fail(stderr, "cache", fmt.Errorf("%w: %q is not a domain name", errUsage, name))
+	}
 	c, err := newClient(environ)
 	if err != nil {
 		return fail(stderr, "cache", err)
@@ -320,11 +328,31 @@ func printCache(w io.Writer, rep *admin.CacheReport) {
 		if e.CD {
 			fl += " cd"
 		}
-		fmt.Fprintf(w, "\n%s %s%s (TTLs as stored):\n", e.Type, e.Class, fl)
+		// The rcode first: a SERVFAIL entry has no records, and its heading alone read as an
+		// empty answer (a new-user trial).
+		fmt.Fprintf(w, "\n%s %s%s, %s (TTLs as stored):\n", e.Type, e.Class, fl, kindRcode(e.Kind))
+		if len(e.Records) == 0 {
+			fmt.Fprintln(w, "    (no records)")
+		}
 		for _, r := range e.Records {
 			fmt.Fprintf(w, "    %s\n", strings.ReplaceAll(r, "\t", " "))
 		}
 	}
+}
+
+// kindRcode is the rcode of an entry of kind k (admin.Entry's Kind), as a client gets it.
+func kindRcode(k string) string {
+	switch k {
+	case "servfail":
+		return "rcode SERVFAIL (the upstream's, kept PODNS_CACHE_SERVFAIL_TTL)"
+	case "nxdomain":
+		return "rcode NXDOMAIN"
+	case "nodata":
+		return "rcode NOERROR, no data"
+	case "answer":
+		return "rcode NOERROR"
+	}
+	return k
 }
 
 // queryLogCmd is `stub querylog [MODE]`: GET or PUT the query log's endpoint (stub/admin,

@@ -268,18 +268,40 @@ func TestCacheSubcommand(t *testing.T) {
 	mustMatch(t, "cache NAME", out,
 		`(?m)^hot\.example\. +A +IN +- +fresh +answer +\d+s +3$`,
 		`(?m)^hot\.example\. +A +IN +do +fresh +answer +\d+s +2$`,
-		`(?m)^    hot\.example\. 60 IN A 10\.1\.2\.3`)
+		`(?m)^A IN, rcode NOERROR \(TTLs as stored\):\n    hot\.example\. 60 IN A 10\.1\.2\.3`)
 	if strings.Contains(out, "warm") {
 		t.Errorf("cache NAME shows another name:\n%s", out)
 	}
 	if _, out, _ = s.sub(t, "cache", "nothere.example"); out != "no cache entry for nothere.example.\n" {
 		t.Errorf("unknown name: %q", out)
 	}
-	for _, args := range [][]string{{"cache", "-n", "0"}, {"cache", "a.example", "b.example"}, {"cache", "-x"}} {
+	for _, args := range [][]string{{"cache", "-n", "0"}, {"cache", "-n", "5000"}, {"cache", "a.example", "b.example"}, {"cache", "-x"}, {"cache", "bad..name"}} {
 		if code, _, errOut := s.sub(t, args...); code != exitConfig || !strings.Contains(errOut, "stub cache") {
 			t.Errorf("%q: exit %d, stderr %q", args, code, errOut)
 		}
 	}
+}
+
+// A cached upstream SERVFAIL has no records: `stub cache NAME` prints its rcode, not an empty
+// heading; the heading of an answer names its rcode too. A name given with surrounding space is
+// the name (the same rule as the PODNS_* values).
+func TestCacheSubcommandServfail(t *testing.T) {
+	up := dnstest.Serve(t, dnstest.Reply(func(q *dns.Msg) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetRcode(q, dns.RcodeServerFailure)
+		return m
+	}))
+	s := startStub(t, map[string]string{"PODNS_UPSTREAMS": up})
+	if r := s.query(t, "broken.example.", dns.TypeA); r.Rcode != dns.RcodeServerFailure {
+		t.Fatalf("rcode %s, want SERVFAIL", dns.RcodeToString[r.Rcode])
+	}
+	code, out, errOut := s.sub(t, "cache", " broken.example ")
+	if code != exitOK || errOut != "" {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+	mustMatch(t, "cache NAME", out,
+		`(?m)^broken\.example\. +A +IN +- +fresh +servfail +\d+s +0$`,
+		`(?m)^A IN, rcode SERVFAIL \(the upstream's, kept PODNS_CACHE_SERVFAIL_TTL\) \(TTLs as stored\):\n    \(no records\)$`)
 }
 
 // TestSubcommandsWithoutStub: no stub listening, the admin endpoint off, or bound to an address
@@ -334,6 +356,13 @@ func TestQueryLogSubcommand(t *testing.T) {
 	}
 	if code, _, errOut := s.sub(t, "querylog", "all", "errors"); code != exitConfig || !strings.Contains(errOut, "stub querylog [") {
 		t.Errorf("two modes: exit %d, stderr %q", code, errOut)
+	}
+	if code, _, errOut := s.sub(t, "querylog", "slow:1000000h"); code != exitConfig || !strings.Contains(errOut, "out of range: 1ms to 1m") {
+		t.Errorf("slow out of range: exit %d, stderr %q", code, errOut)
+	}
+	// Surrounding white space is ignored, as in PODNS_QUERY_LOG (one rule for both).
+	if code, out, errOut := s.sub(t, "querylog", " errors\t"); code != exitOK || out != "query log: slow:20ms → errors\n" {
+		t.Errorf("querylog with spaces: exit %d, %q, stderr %q", code, out, errOut)
 	}
 }
 

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
@@ -25,7 +26,8 @@ const (
 	// StatusPath is the stub's state as Status.
 	StatusPath = "/debug/status"
 	// CachePath is cache entries as CacheReport: ?name= for every entry of a name, else the
-	// top entries by hits, ?n= of them (default DefaultTop, at most MaxTop).
+	// top entries by hits, ?n= of them (default DefaultTop, 1 to MaxTop: any other n is 400
+	// naming the range, as `stub cache -n` refuses it).
 	CachePath = "/debug/cache"
 )
 
@@ -207,11 +209,11 @@ func debugRoutes(mux *http.ServeMux, d *Debug) {
 			rep.Top = DefaultTop
 			if s := r.URL.Query().Get("n"); s != "" {
 				n, err := strconv.Atoi(s)
-				if err != nil || n < 1 {
-					http.Error(w, "n "+strconv.Quote(s)+": not a positive number", http.StatusBadRequest)
+				if err != nil || n < 1 || n > MaxTop {
+					http.Error(w, fmt.Sprintf("n %q: allowed 1 to %d", s, MaxTop), http.StatusBadRequest)
 					return
 				}
-				rep.Top = min(n, MaxTop)
+				rep.Top = n
 			}
 			if d.Cache != nil {
 				infos = d.Cache.Top(rep.Top)
