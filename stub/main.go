@@ -52,13 +52,9 @@ var cgroupRoot = "/"
 // need must be declared there, and this keeps the real forwarder providing it.
 var _ server.Forwarder = (*upstream.Forwarder)(nil)
 
-// program is config.Program, from which docs/configuration.md is generated too, with the
-// subcommands (package main's) and the postStart hook's argument as the -help footer.
-var program = func() cli.Program {
-	p := config.Program
-	p.Footer = subcommandHelp + "\n  " + waitReadyArg + "                       wait until the running stub answers /readyz, then exit 0 (exit 1\n                                    after 30 s): the component's postStart hook\n"
-	return p
-}()
+// program is config.Program, from which docs/configuration.md is generated too: the variables,
+// the exit codes and the subcommands (dispatched by run).
+var program = config.Program
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)

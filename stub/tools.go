@@ -37,15 +37,6 @@ func init() { // a map literal would refer to the functions that refer to it: an
 	subcommands = map[string]subcommand{"status": statusCmd, "dig": digCmd, "cache": cacheCmd, "querylog": queryLogCmd}
 }
 
-// subcommandHelp is the -help footer.
-const subcommandHelp = `Subcommands, for kubectl exec POD -c podns-stub -- /stub SUBCOMMAND (they ask the running stub
-over loopback, on PODNS_HTTP_LISTEN's port and PODNS_LISTEN; exit 1 when it cannot be reached):
-  status                            version, uptime, configuration and its sources, upstreams, cache
-  dig NAME [TYPE] [+bypass-cache]   resolve through the stub (or straight to its upstreams); says
-                                    whether the answer came from the cache
-  cache [-n N] [NAME]               the cache entries of NAME, or the N (20) with the most hits
-  querylog [MODE]                   show, or switch, the query log: off, errors, slow:<duration>, all`
-
 // toolTimeout bounds every request a subcommand makes: the stub answers /debug/ at once.
 const toolTimeout = 5 * time.Second
 
