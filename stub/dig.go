@@ -16,6 +16,7 @@ import (
 
 	"github.com/podns/podns/internal/version"
 	"github.com/podns/podns/stub/admin"
+	"github.com/podns/podns/stub/config"
 )
 
 // digCmd is `stub dig NAME [TYPE] [+bypass-cache]`: one query through the stub's DNS listener
@@ -27,9 +28,11 @@ import (
 // (type, class IN, no DO or CD, as this query asks) is fetched from /debug/cache before and
 // after the query. An entry fresh before and stored at the same moment after served the reply;
 // one stored anew (or none before) means the upstreams answered; an entry past its TTL before
-// and unchanged after means a stale answer (the upstreams failed). Another query of the pod for
-// the same name in between (a refresh by a miss or a prefetch) can blur it; the output says what
-// it saw.
+// and unchanged after means a stale answer (the upstreams failed). When no entry answered, the
+// reply itself and the upstream failures /debug/status recorded during the query say who made
+// it (a SERVFAIL after no upstream answered is the stub's own) and why it was not cached (TTL 0,
+// a negative answer without SOA, truncated, its rcode). Another query of the pod for the same
+// name in between (a refresh by a miss or a prefetch) can blur it; the output says what it saw.
 func digCmd(ctx context.Context, args []string, environ map[string]string, stdout, stderr io.Writer) int {
 	name, qtype, bypass, err := digArgs(args)
 	if err != nil {
@@ -88,6 +91,9 @@ func digStub(ctx context.Context, c *client, q *dns.Msg, stdout, stderr io.Write
 	if err != nil {
 		return fail(stderr, "dig", err)
 	}
+	// Wall clock, as the upstreams' LastErrorAt: the failures at or after it are this query's
+	// (or, rarely, another lookup's of the pod in the same moment).
+	start := time.Now()
 	r, proto, rtt, err := exchange(ctx, q, server, "udp")
 	if err != nil {
 		return fail(stderr, "dig", fmt.Errorf("no reply from the stub at %s (PODNS_LISTEN): %v", server, err))
@@ -96,31 +102,157 @@ func digStub(ctx context.Context, c *client, q *dns.Msg, stdout, stderr io.Write
 	if err != nil {
 		return fail(stderr, "dig", err)
 	}
+	var st admin.Status
+	if err := c.get(ctx, admin.StatusPath, &st); err != nil {
+		return fail(stderr, "dig", err)
+	}
+	rep := reply{msg: r, qtype: q.Question[0].Qtype, failures: failuresSince(st.Upstreams, start), cfg: c.cfg}
 	fmt.Fprintf(stdout, ";; SERVER: %s (the stub, %s), %s\n", server, proto, roundRTT(rtt))
-	fmt.Fprintf(stdout, ";; ANSWERED FROM: %s\n", origin(before, after))
+	fmt.Fprintf(stdout, ";; ANSWERED FROM: %s\n", origin(before, after, &rep))
 	fmt.Fprintf(stdout, ";; TTL LEFT: %s\n\n", ttlLeft(r))
 	fmt.Fprintln(stdout, r.String())
 	return exitOK
 }
 
+// reply is what dig knows of the stub's reply besides the cache: the reply itself, the upstream
+// failures /debug/status recorded while it was asked, and the configuration the stub runs with.
+type reply struct {
+	msg      *dns.Msg
+	qtype    uint16
+	failures []failure
+	cfg      *config.Config
+}
+
+// failure is an upstream's last error, as /debug/status reports it.
+type failure struct{ server, reason, err string }
+
+// failuresSince is the upstreams' last errors recorded at or after start, probes aside (they
+// run in the background, not for a query).
+func failuresSince(ups []admin.Upstream, start time.Time) []failure {
+	var out []failure
+	for _, u := range ups {
+		if u.LastErrorAt != nil && !u.LastErrorAt.Before(start) && u.LastErrorReason != "probe" {
+			out = append(out, failure{u.Server, u.LastErrorReason, u.LastError})
+		}
+	}
+	return out
+}
+
+// silent reports whether an upstream gave no reply (timeout, network): the forwarder then
+// returns an error, and the stub makes the SERVFAIL itself (the query log's cache=error).
+func (r *reply) silent() bool {
+	for _, f := range r.failures {
+		if f.reason == "timeout" || f.reason == "network" {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *reply) failureText() string {
+	parts := make([]string, len(r.failures))
+	for i, f := range r.failures {
+		parts[i] = f.server + ": " + f.reason
+	}
+	return strings.Join(parts, ", ")
+}
+
+// who says who made a reply that did not come from the cache: the stub itself (a SERVFAIL after
+// an upstream gave no reply, or the AAAA filter's NODATA) or the upstreams.
+func (r *reply) who() string {
+	m := r.msg
+	switch {
+	case m.Rcode == dns.RcodeServerFailure && r.silent():
+		return fmt.Sprintf("the stub itself: SERVFAIL, no upstream answered (%s; PODNS_UPSTREAM_TIMEOUT %s per attempt); the query log says cache=error", r.failureText(), r.cfg.UpstreamTimeout)
+	case m.Rcode == dns.RcodeServerFailure && len(r.failures) > 0:
+		return fmt.Sprintf("the upstreams (cache miss): every upstream tried passed the query over (%s): SERVFAIL", r.failureText())
+	case m.Rcode == dns.RcodeServerFailure:
+		return "the stub or an upstream (cache miss): SERVFAIL with no upstream failure recorded during the query (the stub also answers SERVFAIL at once with 1024 misses waiting, or after a recovered panic: see its log)"
+	case r.qtype == dns.TypeAAAA && r.cfg.AAAA == "filter" && m.Rcode == dns.RcodeSuccess && len(m.Answer) == 0:
+		return "the stub itself (PODNS_AAAA=filter): NODATA, no upstream asked"
+	}
+	return "the upstreams (cache miss)"
+}
+
+// notCached says why the cache kept no entry for the reply, by the cache's own rules
+// (stub/cache Set), most specific first.
+func (r *reply) notCached() string {
+	m := r.msg
+	negative := m.Rcode == dns.RcodeNameError || (m.Rcode == dns.RcodeSuccess && !answersType(m, r.qtype))
+	switch {
+	case m.Rcode == dns.RcodeServerFailure && r.silent():
+		return "the stub's own SERVFAIL is never cached: the next query asks the upstreams again"
+	case r.qtype == dns.TypeAAAA && r.cfg.AAAA == "filter" && m.Rcode == dns.RcodeSuccess && len(m.Answer) == 0:
+		return "the AAAA filter's answers are made for each query, not cached"
+	case m.Truncated:
+		return "the reply was truncated (TC=1); a truncated reply is never cached"
+	case m.Rcode == dns.RcodeServerFailure && r.cfg.CacheServfailTTL <= 0:
+		return "SERVFAIL, and PODNS_CACHE_SERVFAIL_TTL=0 caches none"
+	case m.Rcode != dns.RcodeSuccess && m.Rcode != dns.RcodeNameError && m.Rcode != dns.RcodeServerFailure:
+		return fmt.Sprintf("rcode %s; only NOERROR, NXDOMAIN and SERVFAIL are cached", dns.RcodeToString[m.Rcode])
+	case negative && !hasSOA(m):
+		kind := "NODATA"
+		if m.Rcode == dns.RcodeNameError {
+			kind = "NXDOMAIN"
+		}
+		return kind + " without an SOA in the authority section: not cached (RFC 2308 §5)"
+	case r.cfg.CacheMinTTL <= 0 && zeroTTL(m):
+		return "a record with TTL 0 (RFC 1035 §3.2.1: use once, do not cache)"
+	}
+	return "no reason in the reply: the entry may have been evicted already (cache full: PODNS_CACHE_SIZE, or over its byte budget), or replaced by a lookup in between"
+}
+
+func answersType(m *dns.Msg, qtype uint16) bool {
+	for _, rr := range m.Answer {
+		if rr.Header().Rrtype == qtype || qtype == dns.TypeANY {
+			return true
+		}
+	}
+	return false
+}
+
+func hasSOA(m *dns.Msg) bool {
+	for _, rr := range m.Ns {
+		if rr.Header().Rrtype == dns.TypeSOA {
+			return true
+		}
+	}
+	return false
+}
+
+func zeroTTL(m *dns.Msg) bool {
+	for _, sec := range [][]dns.RR{m.Answer, m.Ns, m.Extra} {
+		for _, rr := range sec {
+			if rr.Header().Rrtype != dns.TypeOPT && rr.Header().Ttl == 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // origin says where the reply came from, comparing the question's cache entry before and after
-// (nil: none, or the cache is off: enabled false).
-func origin(before, after *entryState) string {
+// (nil: none, or the cache is off: enabled false), and, when the cache did not answer, who did
+// and why the reply was not cached.
+func origin(before, after *entryState, r *reply) string {
 	if !after.enabled {
+		if who := r.who(); who != "the upstreams (cache miss)" {
+			return who + " (the cache is off)"
+		}
 		return "the upstreams (the cache is off)"
 	}
 	b, a := before.entry, after.entry
 	switch {
-	case a == nil:
-		return "the upstreams (cache miss); not cached: the reply is of a kind the cache does not keep (TTL 0, truncated, an unusual rcode) or was answered by the stub itself (PODNS_AAAA=filter)"
-	case b != nil && b.Stored.Equal(a.Stored) && b.State == "fresh":
+	case a != nil && b != nil && b.Stored.Equal(a.Stored) && b.State == "fresh":
 		return fmt.Sprintf("the cache (hit): entry stored %s ago, %d hits", roundDur(time.Since(a.Stored)), a.Hits)
-	case b != nil && b.Stored.Equal(a.Stored) && b.State == "stale":
+	case a != nil && b != nil && b.Stored.Equal(a.Stored) && b.State == "stale":
 		return "the cache, STALE (RFC 8767): the entry expired and the upstreams did not answer in time (PODNS_STALE_TIMEOUT)"
-	case b != nil && b.Stored.Equal(a.Stored):
-		return fmt.Sprintf("the upstreams (cache miss); the expired entry was kept (state %s, %s)", a.State, a.Kind)
+	case a != nil && b != nil && b.Stored.Equal(a.Stored):
+		return fmt.Sprintf("%s; the expired entry was kept (state %s, %s): %s", r.who(), a.State, a.Kind, r.notCached())
+	case a != nil:
+		return fmt.Sprintf("the upstreams (cache miss); now cached: %s %s, fresh for %ds", a.State, a.Kind, a.TTLLeftSeconds)
 	}
-	return fmt.Sprintf("the upstreams (cache miss); now cached: %s %s, fresh for %ds", a.State, a.Kind, a.TTLLeftSeconds)
+	return r.who() + "; not cached: " + r.notCached()
 }
 
 // entryState is the cache's entry for a question as /debug/cache shows it.

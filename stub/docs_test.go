@@ -93,3 +93,25 @@ func TestREADMENamesEveryVariable(t *testing.T) {
 		}
 	}
 }
+
+// TestCommandsListedAreDispatched: the subcommands -help and docs/configuration.md list
+// (config.Program.Commands) are exactly the ones run dispatches, -wait-ready included, so the
+// reference cannot list a command that does not exist or miss one that does.
+func TestCommandsListedAreDispatched(t *testing.T) {
+	listed := map[string]bool{}
+	for _, c := range config.Program.Commands {
+		name, _, _ := strings.Cut(c.Usage, " ")
+		listed[name] = true
+		if _, ok := subcommands[name]; !ok && name != waitReadyArg {
+			t.Errorf("config.Program lists %q, which run does not dispatch", name)
+		}
+	}
+	for name := range subcommands {
+		if !listed[name] {
+			t.Errorf("subcommand %q is not in config.Program.Commands (-help, docs/configuration.md)", name)
+		}
+	}
+	if !listed[waitReadyArg] {
+		t.Errorf("%s is not in config.Program.Commands", waitReadyArg)
+	}
+}

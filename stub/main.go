@@ -52,13 +52,9 @@ var cgroupRoot = "/"
 // need must be declared there, and this keeps the real forwarder providing it.
 var _ server.Forwarder = (*upstream.Forwarder)(nil)
 
-// program is config.Program, from which docs/configuration.md is generated too, with the
-// subcommands (package main's) and the postStart hook's argument as the -help footer.
-var program = func() cli.Program {
-	p := config.Program
-	p.Footer = subcommandHelp + "\n  " + waitReadyArg + "                       wait until the running stub answers /readyz, then exit 0 (exit 1\n                                    after 30 s): the component's postStart hook\n"
-	return p
-}()
+// program is config.Program, from which docs/configuration.md is generated too: the variables,
+// the exit codes and the subcommands (dispatched by run).
+var program = config.Program
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -323,7 +319,7 @@ func startupProbe(ctx context.Context, cfg *config.Config, fwd *upstream.Forward
 		if !p.Up {
 			ev = log.Warn().AnErr("error", p.Err)
 		}
-		ev.Str("upstream", p.Server).Bool("up", p.Up).Str("protocol", p.Protocol).Dur("rtt", p.RTT).Msg("startup probe")
+		ev.Str("upstream", p.Server).Bool("up", p.Up).Str("protocol", p.Protocol).Float64("rtt", p.RTT.Seconds()).Msg("startup probe")
 	}
 }
 
@@ -341,7 +337,7 @@ func startupLog(ev *zerolog.Event, cfg *config.Config, ups []netip.AddrPort, sou
 		Strs("upstreams", upstreams).
 		Str("upstreams_from", source).
 		Str("upstream_protocol", cfg.UpstreamProtocol).
-		Dur("upstream_timeout", cfg.UpstreamTimeout).
+		Float64("upstream_timeout", cfg.UpstreamTimeout.Seconds()).
 		Int("upstream_max_fails", cfg.UpstreamMaxFails).
 		Str("upstream_probe_name", cfg.UpstreamProbeName).
 		Str("ready_check_name", cfg.ReadyCheckName).
@@ -351,13 +347,13 @@ func startupLog(ev *zerolog.Event, cfg *config.Config, ups []netip.AddrPort, sou
 		Int64("go_memory_limit", mem.GoLimit).
 		Str("go_memory_limit_from", mem.GoLimitFrom).
 		Int64("cache_max_bytes", mem.CacheBudget).
-		Dur("cache_min_ttl", cfg.CacheMinTTL).
-		Dur("cache_max_ttl", cfg.CacheMaxTTL).
-		Dur("cache_neg_max_ttl", cfg.CacheNegMaxTTL).
-		Dur("cache_servfail_ttl", cfg.CacheServfailTTL).
+		Float64("cache_min_ttl", cfg.CacheMinTTL.Seconds()).
+		Float64("cache_max_ttl", cfg.CacheMaxTTL.Seconds()).
+		Float64("cache_neg_max_ttl", cfg.CacheNegMaxTTL.Seconds()).
+		Float64("cache_servfail_ttl", cfg.CacheServfailTTL.Seconds()).
 		Str("aaaa", cfg.AAAA).
 		Str("serve_stale", cfg.ServeStale.String()).
-		Dur("stale_timeout", cfg.StaleTimeout).
+		Float64("stale_timeout", cfg.StaleTimeout.Seconds()).
 		Str("prefetch", cfg.Prefetch.String()).
 		Strs("search_prefetch", scfg.Search).
 		Int("ndots", scfg.Ndots).
@@ -366,7 +362,7 @@ func startupLog(ev *zerolog.Event, cfg *config.Config, ups []netip.AddrPort, sou
 		Str("http_listen", string(cfg.HTTPListen)).
 		Str("query_log", cfg.QueryLog.String()).
 		Int("query_log_rate", cfg.QueryLogRate).
-		Dur("shutdown_grace", cfg.ShutdownGrace)
+		Float64("shutdown_grace", cfg.ShutdownGrace.Seconds())
 }
 
 // limitText names the limit the cache budget came from, for the refusal line.
@@ -384,7 +380,7 @@ func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 // forwarder's longest exchange and a second more.
 func shutdown(cfg *config.Config, srv *server.Server, fwd *upstream.Forwarder, log zerolog.Logger) {
 	if cfg.ShutdownGrace > 0 {
-		log.Info().Dur("grace", cfg.ShutdownGrace).Msg("SIGTERM: still answering during the grace period")
+		log.Info().Float64("grace", cfg.ShutdownGrace.Seconds()).Msg("SIGTERM: still answering during the grace period")
 		time.Sleep(cfg.ShutdownGrace)
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), fwd.MaxExchangeTime()+time.Second)

@@ -18,7 +18,12 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/rs/zerolog"
+
 	"github.com/podns/podns/internal/dnstest"
+	"github.com/podns/podns/stub/config"
+	"github.com/podns/podns/stub/memlimit"
+	"github.com/podns/podns/stub/server"
 )
 
 // syncBuffer is a goroutine-safe log sink.
@@ -506,6 +511,23 @@ func TestReadyURL(t *testing.T) {
 	} {
 		if got, err := readyURL(in); err != nil || got != want {
 			t.Errorf("readyURL(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+}
+
+// Every duration field of the stub's logs is seconds as a float, as the query log's duration is
+// (zerolog's Dur would print milliseconds): a new-user trial read upstream_timeout 2000 as 2000 s.
+func TestStartupLogDurationsInSeconds(t *testing.T) {
+	cfg, err := config.Load(map[string]string{"PODNS_UPSTREAM_TIMEOUT": "1500ms", "PODNS_SHUTDOWN_GRACE": "3s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	lg := zerolog.New(&buf)
+	startupLog(lg.Info(), cfg, nil, "env", server.Config{}, memlimit.Plan{}).Send()
+	for _, want := range []string{`"upstream_timeout":1.5,`, `"shutdown_grace":3`} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("startup line %s: want %s", buf.String(), want)
 		}
 	}
 }

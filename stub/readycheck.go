@@ -99,7 +99,7 @@ func (c *readyCheck) run(ctx context.Context) {
 			if !ok { // another RCODE: FORMERR, NOTAUTH, ...
 				hint = "the upstreams answered with an error: are the upstreams the cluster DNS?"
 			}
-			ev.Str("ready_check_name", c.name).Str("upstreams", c.upstreams).Str("result", result).Dur("retry_in", wait).
+			ev.Str("ready_check_name", c.name).Str("upstreams", c.upstreams).Str("result", result).Float64("retry_in", wait.Seconds()).
 				Str("hint", hint).
 				Msgf("ready check failed: PODNS_READY_CHECK_NAME=%s through upstreams %s: %s; /readyz stays 503 until it resolves to an address", c.name, c.upstreams, result)
 		}

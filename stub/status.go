@@ -53,7 +53,8 @@ func (s *statusSource) status() admin.Status {
 
 func upstreamStatus(u upstream.ServerStatus) admin.Upstream {
 	out := admin.Upstream{Server: u.Server, Up: u.Up, ConsecutiveFails: u.Fails, Protocol: u.Protocol,
-		UDPFallback: u.Fallback, NoEDNS: u.NoEDNS, LatencyP50Seconds: u.RTTMedian.Seconds(), LatencySamples: u.Samples,
+		UDPFallback: u.Fallback, NoEDNS: u.NoEDNS, LatencyP50Seconds: u.RTTMedian.Seconds(),
+		LatencyP99Seconds: u.RTTP99.Seconds(), LatencySamples: u.Samples,
 		LastError: u.LastError, LastErrorReason: u.LastErrorReason,
 		DownSince: timeOrNil(u.DownSince), LastReply: timeOrNil(u.LastReply), LastErrorAt: timeOrNil(u.LastErrorAt)}
 	return out

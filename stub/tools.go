@@ -16,6 +16,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/miekg/dns"
+
 	"github.com/podns/podns/stub/admin"
 	"github.com/podns/podns/stub/config"
 	"github.com/podns/podns/stub/querylog"
@@ -34,15 +36,6 @@ var subcommands map[string]subcommand
 func init() { // a map literal would refer to the functions that refer to it: an initialization cycle
 	subcommands = map[string]subcommand{"status": statusCmd, "dig": digCmd, "cache": cacheCmd, "querylog": queryLogCmd}
 }
-
-// subcommandHelp is the -help footer.
-const subcommandHelp = `Subcommands, for kubectl exec POD -c podns-stub -- /stub SUBCOMMAND (they ask the running stub
-over loopback, on PODNS_HTTP_LISTEN's port and PODNS_LISTEN; exit 1 when it cannot be reached):
-  status                            version, uptime, configuration and its sources, upstreams, cache
-  dig NAME [TYPE] [+bypass-cache]   resolve through the stub (or straight to its upstreams); says
-                                    whether the answer came from the cache
-  cache [-n N] [NAME]               the cache entries of NAME, or the N (20) with the most hits
-  querylog [MODE]                   show, or switch, the query log: off, errors, slow:<duration>, all`
 
 // toolTimeout bounds every request a subcommand makes: the stub answers /debug/ at once.
 const toolTimeout = 5 * time.Second
@@ -164,7 +157,7 @@ func printStatus(w io.Writer, st *admin.Status, now time.Time) {
 
 	fmt.Fprintf(w, "\nupstreams:\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  SERVER\tSTATE\tPROTOCOL\tP50\tLAST REPLY\tLAST ERROR")
+	fmt.Fprintln(tw, "  SERVER\tSTATE\tPROTOCOL\tP50 / P99 (SAMPLES)\tLAST REPLY\tLAST ERROR")
 	for _, u := range st.Upstreams {
 		state := "up"
 		if !u.Up {
@@ -182,7 +175,7 @@ func printStatus(w io.Writer, st *admin.Status, now time.Time) {
 		}
 		p50 := "-"
 		if u.LatencySamples > 0 {
-			p50 = fmt.Sprintf("%s (%d)", ms(u.LatencyP50Seconds), u.LatencySamples)
+			p50 = fmt.Sprintf("%s / %s (%d)", ms(u.LatencyP50Seconds), ms(u.LatencyP99Seconds), u.LatencySamples)
 		}
 		last := "never"
 		if u.LastReply != nil {
@@ -257,6 +250,12 @@ func cacheCmd(ctx context.Context, args []string, environ map[string]string, std
 	if *n < 1 || *n > admin.MaxTop {
 		return fail(stderr, "cache", fmt.Errorf("%w: -n %d: allowed 1 to %d", errUsage, *n, admin.MaxTop))
 	}
+	// A name the stub would refuse (400) is a bad command line, exit 2 as for `stub dig`;
+	// surrounding white space is ignored, as in every PODNS_* value.
+	name = strings.TrimSpace(name)
+	if _, ok := dns.IsDomainName(name); name != "" && !ok {
+		return fail(stderr, "cache", fmt.Errorf("%w: %q is not a domain name", errUsage, name))
+	}
 	c, err := newClient(environ)
 	if err != nil {
 		return fail(stderr, "cache", err)
@@ -320,11 +319,31 @@ func printCache(w io.Writer, rep *admin.CacheReport) {
 		if e.CD {
 			fl += " cd"
 		}
-		fmt.Fprintf(w, "\n%s %s%s (TTLs as stored):\n", e.Type, e.Class, fl)
+		// The rcode first: a SERVFAIL entry has no records, and its heading alone read as an
+		// empty answer (a new-user trial).
+		fmt.Fprintf(w, "\n%s %s%s, %s (TTLs as stored):\n", e.Type, e.Class, fl, kindRcode(e.Kind))
+		if len(e.Records) == 0 {
+			fmt.Fprintln(w, "    (no records)")
+		}
 		for _, r := range e.Records {
 			fmt.Fprintf(w, "    %s\n", strings.ReplaceAll(r, "\t", " "))
 		}
 	}
+}
+
+// kindRcode is the rcode of an entry of kind k (admin.Entry's Kind), as a client gets it.
+func kindRcode(k string) string {
+	switch k {
+	case "servfail":
+		return "rcode SERVFAIL (the upstream's, kept PODNS_CACHE_SERVFAIL_TTL)"
+	case "nxdomain":
+		return "rcode NXDOMAIN"
+	case "nodata":
+		return "rcode NOERROR, no data"
+	case "answer":
+		return "rcode NOERROR"
+	}
+	return k
 }
 
 // queryLogCmd is `stub querylog [MODE]`: GET or PUT the query log's endpoint (stub/admin,

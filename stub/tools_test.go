@@ -16,6 +16,7 @@ import (
 	"github.com/podns/podns/internal/dnstest"
 	"github.com/podns/podns/internal/version"
 	"github.com/podns/podns/stub/admin"
+	"github.com/podns/podns/stub/config"
 )
 
 // mustMatch fails unless every pattern (a regexp) matches out.
@@ -63,7 +64,7 @@ func TestStatusSubcommand(t *testing.T) {
 		`(?m)^podns stub `+regexp.QuoteMeta(version.Version)+` \(go1\.[^)]*\), up \S+ since \S+, ready \(ok\)$`,
 		// the dead upstream: down since the probe, its error; the good one: up, UDP, a median of its one miss.
 		`(?m)^  `+regexp.QuoteMeta(dead)+` +DOWN \S+ ago +udp +- +never +probe \S+ ago: .*connection refused$`,
-		`(?m)^  `+regexp.QuoteMeta(good)+` +up +udp +\d+\.\d\dms \(1\) +\S+ ago +-$`,
+		`(?m)^  `+regexp.QuoteMeta(good)+` +up +udp +\d+\.\d\dms / \d+\.\d\dms \(1\) +\S+ ago +-$`,
 		// one miss, two hits.
 		`(?m)^cache: 1 of 500 entries, [0-9.]+ MiB; hit ratio [0-9.]+% \(\d+ hits, \d+ misses\); \d+ stale answers served$`,
 		`(?m)^  PODNS_CACHE_SIZE +500 +env$`,
@@ -83,7 +84,8 @@ func TestStatusSubcommand(t *testing.T) {
 		t.Fatalf("%v: %s", err, body)
 	}
 	if len(st.Upstreams) != 2 || st.Upstreams[0].Up || st.Upstreams[0].LastErrorReason != "probe" || !st.Upstreams[1].Up ||
-		st.Upstreams[1].LatencySamples != 1 || st.Upstreams[1].LatencyP50Seconds <= 0 {
+		st.Upstreams[1].LatencySamples != 1 || st.Upstreams[1].LatencyP50Seconds <= 0 ||
+		st.Upstreams[1].LatencyP99Seconds != st.Upstreams[1].LatencyP50Seconds { // one sample: p99 is it
 		t.Errorf("upstreams %+v", st.Upstreams)
 	}
 	if st.Cache.Entries != 1 || st.Cache.Capacity != 500 || st.Cache.Hits < 2 || st.Cache.HitRatio <= 0 {
@@ -114,7 +116,7 @@ func TestDigSubcommand(t *testing.T) {
 
 	// NODATA without an SOA: not cacheable.
 	_, out, _ = s.sub(t, "dig", "web.example", "AAAA")
-	mustMatch(t, "AAAA dig", out, `(?m)^;; ANSWERED FROM: the upstreams \(cache miss\); not cached`, `(?m)^;; TTL LEFT: - \(no records\)$`)
+	mustMatch(t, "AAAA dig", out, `(?m)^;; ANSWERED FROM: the upstreams \(cache miss\); not cached: NODATA without an SOA in the authority section: not cached \(RFC 2308 §5\)$`, `(?m)^;; TTL LEFT: - \(no records\)$`)
 
 	code, out, errOut = s.sub(t, "dig", "other.example", "+bypass-cache")
 	if code != exitOK || errOut != "" {
@@ -135,7 +137,10 @@ func TestDigSubcommand(t *testing.T) {
 	}
 }
 
-// TestDigOrigin covers what dig says about the reply for each pair of cache states around it.
+// TestDigOrigin covers what dig says about the reply for each pair of cache states around it,
+// and, when the cache did not answer, who made the reply and the actual reason it was not cached
+// (a new-user trial read "the upstreams (cache miss)" on a SERVFAIL the stub made after a timeout,
+// and a fixed list of guesses as the reason).
 func TestDigOrigin(t *testing.T) {
 	t0 := time.Now().Add(-time.Minute)
 	t1 := time.Now()
@@ -143,23 +148,90 @@ func TestDigOrigin(t *testing.T) {
 		return &admin.Entry{State: state, Kind: "answer", Stored: stored, TTLLeftSeconds: 30, Hits: 4}
 	}
 	on := func(e *admin.Entry) *entryState { return &entryState{enabled: true, entry: e} }
+	cfg, err := config.Load(map[string]string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	noServfailCache, _ := config.Load(map[string]string{"PODNS_CACHE_SERVFAIL_TTL": "0s"})
+	filter, _ := config.Load(map[string]string{"PODNS_AAAA": "filter"})
+	minTTL, _ := config.Load(map[string]string{"PODNS_CACHE_MIN_TTL": "5s"})
+	msg := func(qtype uint16, rcode int, rrs ...string) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetQuestion("x.example.", qtype)
+		m.Response, m.Rcode = true, rcode
+		for _, s := range rrs {
+			rr, err := dns.NewRR(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rr.Header().Rrtype == dns.TypeSOA {
+				m.Ns = append(m.Ns, rr)
+			} else {
+				m.Answer = append(m.Answer, rr)
+			}
+		}
+		return m
+	}
+	const soa = "example. 60 IN SOA ns.example. h.example. 1 2 3 4 60"
+	answer := &reply{msg: msg(dns.TypeA, dns.RcodeSuccess, "x.example. 60 IN A 10.0.0.1"), qtype: dns.TypeA, cfg: cfg}
+	timedOut := []failure{{"10.96.0.10:53", "timeout", "read udp: i/o timeout"}}
+	truncated := msg(dns.TypeA, dns.RcodeSuccess)
+	truncated.Truncated = true
 	for _, tt := range []struct {
 		name          string
 		before, after *entryState
+		r             *reply
 		want          string
 	}{
-		{"cache off", &entryState{}, &entryState{}, "the upstreams (the cache is off)"},
-		{"hit", on(e("fresh", t0)), on(e("fresh", t0)), "the cache (hit)"},
-		{"stale", on(e("stale", t0)), on(e("stale", t0)), "the cache, STALE"},
-		{"miss, stored", on(nil), on(e("fresh", t1)), "the upstreams (cache miss); now cached"},
-		{"expired, refreshed", on(e("expired", t0)), on(e("fresh", t1)), "the upstreams (cache miss); now cached"},
-		{"expired, kept", on(e("expired", t0)), on(e("expired", t0)), "the expired entry was kept"},
-		{"not cacheable", on(nil), on(nil), "not cached"},
+		{"cache off", &entryState{}, &entryState{}, answer, "the upstreams (the cache is off)"},
+		{"cache off, stub's SERVFAIL", &entryState{}, &entryState{}, &reply{msg: msg(dns.TypeA, dns.RcodeServerFailure), qtype: dns.TypeA, failures: timedOut, cfg: cfg},
+			"the stub itself: SERVFAIL, no upstream answered (10.96.0.10:53: timeout; PODNS_UPSTREAM_TIMEOUT 2s per attempt); the query log says cache=error (the cache is off)"},
+		{"hit", on(e("fresh", t0)), on(e("fresh", t0)), answer, "the cache (hit)"},
+		{"stale", on(e("stale", t0)), on(e("stale", t0)), answer, "the cache, STALE"},
+		{"miss, stored", on(nil), on(e("fresh", t1)), answer, "the upstreams (cache miss); now cached"},
+		{"expired, refreshed", on(e("expired", t0)), on(e("fresh", t1)), answer, "the upstreams (cache miss); now cached"},
+		{"expired, kept", on(e("expired", t0)), on(e("expired", t0)), answer, "the expired entry was kept"},
+		{"expired, kept, stub's SERVFAIL", on(e("expired", t0)), on(e("expired", t0)), &reply{msg: msg(dns.TypeA, dns.RcodeServerFailure), qtype: dns.TypeA, failures: timedOut, cfg: cfg},
+			"the stub itself: SERVFAIL, no upstream answered (10.96.0.10:53: timeout; PODNS_UPSTREAM_TIMEOUT 2s per attempt); the query log says cache=error; the expired entry was kept (state expired, answer): the stub's own SERVFAIL is never cached"},
+		{"stub's SERVFAIL", on(nil), on(nil), &reply{msg: msg(dns.TypeA, dns.RcodeServerFailure), qtype: dns.TypeA, failures: timedOut, cfg: cfg},
+			"the stub itself: SERVFAIL, no upstream answered (10.96.0.10:53: timeout; PODNS_UPSTREAM_TIMEOUT 2s per attempt); the query log says cache=error; not cached: the stub's own SERVFAIL is never cached"},
+		{"upstreams' SERVFAIL, not cached", on(nil), on(nil), &reply{msg: msg(dns.TypeA, dns.RcodeServerFailure), qtype: dns.TypeA, failures: []failure{{"10.96.0.10:53", "servfail", "passed over"}}, cfg: noServfailCache},
+			"the upstreams (cache miss): every upstream tried passed the query over (10.96.0.10:53: servfail): SERVFAIL; not cached: SERVFAIL, and PODNS_CACHE_SERVFAIL_TTL=0 caches none"},
+		{"SERVFAIL, no failure seen", on(nil), on(nil), &reply{msg: msg(dns.TypeA, dns.RcodeServerFailure), qtype: dns.TypeA, cfg: cfg},
+			"the stub or an upstream (cache miss): SERVFAIL with no upstream failure recorded"},
+		{"NXDOMAIN without SOA", on(nil), on(nil), &reply{msg: msg(dns.TypeA, dns.RcodeNameError), qtype: dns.TypeA, cfg: cfg},
+			"the upstreams (cache miss); not cached: NXDOMAIN without an SOA in the authority section: not cached (RFC 2308 §5)"},
+		{"NODATA without SOA", on(nil), on(nil), &reply{msg: msg(dns.TypeAAAA, dns.RcodeSuccess), qtype: dns.TypeAAAA, cfg: cfg},
+			"not cached: NODATA without an SOA"},
+		{"AAAA filter", on(nil), on(nil), &reply{msg: msg(dns.TypeAAAA, dns.RcodeSuccess, soa), qtype: dns.TypeAAAA, cfg: filter},
+			"the stub itself (PODNS_AAAA=filter): NODATA, no upstream asked; not cached: the AAAA filter's answers"},
+		{"TTL 0", on(nil), on(nil), &reply{msg: msg(dns.TypeA, dns.RcodeSuccess, "x.example. 0 IN A 10.0.0.1"), qtype: dns.TypeA, cfg: cfg},
+			"the upstreams (cache miss); not cached: a record with TTL 0"},
+		{"TTL 0 raised by PODNS_CACHE_MIN_TTL", on(nil), on(nil), &reply{msg: msg(dns.TypeA, dns.RcodeSuccess, "x.example. 0 IN A 10.0.0.1"), qtype: dns.TypeA, cfg: minTTL},
+			"not cached: no reason in the reply"},
+		{"truncated", on(nil), on(nil), &reply{msg: truncated, qtype: dns.TypeA, cfg: cfg}, "not cached: the reply was truncated (TC=1)"},
+		{"FORMERR", on(nil), on(nil), &reply{msg: msg(dns.TypeA, dns.RcodeFormatError), qtype: dns.TypeA, cfg: cfg},
+			"not cached: rcode FORMERR; only NOERROR, NXDOMAIN and SERVFAIL are cached"},
 	} {
-		if got := origin(tt.before, tt.after); !strings.Contains(got, tt.want) {
+		if got := origin(tt.before, tt.after, tt.r); !strings.Contains(got, tt.want) {
 			t.Errorf("%s: %q, want %q", tt.name, got, tt.want)
 		}
 	}
+}
+
+// A lookup whose only upstream never answers: dig says the stub made the SERVFAIL after the
+// upstream's timeout, and that the stub's own SERVFAIL is not cached.
+func TestDigStubServfail(t *testing.T) {
+	silent := dnstest.Serve(t, dnstest.Silent)
+	s := startStub(t, map[string]string{"PODNS_UPSTREAMS": silent, "PODNS_UPSTREAM_TIMEOUT": "100ms",
+		"PODNS_UPSTREAM_STARTUP_PROBE_TIMEOUT": "0s", "PODNS_UPSTREAM_PROTOCOL": "udp"})
+	code, out, errOut := s.sub(t, "dig", "x.slow.test")
+	if code != exitOK || errOut != "" {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+	mustMatch(t, "dig", out,
+		`(?m)^;; ANSWERED FROM: the stub itself: SERVFAIL, no upstream answered \(`+regexp.QuoteMeta(silent)+`: timeout; PODNS_UPSTREAM_TIMEOUT 100ms per attempt\); the query log says cache=error; not cached: the stub's own SERVFAIL is never cached`,
+		`(?m)^;; opcode: QUERY, status: SERVFAIL, `)
 }
 
 func TestCacheSubcommand(t *testing.T) {
@@ -196,18 +268,40 @@ func TestCacheSubcommand(t *testing.T) {
 	mustMatch(t, "cache NAME", out,
 		`(?m)^hot\.example\. +A +IN +- +fresh +answer +\d+s +3$`,
 		`(?m)^hot\.example\. +A +IN +do +fresh +answer +\d+s +2$`,
-		`(?m)^    hot\.example\. 60 IN A 10\.1\.2\.3`)
+		`(?m)^A IN, rcode NOERROR \(TTLs as stored\):\n    hot\.example\. 60 IN A 10\.1\.2\.3`)
 	if strings.Contains(out, "warm") {
 		t.Errorf("cache NAME shows another name:\n%s", out)
 	}
 	if _, out, _ = s.sub(t, "cache", "nothere.example"); out != "no cache entry for nothere.example.\n" {
 		t.Errorf("unknown name: %q", out)
 	}
-	for _, args := range [][]string{{"cache", "-n", "0"}, {"cache", "a.example", "b.example"}, {"cache", "-x"}} {
+	for _, args := range [][]string{{"cache", "-n", "0"}, {"cache", "-n", "5000"}, {"cache", "a.example", "b.example"}, {"cache", "-x"}, {"cache", "bad..name"}} {
 		if code, _, errOut := s.sub(t, args...); code != exitConfig || !strings.Contains(errOut, "stub cache") {
 			t.Errorf("%q: exit %d, stderr %q", args, code, errOut)
 		}
 	}
+}
+
+// A cached upstream SERVFAIL has no records: `stub cache NAME` prints its rcode, not an empty
+// heading; the heading of an answer names its rcode too. A name given with surrounding space is
+// the name (the same rule as the PODNS_* values).
+func TestCacheSubcommandServfail(t *testing.T) {
+	up := dnstest.Serve(t, dnstest.Reply(func(q *dns.Msg) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetRcode(q, dns.RcodeServerFailure)
+		return m
+	}))
+	s := startStub(t, map[string]string{"PODNS_UPSTREAMS": up})
+	if r := s.query(t, "broken.example.", dns.TypeA); r.Rcode != dns.RcodeServerFailure {
+		t.Fatalf("rcode %s, want SERVFAIL", dns.RcodeToString[r.Rcode])
+	}
+	code, out, errOut := s.sub(t, "cache", " broken.example ")
+	if code != exitOK || errOut != "" {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+	mustMatch(t, "cache NAME", out,
+		`(?m)^broken\.example\. +A +IN +- +fresh +servfail +\d+s +0$`,
+		`(?m)^A IN, rcode SERVFAIL \(the upstream's, kept PODNS_CACHE_SERVFAIL_TTL\) \(TTLs as stored\):\n    \(no records\)$`)
 }
 
 // TestSubcommandsWithoutStub: no stub listening, the admin endpoint off, or bound to an address
@@ -262,6 +356,13 @@ func TestQueryLogSubcommand(t *testing.T) {
 	}
 	if code, _, errOut := s.sub(t, "querylog", "all", "errors"); code != exitConfig || !strings.Contains(errOut, "stub querylog [") {
 		t.Errorf("two modes: exit %d, stderr %q", code, errOut)
+	}
+	if code, _, errOut := s.sub(t, "querylog", "slow:1000000h"); code != exitConfig || !strings.Contains(errOut, "out of range: 1ms to 1m") {
+		t.Errorf("slow out of range: exit %d, stderr %q", code, errOut)
+	}
+	// Surrounding white space is ignored, as in PODNS_QUERY_LOG (one rule for both).
+	if code, out, errOut := s.sub(t, "querylog", " errors\t"); code != exitOK || out != "query log: slow:20ms → errors\n" {
+		t.Errorf("querylog with spaces: exit %d, %q, stderr %q", code, out, errOut)
 	}
 }
 

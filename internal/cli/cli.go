@@ -1,6 +1,6 @@
 // Package cli is the command-line surface the binaries share. None takes flags: every knob
-// is a PODNS_* environment variable, so the only arguments are -help and -version, and the exit
-// codes mean the same in all of them.
+// is a PODNS_* environment variable, so the arguments are -help, -version and a program's own
+// commands (the stub's subcommands, Program.Commands), and the exit codes mean the same in all.
 package cli
 
 import (
@@ -29,7 +29,18 @@ type Program struct {
 	Summary string // what it does, after "<name> <version>: "
 	Config  any    // pointer to its Config struct, whose tags -help lists
 	Exits   []Exit // its exit codes, listed after the variables; nil for none
-	Footer  string // -help only, after the exit codes and an empty line; "" for none
+	// Commands are its commands (the stub's subcommands), listed after the exit codes under
+	// CommandsIntro, by -help and in the reference alike; nil for none. The program dispatches
+	// them itself, before Args (which refuses anything but -help and -version).
+	Commands      []Command
+	CommandsIntro string
+	Footer        string // -help only, after the commands and an empty line; "" for none
+}
+
+// Command is one command of a program: its usage after the program's name, and what it does.
+type Command struct {
+	Usage   string // e.g. "dig NAME [TYPE] [+bypass-cache]"
+	Meaning string
 }
 
 // Exit is one exit code of a program and when it is returned.
@@ -48,6 +59,7 @@ func (p Program) Args(args []string, stdout, stderr io.Writer) (exit int, done b
 			fmt.Fprintf(stdout, "%s %s: %s. Configured by environment:\n\n", p.Name, version.Version, p.Summary)
 			envconfig.Usage(stdout, p.Config)
 			p.usageExits(stdout)
+			p.usageCommands(stdout)
 			if p.Footer != "" {
 				fmt.Fprintf(stdout, "\n%s\n", p.Footer)
 			}
@@ -68,6 +80,19 @@ func (p Program) Args(args []string, stdout, stderr io.Writer) (exit int, done b
 func (p Program) BadConfig(stderr io.Writer, err error) int {
 	fmt.Fprintf(stderr, "%s: invalid configuration:\n%v\n", p.Name, err)
 	return ExitConfig
+}
+
+// usageCommands writes the commands under their introduction after an empty line.
+func (p Program) usageCommands(w io.Writer) {
+	if len(p.Commands) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\n%s:\n", p.CommandsIntro)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, c := range p.Commands {
+		fmt.Fprintf(tw, "  %s\t%s\n", c.Usage, c.Meaning)
+	}
+	tw.Flush()
 }
 
 // usageExits writes the exit codes as a table after an empty line.

@@ -12,7 +12,8 @@ type cfg struct {
 	Size int `env:"T_SIZE" envDefault:"10" min:"1" max:"100" help:"entries"`
 }
 
-var prog = Program{Name: "tool", Summary: "does things", Config: &cfg{}, Exits: []Exit{{ExitOK, "fine"}, {ExitConfig, "bad | worse"}}, Footer: "Subcommands: none."}
+var prog = Program{Name: "tool", Summary: "does things", Config: &cfg{}, Exits: []Exit{{ExitOK, "fine"}, {ExitConfig, "bad | worse"}},
+	Commands: []Command{{"show [NAME]", "shows NAME"}, {"-wait", "waits | ends"}}, CommandsIntro: "Commands, in a pod", Footer: "More: none."}
 
 func TestArgs(t *testing.T) {
 	for _, tt := range []struct {
@@ -48,7 +49,10 @@ func TestHelp(t *testing.T) {
 			"\nEXIT  MEANING\n" +
 			"0     fine\n" +
 			"2     bad | worse\n" +
-			"\nSubcommands: none.\n"
+			"\nCommands, in a pod:\n" +
+			"  show [NAME]  shows NAME\n" +
+			"  -wait        waits | ends\n" +
+			"\nMore: none.\n"
 		if out.String() != want {
 			t.Errorf("%s:\n%q\nwant\n%q", a, out.String(), want)
 		}
@@ -78,6 +82,8 @@ func TestReference(t *testing.T) {
 		"| variable | default | allowed | meaning |\n|---|---|---|---|\n" +
 		"| `T_SIZE` | `10` | 1 to 100 | entries |\n" +
 		"\nExit codes of tool:\n\n| exit | meaning |\n|---|---|\n| 0 | fine |\n| 2 | bad \\| worse |\n" +
+		// The commands -help lists, from the same Program.
+		"\nCommands, in a pod:\n\n| command | meaning |\n|---|---|\n| `tool show [NAME]` | shows NAME |\n| `tool -wait` | waits \\| ends |\n" +
 		"\n## other\n\nother: other things. `other -help` prints these tables.\n\n" +
 		"| variable | default | allowed | meaning |\n|---|---|---|---|\n" +
 		"| `T_MODE` | unset | one of a, b | uses \\<mode\\> \\*now\\* \\| later, see \\`x\\` |\n"

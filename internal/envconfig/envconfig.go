@@ -76,11 +76,10 @@ type Setting struct {
 
 // Settings lists the variables of the struct pointed to by cfg with the value each takes from
 // environ (nil: the process environment) and where it came from, in declaration order. As in
-// Load (caarlos0/env), a variable set to the empty string takes its default.
+// Load, surrounding white space is ignored and a variable set to the empty string (or only
+// spaces) takes its default.
 func Settings(cfg any, environ map[string]string) []Setting {
-	if environ == nil {
-		environ = env.ToMap(os.Environ())
-	}
+	environ = trimmed(environ)
 	fields := Fields(cfg)
 	out := make([]Setting, len(fields))
 	for i, f := range fields {
@@ -117,10 +116,13 @@ func Usage(w io.Writer, cfg any) {
 // that do not parse or are out of range, then values of the config's own types that do not
 // parse, then what Validate reports. Validate runs even when the tags found problems, so one
 // run reports everything it can.
+//
+// Surrounding white space of every value is ignored (a value of only spaces is empty: the
+// default), for every kind of variable alike: a value pasted into a manifest with a trailing
+// space means what it says. The stub's run-time switches (stub querylog, /debug/querylog) follow
+// the same rule.
 func Load(cfg any, environ map[string]string) error {
-	if environ == nil {
-		environ = env.ToMap(os.Environ())
-	}
+	environ = trimmed(environ)
 	var errs, typed *multierror.Error
 	t := reflect.TypeOf(cfg).Elem()
 	unparsed := map[string]bool{} // fields whose value did not parse: no bounds check on them
@@ -148,7 +150,7 @@ func Load(cfg any, environ map[string]string) error {
 				}
 				continue
 			}
-			errs = multierror.Append(errs, fmt.Errorf("%s=%q: %s (allowed: %s)", name, environ[name], kindWord(sf.Type), allowed(sf)))
+			errs = multierror.Append(errs, fmt.Errorf("%s=%q: %s (allowed: %s)", name, environ[name], kindWord(sf.Type, pe.Err), allowed(sf)))
 		}
 	}
 	v := reflect.ValueOf(cfg).Elem()
@@ -224,8 +226,25 @@ func Format(err error) error {
 	return err
 }
 
-func kindWord(t reflect.Type) string {
+// trimmed is environ (nil: the process environment) with surrounding white space cut from every
+// value, in a new map.
+func trimmed(environ map[string]string) map[string]string {
+	if environ == nil {
+		environ = env.ToMap(os.Environ())
+	}
+	out := make(map[string]string, len(environ))
+	for k, v := range environ {
+		out[k] = strings.TrimSpace(v)
+	}
+	return out
+}
+
+// kindWord says what is wrong with a value of type t that did not parse (err, the parser's): a
+// number too large for the type is out of range, not "not a whole number".
+func kindWord(t reflect.Type, err error) string {
 	switch {
+	case errors.Is(err, strconv.ErrRange):
+		return "out of range"
 	case t == durationType:
 		return "not a duration"
 	case t.Kind() == reflect.Int:

@@ -38,6 +38,15 @@ func TestLoad(t *testing.T) {
 			wantErr: []string{`T_TIMEOUT="1m": out of range (allowed: 100ms to 30s)`}},
 		{name: "not a number", env: map[string]string{"T_SIZE": "ten"},
 			wantErr: []string{`T_SIZE="ten": not a whole number (allowed: 1 to 100)`}},
+		// A new-user trial: PODNS_QUERY_LOG_RATE=99999999999999999999 said "not a whole number".
+		{name: "too large for the type", env: map[string]string{"T_SIZE": "99999999999999999999"},
+			wantErr: []string{`T_SIZE="99999999999999999999": out of range (allowed: 1 to 100)`}},
+		// One rule for every kind of value: surrounding white space is ignored, as the stub's
+		// query log switch ignores it.
+		{name: "surrounding space", env: map[string]string{"T_TIMEOUT": " 500ms\t", "T_SIZE": " 100 ", "T_PROTO": "udp ", "T_LISTEN": " a,b\n"},
+			want: testConfig{Timeout: 500 * time.Millisecond, Size: 100, Proto: "udp", Listen: []string{"a", "b"}}},
+		{name: "only spaces counts as unset", env: map[string]string{"T_SIZE": "  "},
+			want: testConfig{Timeout: 2 * time.Second, Size: 10, Proto: "tcp", Listen: []string{"127.0.0.1:53"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
@@ -25,7 +26,8 @@ const (
 	// StatusPath is the stub's state as Status.
 	StatusPath = "/debug/status"
 	// CachePath is cache entries as CacheReport: ?name= for every entry of a name, else the
-	// top entries by hits, ?n= of them (default DefaultTop, at most MaxTop).
+	// top entries by hits, ?n= of them (default DefaultTop, 1 to MaxTop: any other n is 400
+	// naming the range, as `stub cache -n` refuses it).
 	CachePath = "/debug/cache"
 )
 
@@ -87,7 +89,10 @@ type Upstream struct {
 	NoEDNS bool `json:"no_edns,omitempty"`
 	// LatencyP50Seconds is the median round trip of its last LatencySamples (up to 64)
 	// successful attempts.
-	LatencyP50Seconds float64    `json:"latency_p50_seconds"`
+	LatencyP50Seconds float64 `json:"latency_p50_seconds"`
+	// LatencyP99Seconds is the 99th percentile (nearest rank) of the same round trips: with 64
+	// samples, the slowest of them.
+	LatencyP99Seconds float64    `json:"latency_p99_seconds"`
 	LatencySamples    int        `json:"latency_samples"`
 	LastReply         *time.Time `json:"last_reply,omitempty"`
 	// LastError is its last failure: reason timeout, network (the attempt failed), servfail,
@@ -204,11 +209,11 @@ func debugRoutes(mux *http.ServeMux, d *Debug) {
 			rep.Top = DefaultTop
 			if s := r.URL.Query().Get("n"); s != "" {
 				n, err := strconv.Atoi(s)
-				if err != nil || n < 1 {
-					http.Error(w, "n "+strconv.Quote(s)+": not a positive number", http.StatusBadRequest)
+				if err != nil || n < 1 || n > MaxTop {
+					http.Error(w, fmt.Sprintf("n %q: allowed 1 to %d", s, MaxTop), http.StatusBadRequest)
 					return
 				}
-				rep.Top = min(n, MaxTop)
+				rep.Top = n
 			}
 			if d.Cache != nil {
 				infos = d.Cache.Top(rep.Top)

@@ -112,8 +112,13 @@ func TestCachePath(t *testing.T) {
 	if get(CachePath) != 200 || rep.Top != DefaultTop || len(rep.Entries) != 3 {
 		t.Errorf("default top: %+v", rep)
 	}
-	if get(CachePath+"?n=100000") != 200 || rep.Top != MaxTop {
-		t.Errorf("n over the bound: top %d, want %d", rep.Top, MaxTop)
+	if get(CachePath+"?n=1000") != 200 || rep.Top != MaxTop {
+		t.Errorf("n at the bound: top %d, want %d", rep.Top, MaxTop)
+	}
+	// Over the bound: refused with the range, as `stub cache -n 5000` is (a new-user trial found
+	// the endpoint capping silently where the subcommand refused).
+	if w := serveOn(h, lo, CachePath+"?n=100000"); w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), `n "100000": allowed 1 to 1000`) {
+		t.Errorf("n over the bound: %d %q, want 400 naming the range", w.Code, w.Body.String())
 	}
 	if get(CachePath+"?name=B.Example") != 200 || rep.Name != "b.example." || len(rep.Entries) != 1 {
 		t.Fatalf("by name: %+v", rep)

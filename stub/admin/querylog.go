@@ -30,9 +30,10 @@ type QueryLogState struct {
 
 // queryLogHandler serves QueryLogPath:
 //   - GET: the current mode, as QueryLogState;
-//   - PUT or POST: switch to the mode in the query parameter mode (?mode=errors) or else in the
+//   - PUT or POST: switch to the mode in the query parameter mode (?mode=errors) or in the
 //     body, plain ("slow:100ms") or JSON ({"mode":"all"}); the reply is QueryLogState with the
-//     previous mode; a bad mode is 400 with the allowed values. Only from a loopback address
+//     previous mode; a bad mode is 400 with the allowed values, and so is a mode given twice
+//     (?mode= repeated, or both ?mode= and a body): which one was meant is a guess. Only from a loopback address
 //     (403 otherwise): the switch is for someone inside the pod (kubectl exec), not for
 //     whoever reaches the pod IP; PODNS_HTTP_LISTEN listens on every address by default, for
 //     the kubelet's probes and Prometheus.
@@ -70,10 +71,12 @@ func queryLogHandler(l *querylog.Log) http.HandlerFunc {
 	}
 }
 
-// requestedMode reads the mode from ?mode= or the body (plain text or {"mode": ...}).
+// requestedMode reads the mode from ?mode= or the body (plain text or {"mode": ...}), exactly
+// one of them.
 func requestedMode(r *http.Request) (string, error) {
-	if m := r.URL.Query().Get("mode"); m != "" {
-		return m, nil
+	params := r.URL.Query()["mode"]
+	if len(params) > 1 {
+		return "", fmt.Errorf("mode given %d times in the query (%q): give one", len(params), params)
 	}
 	b, err := io.ReadAll(io.LimitReader(r.Body, maxModeBody+1))
 	if err != nil {
@@ -83,6 +86,14 @@ func requestedMode(r *http.Request) (string, error) {
 		return "", fmt.Errorf("body over %d bytes", maxModeBody)
 	}
 	body := strings.TrimSpace(string(b))
+	if len(params) == 1 {
+		if body != "" {
+			return "", fmt.Errorf("mode given both in the query (?mode=%s) and in the body (%q): give one", params[0], body)
+		}
+		if params[0] != "" {
+			return params[0], nil
+		}
+	}
 	if strings.HasPrefix(body, "{") {
 		var req struct {
 			Mode string `json:"mode"`

@@ -53,7 +53,7 @@ type Config struct {
 
 	// QueryLog is the query log's mode at start; PUT /debug/querylog changes it while the stub
 	// runs. Its lines are written whatever PODNS_LOG_LEVEL says: the mode is the switch.
-	QueryLog querylog.Mode `env:"PODNS_QUERY_LOG" envDefault:"off" allowed:"off, errors, slow:<duration> (e.g. slow:100ms), all" help:"one log line per answer: off; errors (SERVFAIL, REFUSED, stale, failed upstream attempts); slow:<duration> (answers slower than that); all. Changed at run time by PUT /debug/querylog"`
+	QueryLog querylog.Mode `env:"PODNS_QUERY_LOG" envDefault:"off" allowed:"off, errors, slow:<duration> (1ms to 1m, e.g. slow:100ms), all" help:"one log line per answer: off; errors (SERVFAIL, REFUSED, stale, failed upstream attempts); slow:<duration> (answers slower than that); all. Changed at run time by PUT /debug/querylog"`
 	// QueryLogRate bounds the query log so that "all" under a flood costs neither the pod's CPU
 	// nor the node's log pipeline: lines over it are dropped and counted.
 	QueryLogRate int `env:"PODNS_QUERY_LOG_RATE" envDefault:"100" min:"1" max:"100000" help:"most query log lines per second (a second's worth at once); more are dropped, counted in podns_query_log_dropped_total and in a line every 10s"`

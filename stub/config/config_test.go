@@ -506,13 +506,29 @@ func TestQueryLogVariables(t *testing.T) {
 	_, err = Load(map[string]string{"PODNS_QUERY_LOG": "verbose", "PODNS_QUERY_LOG_RATE": "0"})
 	want := []string{
 		`PODNS_QUERY_LOG_RATE="0": out of range (allowed: 1 to 100000)`,
-		`PODNS_QUERY_LOG="verbose": not a query log mode (allowed: off, errors, slow:<duration> (e.g. slow:100ms), all)`,
+		`PODNS_QUERY_LOG="verbose": not a query log mode (allowed: off, errors, slow:<duration> (1ms to 1m, e.g. slow:100ms), all)`,
 	}
 	if err == nil || err.Error() != strings.Join(want, "\n") {
 		t.Errorf("bad values: %v\nwant:\n%s", err, strings.Join(want, "\n"))
 	}
 	if _, err = Load(map[string]string{"PODNS_QUERY_LOG": "slow:0s"}); err == nil || !strings.Contains(err.Error(), "slow needs a duration above 0") {
 		t.Errorf("slow:0s: %v", err)
+	}
+	// New-user trial findings: an overflowing rate said "not a whole number"; slow:1000000h was
+	// accepted; " 50 " was refused where " errors " was taken (one rule now: spaces ignored).
+	if _, err = Load(map[string]string{"PODNS_QUERY_LOG_RATE": "99999999999999999999"}); err == nil ||
+		err.Error() != `PODNS_QUERY_LOG_RATE="99999999999999999999": out of range (allowed: 1 to 100000)` {
+		t.Errorf("rate overflow: %v", err)
+	}
+	if _, err = Load(map[string]string{"PODNS_QUERY_LOG": "slow:1000000h"}); err == nil || !strings.Contains(err.Error(), "slow:1000000h out of range: 1ms to 1m") {
+		t.Errorf("slow:1000000h: %v", err)
+	}
+	c, err = Load(map[string]string{"PODNS_QUERY_LOG": " errors ", "PODNS_QUERY_LOG_RATE": " 50 "})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if qc := c.QueryLogConfig(zerolog.Nop()); qc.Mode != querylog.Errors || qc.Rate != 50 {
+		t.Errorf("values with spaces: mode %v rate %d, want errors and 50", qc.Mode, qc.Rate)
 	}
 }
 

@@ -10,6 +10,7 @@ package querylog
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 )
@@ -34,15 +35,26 @@ var (
 	All = Mode{v: -2}
 )
 
-// Slow returns the mode that writes a line for every answer that took longer than d (d > 0).
+// Slow returns the mode that writes a line for every answer that took longer than d (d > 0;
+// ParseMode takes MinSlow to MaxSlow).
 func Slow(d time.Duration) Mode { return Mode{v: int64(d)} }
 
-// Allowed is the text of the allowed values, for errors and the variable's help.
-const Allowed = "off, errors, slow:<duration> (e.g. slow:100ms), all"
+// The bounds of slow:<duration>. Below a millisecond every miss is slow (a hit takes tens of
+// µs): that is `all`. Above a minute nothing is: the stub gives up on a query after
+// PODNS_UPSTREAM_TIMEOUT (at most 30 s) per upstream. A new-user trial's slow:1000000h was
+// accepted and logged nothing.
+const (
+	MinSlow = time.Millisecond
+	MaxSlow = time.Minute
+)
 
-// ParseMode parses "off", "errors", "all" or "slow:<duration>" (time.ParseDuration syntax, more
-// than 0, e.g. slow:100ms). Surrounding space is ignored; nothing else is accepted. The error
-// says what is wrong, not the value nor the allowed values (Allowed): callers add those.
+// Allowed is the text of the allowed values, for errors and the variable's help.
+const Allowed = "off, errors, slow:<duration> (1ms to 1m, e.g. slow:100ms), all"
+
+// ParseMode parses "off", "errors", "all" or "slow:<duration>" (time.ParseDuration syntax,
+// MinSlow to MaxSlow, e.g. slow:100ms). Surrounding white space is ignored, as in every PODNS_*
+// value (envconfig.Load); nothing else is accepted. The error says what is wrong, not the value
+// nor the allowed values (Allowed): callers add those.
 func ParseMode(s string) (Mode, error) {
 	s = strings.TrimSpace(s)
 	switch s {
@@ -57,6 +69,9 @@ func ParseMode(s string) (Mode, error) {
 		d, err := time.ParseDuration(rest)
 		if err != nil || d <= 0 {
 			return Off, errors.New("slow needs a duration above 0, e.g. slow:100ms")
+		}
+		if d < MinSlow || d > MaxSlow {
+			return Off, fmt.Errorf("slow:%s out of range: 1ms to 1m", rest) // MinSlow, MaxSlow
 		}
 		return Slow(d), nil
 	}

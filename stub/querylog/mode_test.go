@@ -19,7 +19,13 @@ func TestParseMode(t *testing.T) {
 		{in: "slow:100ms", want: Slow(100 * time.Millisecond), str: "slow:100ms"},
 		{in: "slow:1000ms", want: Slow(time.Second), str: "slow:1s"},
 		{in: "slow:1.5s", want: Slow(1500 * time.Millisecond), str: "slow:1.5s"},
-		{in: "slow:1ns", want: Slow(1), str: "slow:1ns"},
+		{in: "slow:1ms", want: Slow(time.Millisecond), str: "slow:1ms"},
+		{in: "slow:60s", want: Slow(time.Minute), str: "slow:1m0s"},
+		{in: "\tslow:50ms ", want: Slow(50 * time.Millisecond), str: "slow:50ms"},
+		{in: "slow:1ns", wantErr: true},      // below MinSlow: every miss
+		{in: "slow:999us", wantErr: true},    // below MinSlow
+		{in: "slow:1m1s", wantErr: true},     // above MaxSlow
+		{in: "slow:1000000h", wantErr: true}, // a new-user trial's value, once accepted
 		{in: "", wantErr: true},
 		{in: "on", wantErr: true},
 		{in: "ALL", wantErr: true},
@@ -69,5 +75,12 @@ func TestModeText(t *testing.T) {
 	}
 	if (Mode{}) != Off {
 		t.Error("the zero Mode is not Off")
+	}
+}
+
+// The range error names the range.
+func TestParseModeSlowRange(t *testing.T) {
+	if _, err := ParseMode("slow:1000000h"); err == nil || err.Error() != "slow:1000000h out of range: 1ms to 1m" {
+		t.Errorf("slow:1000000h: %v", err)
 	}
 }

@@ -352,7 +352,8 @@ func (f *Forwarder) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) 
 	var rejected *dns.Msg // the last reply that made the stub try the next server
 	silent := false       // some server gave no reply at all
 	trace := querylog.UpstreamFrom(ctx)
-	for _, p := range f.order() {
+	order := f.order()
+	for i, p := range order {
 		if trace != nil {
 			trace.Attempts++
 		}
@@ -362,7 +363,7 @@ func (f *Forwarder) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) 
 				trace.Server = p.addr
 			}
 			if reason := passOverReason(r.Rcode); reason != "" {
-				p.passedOver(reason)
+				p.passedOver(reason, i == len(order)-1)
 				rejected = r
 				failed = multierror.Append(failed, fmt.Errorf("%s: %s", p.addr, dns.RcodeToString[r.Rcode]))
 				continue

@@ -95,6 +95,7 @@ func (f *Forwarder) ProbeAll(ctx context.Context) []ProbeResult {
 			switch {
 			case err == nil:
 				p.m.probesAlive.Inc()
+				p.probeReplied()
 				p.markUp(byStartupProbe)
 			case errors.Is(err, ErrClosed):
 			default:
@@ -148,6 +149,10 @@ func (p *peer) replied(at int64) {
 	}
 }
 
+// probeReplied records a probe's reply as the server's last reply: a reply is a reply, and
+// `stub status` said LAST REPLY never right after the start-up probe was answered.
+func (p *peer) probeReplied() { p.h.lastReply.Store(p.f.mono()) }
+
 // failed records a failed attempt that started at start (f.mono). A timeout does not count when
 // the server gave another valid reply since the attempt began: it is alive, the query was slow.
 func (p *peer) failed(err error, start int64, timeout bool) {
@@ -190,9 +195,14 @@ func (p *peer) markDown(err error) {
 	}
 	p.h.mu.Unlock()
 	if ok {
+		// What order does with it from now on: skipped while another server is up; tried anyway
+		// (the most recently marked down first) while every server is down.
 		msg := "upstream down: skipped while another server is up, probed in the background"
-		if len(f.peers) == 1 {
+		switch {
+		case len(f.peers) == 1:
 			msg = "upstream down: still tried (it is the only one), probed in the background"
+		case int(f.downCount.Load()) == len(f.peers):
+			msg = "upstream down, and so is every other: all still tried, the most recently marked down first, probed in the background"
 		}
 		f.cfg.Logger.Warn().Str("upstream", p.addr).Err(err).Int("suppressed", suppressed).Msg(msg)
 	}
@@ -230,7 +240,7 @@ func (p *peer) markUp(how string) {
 	p.h.loggedDown = false
 	p.h.mu.Unlock()
 	if ok {
-		f.cfg.Logger.Info().Str("upstream", p.addr).Str("by", how).Dur("down_for", downFor).
+		f.cfg.Logger.Info().Str("upstream", p.addr).Str("by", how).Float64("down_for", downFor.Seconds()).
 			Int("suppressed", suppressed).Msg("upstream up again")
 	}
 }
@@ -265,6 +275,7 @@ func (p *peer) probeLoop() {
 			return
 		case err == nil:
 			p.m.probesAlive.Inc()
+			p.probeReplied()
 			p.markUp(byProbe)
 		default:
 			p.m.probesDead.Inc()

@@ -483,6 +483,10 @@ func TestHealthLogs(t *testing.T) {
 	if l := lines(); strings.Count(l, "upstream down") != 1 || !strings.Contains(l, "boom") || strings.Count(l, "up again") != 1 {
 		t.Errorf("logs %q: want one down line naming the error and one up line", l)
 	}
+	// Every duration in the stub's logs is in seconds, as the query log's duration is.
+	if l := lines(); !strings.Contains(l, `"down_for":1,`) {
+		t.Errorf("logs %q: want down_for in seconds (1)", l)
+	}
 	for range 3 { // flapping within the interval: no lines
 		p.markDown(errors.New("boom"))
 		p.markUp("reply")

@@ -13,7 +13,7 @@ var (
 
 	errorsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "podns", Subsystem: "upstream", Name: "errors_total",
-		Help: "Upstream errors by reason: timeout, network (attempt failed), closed (query re-sent because its connection died), bad_reply (reply ignored), servfail/notimp/refused (reply passed over, next server tried), edns (query rejected for its OPT record, re-sent without).",
+		Help: "Upstream errors by reason: timeout, network (attempt failed), closed (query re-sent because its connection died), bad_reply (reply ignored), servfail/notimp/refused (reply passed over for the next server, if any), edns (query rejected for its OPT record, re-sent without).",
 	}, []string{"upstream", "reason"})
 
 	duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -36,7 +36,7 @@ var (
 
 	healthy = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: "podns", Subsystem: "upstream", Name: "healthy",
-		Help: "1 while the upstream server is up, 0 while it is marked down (skipped while another server is up, probed in the background).",
+		Help: "1 while the upstream server is up, 0 while it is marked down (skipped while another server is up, tried anyway while every server is down; probed in the background).",
 	}, []string{"upstream"})
 
 	probesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{

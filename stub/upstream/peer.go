@@ -130,7 +130,7 @@ func (p *peer) markEDNSIntolerant() {
 	now := p.f.now()
 	old := p.noEDNSUntil.Swap(now.Add(ednsMemory).UnixNano())
 	if old == 0 || now.UnixNano() >= old {
-		p.f.cfg.Logger.Warn().Str("upstream", p.addr).Dur("for", ednsMemory).
+		p.f.cfg.Logger.Warn().Str("upstream", p.addr).Float64("for", ednsMemory.Seconds()).
 			Msg("upstream rejects queries with EDNS (FORMERR or NOTIMP without OPT, RFC 6891 section 7): sending them without OPT, replies limited to 512 bytes over UDP")
 	}
 }
@@ -250,8 +250,9 @@ func (p *peer) retryTruncated(qs *queryState, deadline time.Time, r *dns.Msg) (*
 }
 
 // passedOver records a reply whose RCODE made the stub try the next server (see
-// passOverReason). The server stays alive for health purposes: it answered.
-func (p *peer) passedOver(reason string) {
+// passOverReason); last says no server was left to try. The server stays alive for health
+// purposes: it answered.
+func (p *peer) passedOver(reason string, last bool) {
 	switch reason {
 	case reasonServfail:
 		p.m.errServfail.Inc()
@@ -260,11 +261,20 @@ func (p *peer) passedOver(reason string) {
 	case reasonRefused:
 		p.m.errRefused.Inc()
 	}
-	p.logFailure(reason, errPassedOver)
+	err := errPassedOver
+	if last {
+		err = errPassedOverLast
+	}
+	p.logFailure(reason, err)
 }
 
-// errPassedOver is the error of the log line for a reply the stub passed over.
-var errPassedOver = errors.New("reply passed over, next server tried")
+// The error of the log line (and of Status's LastError) for a reply the stub passed over: with
+// another server to try, or none left (a single upstream, or the last of the order). A new-user
+// trial read "next server tried" on a stub with one upstream.
+var (
+	errPassedOver     = errors.New("reply passed over, next server tried")
+	errPassedOverLast = errors.New("reply passed over, no other server left to try: the client gets SERVFAIL (or a stale answer)")
+)
 
 // logFailure logs at most one line per server per logInterval, carrying the number of
 // failures it stood for, so that a dead server does not turn every query into a log line.

@@ -64,7 +64,11 @@ type ServerStatus struct {
 	// RTTMedian is the median round trip of its last successful attempts (up to 64, Samples of
 	// them); 0 when there was none.
 	RTTMedian time.Duration
-	Samples   int
+	// RTTP99 is the 99th percentile (nearest rank) of the same round trips: with 100 samples
+	// or fewer (there are at most 64), the slowest of them. The median alone hides the slow
+	// lookups a user complains about.
+	RTTP99  time.Duration
+	Samples int
 	// LastReply is when it last gave a valid reply; zero when never.
 	LastReply time.Time
 	// LastError, LastErrorReason and LastErrorAt describe its last failure: an attempt that
@@ -90,7 +94,7 @@ func (f *Forwarder) Status() []ServerStatus {
 		if at := p.h.lastReply.Load(); at != 0 {
 			s.LastReply = f.epoch.Add(time.Duration(at))
 		}
-		s.RTTMedian, s.Samples = p.st.median()
+		s.RTTMedian, s.RTTP99, s.Samples = p.st.quantiles()
 		p.st.mu.Lock()
 		s.LastError, s.LastErrorReason, s.LastErrorAt = p.st.err, p.st.why, p.st.at
 		p.st.mu.Unlock()
@@ -99,17 +103,17 @@ func (f *Forwarder) Status() []ServerStatus {
 	return out
 }
 
-// median returns the median of the recorded round trips (the lower middle of an even count)
-// and how many there are.
-func (r *recent) median() (time.Duration, int) {
-	n := int(min(r.n.Load(), rttSamples))
+// quantiles returns the median of the recorded round trips (the lower middle of an even count),
+// their 99th percentile by nearest rank (the ceil(0.99 n)-th smallest), and how many there are.
+func (r *recent) quantiles() (median, p99 time.Duration, n int) {
+	n = int(min(r.n.Load(), rttSamples))
 	if n == 0 {
-		return 0, 0
+		return 0, 0, 0
 	}
 	s := make([]int64, n)
 	for i := range s {
 		s[i] = r.rtts[i].Load()
 	}
 	slices.Sort(s)
-	return time.Duration(s[(n-1)/2]), n
+	return time.Duration(s[(n-1)/2]), time.Duration(s[(99*n+99)/100-1]), n
 }

@@ -37,7 +37,39 @@ func Compare(p cli.Program, help, reference string) []string {
 	problems = append(problems, diff("reference", want, refRows)...)
 	problems = append(problems, diffExits("-help", p.Exits, helpExits)...)
 	problems = append(problems, diffExits("reference", p.Exits, refExits)...)
+	problems = append(problems, diffCommands(p, help, reference)...)
 	return problems
+}
+
+// diffCommands checks that help and reference list every command of p with its meaning, under
+// its introduction: help as an indented two-column line, reference as a table row.
+func diffCommands(p cli.Program, help, reference string) []string {
+	var out []string
+	if len(p.Commands) == 0 {
+		return nil
+	}
+	if !strings.Contains(help, "\n"+p.CommandsIntro+":\n") {
+		out = append(out, "-help lacks the commands' introduction")
+	}
+	if !strings.Contains(reference, "\n"+cli.MarkdownEscape(p.CommandsIntro)+":\n") {
+		out = append(out, "reference lacks the commands' introduction")
+	}
+	helpLines := strings.Split(help, "\n")
+	for _, c := range p.Commands {
+		found := false
+		for _, l := range helpLines {
+			if rest, ok := strings.CutPrefix(l, "  "+c.Usage+"  "); ok && strings.TrimSpace(rest) == c.Meaning {
+				found = true
+			}
+		}
+		if !found {
+			out = append(out, fmt.Sprintf("-help lacks the command %q with its meaning", c.Usage))
+		}
+		if row := "| `" + p.Name + " " + c.Usage + "` | " + cli.MarkdownEscape(c.Meaning) + " |\n"; !strings.Contains(reference, row) {
+			out = append(out, fmt.Sprintf("reference lacks the row %q", row))
+		}
+	}
+	return out
 }
 
 func diff(what string, want, got []Row) []string {
@@ -156,6 +188,9 @@ func ParseReference(md, name string) ([]Row, []cli.Exit, error) {
 		case l == "| exit | meaning |":
 			table = "exits"
 			continue
+		case l == "| command | meaning |":
+			table = "commands" // diffCommands checks these rows
+			continue
 		case !strings.HasPrefix(l, "|"):
 			table = ""
 			continue
@@ -170,6 +205,7 @@ func ParseReference(md, name string) ([]Row, []cli.Exit, error) {
 				def = ""
 			}
 			rows = append(rows, Row{strings.Trim(c[0], "`"), def, c[2], c[3]})
+		case table == "commands":
 		case table == "exits" && len(c) == 2:
 			code, err := strconv.Atoi(c[0])
 			if err != nil {
