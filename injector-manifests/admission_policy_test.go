@@ -161,9 +161,15 @@ func wantVariables(t *testing.T) ([]string, map[string]string) {
 	if v1, v2 := version(initC), version(stub); v1 != v2 {
 		t.Fatalf("definition images have different tags %q and %q: which version goes in the annotation?", v1, v2)
 	}
+	tag := version(stub)
+	// The images come from the parameters (params.yaml, checked against the definition by
+	// TestAdmissionPolicyParams), so a mirror is one edit, as the webhook's PODNS_*_IMAGE.
+	initC["image"] = rawCEL("params.data.initImage")
+	stub["image"] = rawCEL("params.data.stubImage")
+	stubR["image"] = rawCEL("params.data.stubImage")
 	names := []string{"podnsVersion", "podnsVolume", "podnsSysctl", "podnsInit", "podnsStub", "podnsStubRestricted"}
 	return names, map[string]string{
-		"podnsVersion":        strconv.Quote(version(stub)),
+		"podnsVersion":        strconv.Quote(tag),
 		"podnsVolume":         celOf(def["volume"], "Object.spec.volumes"),
 		"podnsSysctl":         celOf(def["sysctl"], "Object.spec.securityContext.sysctls"),
 		"podnsInit":           celOf(initC, "Object.spec.initContainers"),
@@ -304,6 +310,27 @@ func rewritePolicy(t *testing.T, version, binds string) {
 	}
 	if err := os.WriteFile(policyFile, []byte(strings.Join(out, "\n")), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The parameters hold the definition's images by default.
+func TestAdmissionPolicyParams(t *testing.T) {
+	def := policyDefinition(t)
+	raw, err := os.ReadFile("admission-policy/params.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cm struct {
+		Data map[string]string `json:"data"`
+	}
+	if err := yaml.Unmarshal(raw, &cm); err != nil {
+		t.Fatalf("params.yaml: %v", err)
+	}
+	for key, c := range map[string]string{"initImage": "initContainer", "stubImage": "stubContainer"} {
+		want := def[c].(map[string]any)["image"].(string)
+		if cm.Data[key] != want {
+			t.Errorf("params.yaml %s is %q, want the definition's %s image %q", key, cm.Data[key], c, want)
+		}
 	}
 }
 

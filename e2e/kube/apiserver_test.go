@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -571,6 +572,14 @@ func (m *meshWebhook) serve(w http.ResponseWriter, r *http.Request) {
 // testPolicy runs the cases against injector-manifests/admission-policy.
 func testPolicy(t *testing.T, d *definition) *variant {
 	cp := startControlPlane(t)
+	resources, err := cp.client.Discovery().ServerResourcesForGroupVersion("admissionregistration.k8s.io/v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(resources.APIResources, func(r metav1.APIResource) bool { return r.Name == "mutatingadmissionpolicies" }) {
+		t.Fatalf("this kube-apiserver (%s) serves no admissionregistration.k8s.io/v1 MutatingAdmissionPolicy: Kubernetes 1.36 or later is needed (KUBE_VERSION)",
+			os.Getenv("PODNS_E2E_KUBE_BIN"))
+	}
 	v := &variant{cp: cp, version: d.version()}
 	mesh := setupNamespaces(t, cp)
 	cp.kubectlRun(t, nil, "apply", "-k", "../../injector-manifests/admission-policy")
@@ -609,6 +618,39 @@ func testPolicy(t *testing.T, d *definition) *variant {
 		waitInjected(t, cp, "the restored parameters")
 		if _, err := cp.client.CoreV1().Pods("plain").Create(ctx, basicPod("no-params"), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
 			t.Errorf("an unselected namespace's pod was rejected: %v", err)
+		}
+	})
+
+	// The images are parameters (the webhook's PODNS_INIT_IMAGE and PODNS_STUB_IMAGE).
+	t.Run("images from the parameters", func(t *testing.T) {
+		ctx := context.Background()
+		cms := cp.client.CoreV1().ConfigMaps("podns-system")
+		cm, err := cms.Get(ctx, "podns-admission-policy", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		saved := maps.Clone(cm.Data)
+		cm.Data["initImage"] = "mirror.example/podns/initc:v0"
+		cm.Data["stubImage"] = "mirror.example/podns/stub:v0"
+		if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		images := func(p *corev1.Pod) []string {
+			var out []string
+			for _, c := range p.Spec.InitContainers {
+				out = append(out, c.Image)
+			}
+			return out
+		}
+		want := []string{"mirror.example/podns/initc:v0", "mirror.example/podns/stub:v0"}
+		waitDryRun(t, cp, "on", "the mirrored images", func(p *corev1.Pod) bool { return slices.Equal(images(p), want) })
+		cm, err = cms.Get(ctx, "podns-admission-policy", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cm.Data = saved
+		if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
 		}
 	})
 	return v
