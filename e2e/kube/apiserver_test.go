@@ -1,7 +1,10 @@
 package kube
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,10 +20,14 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 	admissionv1 "k8s.io/api/admission/v1"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
@@ -217,6 +224,11 @@ var admissionCases = []admissionCase{
 	{name: "unlabelled namespace untouched", ns: "plain", pod: func() *corev1.Pod { return basicPod("plain") }},
 	{name: "labelled namespace injected", ns: "on", pod: func() *corev1.Pod { return basicPod("basic") }, want: sidecarWant},
 	{name: "own init containers follow podns", ns: "on", pod: func() *corev1.Pod { return basicPod("with-init", "fetch", "migrate") }, want: sidecarWant},
+	{name: "a controller's pod (generateName, no name yet) injected", ns: "on", pod: func() *corev1.Pod {
+		p := basicPod("")
+		p.GenerateName, p.Labels["app"] = "web-5d8f7-", "web"
+		return p
+	}, want: sidecarWant},
 	{name: "opt-out label untouched", ns: "on",
 		pod: func() *corev1.Pod { return withLabel(basicPod("opt-out"), "podns.io/inject", "false") }},
 	{name: "hostNetwork untouched", ns: "on", pod: func() *corev1.Pod {
@@ -298,6 +310,9 @@ type variant struct {
 	version string
 	warns   bool
 	stored  map[string]*corev1.Pod // by case name, filled by runCases
+	// direct, when set, returns what the injector itself makes of the pod the API server would
+	// send it (defaulted, in namespace ns): the stored pod must be exactly that.
+	direct func(t *testing.T, ns string, pod *corev1.Pod) *corev1.Pod
 }
 
 func TestAdmission(t *testing.T) {
@@ -411,13 +426,32 @@ func (v *variant) runCases(t *testing.T, d *definition, mesh *meshWebhook) {
 				want = c.want(d, in, v.version)
 			}
 			want = want.DeepCopy()
-			want.Namespace, want.Name = "plain", want.Name+"-want"
+			want.Namespace = "plain"
+			if want.Name != "" {
+				want.Name += "-want"
+			}
 			defaulted, err := v.cp.client.CoreV1().Pods("plain").Create(ctx, want, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 			if err != nil {
 				t.Fatalf("the expected pod does not pass validation: %v", err)
 			}
 			if diff := cmp.Diff(comparable(defaulted, false), comparable(got, false)); diff != "" {
 				t.Errorf("stored pod differs from the expected one (-want +got):\n%s", diff)
+			}
+			if v.direct != nil && c.want != nil && !c.mesh {
+				// What the API server sends: the defaulted pod, before podns.
+				sent := in.DeepCopy()
+				sent.Namespace = "plain"
+				if sent.Name != "" {
+					sent.Name += "-sent"
+				}
+				sent, err := v.cp.client.CoreV1().Pods("plain").Create(ctx, sent, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				sent.Name, sent.Namespace = in.Name, c.ns
+				if diff := cmp.Diff(comparable(v.direct(t, c.ns, sent), false), comparable(got, false)); diff != "" {
+					t.Errorf("stored pod differs from the handler's own response applied to the pod (-handler +stored):\n%s", diff)
+				}
 			}
 			if c.mesh && mesh.calls(in.Name) == before {
 				t.Errorf("the other injector was not called: the case proves nothing")
@@ -656,7 +690,10 @@ func testPolicy(t *testing.T, d *definition) *variant {
 	return v
 }
 
-// testWebhook runs the cases against injector-manifests/webhook with bin/webhook out of cluster.
+// testWebhook runs the cases against injector-manifests/webhook, with bin/webhook out of cluster:
+// the MutatingWebhookConfiguration's clientConfig points at https://localhost:<port> instead of
+// the Service, and the webhook runs as its ServiceAccount (a client certificate with the
+// ServiceAccount's user name), so the manifests' RBAC is what lets it keep the caBundle current.
 func testWebhook(t *testing.T, d *definition) *variant {
 	bin, err := filepath.Abs("../../bin/webhook")
 	if err != nil {
@@ -665,6 +702,222 @@ func testWebhook(t *testing.T, d *definition) *variant {
 	if _, err := os.Stat(bin); err != nil {
 		t.Skipf("needs bin/webhook (make build): %v", err)
 	}
-	t.Skip("webhook not merged yet")
-	return nil
+	if _, err := os.Stat("../../injector-manifests/webhook/kustomization.yaml"); err != nil {
+		t.Skipf("needs injector-manifests/webhook: %v", err)
+	}
+	cp := startControlPlane(t)
+	v := &variant{cp: cp, version: os.Getenv("PODNS_E2E_WEBHOOK_VERSION"), warns: true}
+	mesh := setupNamespaces(t, cp)
+
+	port, httpPort := freePort(t), freePort(t)
+	cp.kubectlRun(t, webhookManifests(t, cp, port), "apply", "-f", "-")
+	sa := cp.writeKubeconfig(t, "webhook", "system:serviceaccount:podns-system:podns-webhook",
+		[]string{"system:serviceaccounts", "system:serviceaccounts:podns-system"})
+	wh := start(t, cp.dir, "webhook", []string{
+		"KUBECONFIG=" + sa,
+		fmt.Sprintf("PODNS_WEBHOOK_LISTEN=127.0.0.1:%d", port),
+		fmt.Sprintf("PODNS_HTTP_LISTEN=127.0.0.1:%d", httpPort),
+		// The certificate names <service>, <service>.<namespace>, ...: "localhost" makes it valid
+		// for the URL the API server calls.
+		"PODNS_WEBHOOK_SERVICE=localhost",
+		"PODNS_WEBHOOK_NAMESPACE=podns-system",
+		"PODNS_CLUSTER_DNS=" + clusterDNS,
+		"PODNS_CLUSTER_DOMAIN=" + clusterDomain,
+	}, bin)
+
+	// Ready means a serving certificate loaded and the caBundle in the configuration current.
+	readyz := fmt.Sprintf("http://127.0.0.1:%d/readyz", httpPort)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get(readyz)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		select {
+		case <-wh.done:
+			t.Fatalf("bin/webhook exited: %v", wh.err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bin/webhook not ready after 60 s (%s)", readyz)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	mwc, err := cp.client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(context.Background(), "podns-webhook", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range mwc.Webhooks {
+		if len(w.ClientConfig.CABundle) == 0 {
+			t.Fatalf("webhook %s has no caBundle although /readyz says ready", w.Name)
+		}
+	}
+	waitInjected(t, cp, "the webhook")
+	if v.version == "" {
+		p, err := cp.client.CoreV1().Pods("on").Create(context.Background(), basicPod("probe"), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, v.version, _ = strings.Cut(p.Annotations[injectedAnnotation], " ")
+		t.Logf("PODNS_E2E_WEBHOOK_VERSION unset: taking the webhook's version %q from its annotation", v.version)
+	}
+	v.direct = func(t *testing.T, ns string, pod *corev1.Pod) *corev1.Pod {
+		return callWebhook(t, mwc, port, ns, pod)
+	}
+	v.runCases(t, d, mesh)
+
+	// With no replica answering: failurePolicy Fail (the default) rejects the pods of opted-in
+	// namespaces; Ignore admits them unchanged. Other namespaces are never affected.
+	t.Run("webhook down", func(t *testing.T) {
+		ctx := context.Background()
+		wh.stop()
+		dry := metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}
+		_, err := cp.client.CoreV1().Pods("on").Create(ctx, basicPod("down"), dry)
+		if err == nil {
+			t.Errorf("failurePolicy Fail: a pod was admitted with the webhook down")
+		} else {
+			t.Logf("failurePolicy Fail rejects: %v", err)
+		}
+		if _, err := cp.client.CoreV1().Pods("plain").Create(ctx, basicPod("down"), dry); err != nil {
+			t.Errorf("a pod of an unselected namespace was rejected: %v", err)
+		}
+		mwcs := cp.client.AdmissionregistrationV1().MutatingWebhookConfigurations()
+		mwc, err := mwcs.Get(ctx, "podns-webhook", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ignore := admissionregistrationv1.Ignore
+		for i := range mwc.Webhooks {
+			mwc.Webhooks[i].FailurePolicy = &ignore
+		}
+		if _, err := mwcs.Update(ctx, mwc, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		in := basicPod("down")
+		var got *corev1.Pod
+		deadline := time.Now().Add(30 * time.Second)
+		for time.Now().Before(deadline) {
+			if got, err = cp.client.CoreV1().Pods("on").Create(ctx, in, dry); err == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err != nil {
+			t.Fatalf("failurePolicy Ignore: still rejected after 30 s: %v", err)
+		}
+		if got.Annotations[injectedAnnotation] != "" || len(got.Spec.InitContainers) != 0 {
+			t.Errorf("failurePolicy Ignore: want the pod unchanged, got annotation %q and init containers %v",
+				got.Annotations[injectedAnnotation], got.Spec.InitContainers)
+		}
+	})
+	return v
+}
+
+// webhookManifests renders injector-manifests/webhook with the kubectl built with the API server
+// (its kustomize) and returns it as a v1 List, the MutatingWebhookConfiguration's clientConfig
+// changed from the Service to https://localhost:<port><path>.
+func webhookManifests(t *testing.T, cp *controlPlane, port int) []byte {
+	t.Helper()
+	out := cp.kubectlRun(t, nil, "kustomize", "../../injector-manifests/webhook")
+	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(out), 4096)
+	var items []map[string]any
+	found := false
+	for {
+		var obj map[string]any
+		if err := dec.Decode(&obj); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatalf("kubectl kustomize injector-manifests/webhook: %v", err)
+		}
+		if obj == nil {
+			continue
+		}
+		if obj["kind"] == "MutatingWebhookConfiguration" {
+			found = true
+			for _, w := range obj["webhooks"].([]any) {
+				cc := w.(map[string]any)["clientConfig"].(map[string]any)
+				svc := cc["service"].(map[string]any)
+				path, _ := svc["path"].(string)
+				delete(cc, "service")
+				cc["url"] = fmt.Sprintf("https://localhost:%d%s", port, path)
+			}
+		}
+		items = append(items, obj)
+	}
+	if !found {
+		t.Fatal("injector-manifests/webhook renders no MutatingWebhookConfiguration")
+	}
+	b, err := json.Marshal(map[string]any{"apiVersion": "v1", "kind": "List", "items": items})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// callWebhook sends the pod to the webhook as the API server would (the sidecar or the restricted
+// endpoint, by the namespace's podns.io/mode label), trusting the caBundle the webhook wrote, and
+// returns the pod with the response's JSON patch applied.
+func callWebhook(t *testing.T, mwc *admissionregistrationv1.MutatingWebhookConfiguration, port int, ns string, pod *corev1.Pod) *corev1.Pod {
+	t.Helper()
+	path := "/mutate-pod"
+	if admissionNamespaces[ns]["podns.io/mode"] == "restricted" {
+		path = "/mutate-pod-restricted"
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(mwc.Webhooks[0].ClientConfig.CABundle) {
+		t.Fatal("the caBundle holds no certificate")
+	}
+	raw, err := json.Marshal(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	review := admissionv1.AdmissionReview{
+		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
+		Request: &admissionv1.AdmissionRequest{
+			UID:       "direct-" + types.UID(pod.Name),
+			Kind:      metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
+			Resource:  metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
+			Name:      pod.Name,
+			Namespace: ns,
+			Operation: admissionv1.Create,
+			Object:    runtime.RawExtension{Raw: raw},
+			DryRun:    ptrTo(false),
+		},
+	}
+	body, err := json.Marshal(review)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	resp, err := client.Post(fmt.Sprintf("https://localhost:%d%s", port, path), "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out admissionv1.AdmissionReview
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || out.Response == nil {
+		t.Fatalf("webhook %s answered %s: %v", path, resp.Status, err)
+	}
+	if !out.Response.Allowed {
+		t.Fatalf("webhook %s refused the pod: %v", path, out.Response.Result)
+	}
+	if len(out.Response.Patch) == 0 {
+		return pod
+	}
+	patch, err := jsonpatch.DecodePatch(out.Response.Patch)
+	if err != nil {
+		t.Fatalf("webhook %s patch: %v", path, err)
+	}
+	patched, err := patch.Apply(raw)
+	if err != nil {
+		t.Fatalf("webhook %s patch does not apply: %v\n%s", path, err, out.Response.Patch)
+	}
+	var p corev1.Pod
+	if err := json.Unmarshal(patched, &p); err != nil {
+		t.Fatal(err)
+	}
+	return &p
 }

@@ -21,4 +21,4 @@ e2e-kube: build tools ## e2e on a real single-node Kubernetes (root; the first r
 # MutatingAdmissionPolicy v1) and Debian's etcd-server; skips with a message without them.
 .PHONY: e2e-admission
 e2e-admission: build ## API-server test of the webhook and the MutatingAdmissionPolicy (no root)
-	cd e2e/kube && PODNS_E2E_KUBE_BIN=$(KUBE_CACHE)/bin $(GO) test -race -count=1 -timeout 10m -v -run '^TestAdmission$$' .
+	cd e2e/kube && PODNS_E2E_KUBE_BIN=$(KUBE_CACHE)/bin PODNS_E2E_WEBHOOK_VERSION=$(VERSION) $(GO) test -race -count=1 -timeout 10m -v -run '^TestAdmission$$' .
