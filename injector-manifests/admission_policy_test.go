@@ -267,8 +267,8 @@ func TestAdmissionPolicyConditionsNameTheDefinition(t *testing.T) {
 		cond[c.Name] = c.Expression
 	}
 	for name, lit := range map[string][]string{
-		"no-sysctl-conflict": {strconv.Quote(sysctl["name"].(string)), strconv.Quote(sysctl["value"].(string))},
-		"no-foreign-podns":   {strconv.Quote(vol["name"].(string))},
+		"no-sysctl-conflict": {strconv.Quote(sysctl["name"].(string)), "<= " + sysctl["value"].(string) + ")"},
+		"no-podns-names":     {strconv.Quote(vol["name"].(string))},
 	} {
 		for _, l := range lit {
 			if !strings.Contains(cond[name], l) {

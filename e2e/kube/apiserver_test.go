@@ -74,16 +74,34 @@ type definition struct {
 
 func readDefinition(t *testing.T) *definition {
 	t.Helper()
-	b, err := os.ReadFile("../../injector-manifests/components/podns-common/injector-values.yaml")
+	d, err := loadDefinition()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return d
+}
+
+func loadDefinition() (*definition, error) {
+	b, err := os.ReadFile("../../injector-manifests/components/podns-common/injector-values.yaml")
+	if err != nil {
+		return nil, err
+	}
 	var d definition
 	if err := yaml.UnmarshalStrict(b, &d); err != nil {
-		t.Fatalf("injector-values.yaml: %v", err)
+		return nil, fmt.Errorf("injector-values.yaml: %w", err)
 	}
-	return &d
+	return &d, nil
 }
+
+// readDefinitionOnce is the definition for the case table's pod builders (TestAdmission has read
+// it successfully before any of them runs).
+var readDefinitionOnce = sync.OnceValue(func() *definition {
+	d, err := loadDefinition()
+	if err != nil {
+		panic(err)
+	}
+	return d
+})
 
 // version is the definition's image tag, which the policy records in its annotation.
 func (d *definition) version() string {
@@ -131,16 +149,25 @@ func (d *definition) restricted(pod *corev1.Pod, ns, version string) *corev1.Pod
 	if own == nil {
 		own = &corev1.PodDNSConfig{}
 	}
+	// The kubelet's search list for ns then the pod's own, without duplicates; ndots:5 and
+	// initc's default options, a pod's option of the same name in its place, its others after.
 	cfg := &corev1.PodDNSConfig{
 		Nameservers: []string{"127.0.0.1"},
-		Searches:    append([]string{ns + ".svc." + clusterDomain, "svc." + clusterDomain, clusterDomain}, own.Searches...),
+		Searches:    []string{ns + ".svc." + clusterDomain, "svc." + clusterDomain, clusterDomain},
+		Options:     []corev1.PodDNSConfigOption{{Name: "ndots", Value: ptrTo("5")}, {Name: "timeout", Value: ptrTo("1")}, {Name: "attempts", Value: ptrTo("3")}},
 	}
-	for _, o := range []corev1.PodDNSConfigOption{{Name: "ndots", Value: ptrTo("5")}, {Name: "timeout", Value: ptrTo("1")}, {Name: "attempts", Value: ptrTo("3")}} {
-		if !slices.ContainsFunc(own.Options, func(p corev1.PodDNSConfigOption) bool { return p.Name == o.Name }) {
+	for _, s := range own.Searches {
+		if !slices.Contains(cfg.Searches, s) {
+			cfg.Searches = append(cfg.Searches, s)
+		}
+	}
+	for _, o := range own.Options {
+		if i := slices.IndexFunc(cfg.Options, func(p corev1.PodDNSConfigOption) bool { return p.Name == o.Name }); i >= 0 {
+			cfg.Options[i] = o
+		} else {
 			cfg.Options = append(cfg.Options, o)
 		}
 	}
-	cfg.Options = append(cfg.Options, own.Options...)
 	p.Spec.DNSPolicy = corev1.DNSNone
 	p.Spec.DNSConfig = cfg
 	return p
@@ -260,8 +287,8 @@ var admissionCases = []admissionCase{
 	{name: "restricted mode merges the pod's dnsConfig", ns: "restricted", pod: func() *corev1.Pod {
 		p := basicPod("restricted-dnsconfig")
 		p.Spec.DNSConfig = &corev1.PodDNSConfig{
-			Searches: []string{"corp.example"},
-			Options:  []corev1.PodDNSConfigOption{{Name: "ndots", Value: ptrTo("2")}, {Name: "edns0"}},
+			Searches: []string{"corp.example", "svc.cluster.local", "corp.example", "lab.example"},
+			Options:  []corev1.PodDNSConfigOption{{Name: "edns0"}, {Name: "attempts", Value: ptrTo("5")}, {Name: "ndots", Value: ptrTo("2")}},
 		}
 		return p
 	}, want: func(d *definition, in *corev1.Pod, v string) *corev1.Pod { return d.restricted(in, "restricted", v) }},
@@ -293,6 +320,22 @@ var admissionCases = []admissionCase{
 	{name: "conflicting sysctl untouched", ns: "on", warning: "net.ipv4.ip_unprivileged_port_start", pod: func() *corev1.Pod {
 		p := basicPod("sysctl-conflict")
 		p.Spec.SecurityContext = &corev1.PodSecurityContext{Sysctls: []corev1.Sysctl{{Name: "net.ipv4.ip_unprivileged_port_start", Value: "1024"}}}
+		return p
+	}},
+	{name: "the pod's own lower port sysctl is kept", ns: "on", pod: func() *corev1.Pod {
+		p := basicPod("sysctl-lower")
+		p.Spec.SecurityContext = &corev1.PodSecurityContext{Sysctls: []corev1.Sysctl{{Name: "net.ipv4.ip_unprivileged_port_start", Value: "0"}}}
+		return p
+	}, want: sidecarWant},
+	{name: "a container declaring port 53 untouched", ns: "on", warning: "port", pod: func() *corev1.Pod {
+		p := basicPod("port-clash")
+		p.Spec.Containers[0].Ports = []corev1.ContainerPort{{Name: "dns", ContainerPort: 53, Protocol: corev1.ProtocolUDP}}
+		return p
+	}},
+	// A pod whose template the Kustomize component already gave podns: left alone, no warning.
+	{name: "a pod the Kustomize component injected untouched", ns: "on", pod: func() *corev1.Pod {
+		p := readDefinitionOnce().sidecar(basicPod("component"), "")
+		delete(p.Annotations, injectedAnnotation)
 		return p
 	}},
 	{name: "the same sysctl is kept once", ns: "on", pod: func() *corev1.Pod {
