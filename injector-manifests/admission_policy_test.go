@@ -334,7 +334,8 @@ func TestAdmissionPolicyParams(t *testing.T) {
 	}
 }
 
-// The kustomization builds, and holds the policy, its binding and the parameters it names.
+// The kustomization builds, and holds the policy, its binding, the parameters it names and the
+// warnings' policy.
 func TestAdmissionPolicyKustomization(t *testing.T) {
 	resMap, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), "admission-policy")
 	if err != nil {
@@ -350,6 +351,8 @@ func TestAdmissionPolicyKustomization(t *testing.T) {
 		"MutatingAdmissionPolicy//podns",
 		"MutatingAdmissionPolicyBinding//podns",
 		"Namespace//podns-system",
+		"ValidatingAdmissionPolicy//podns-warnings",
+		"ValidatingAdmissionPolicyBinding//podns-warnings",
 	}
 	if !slices.Equal(kinds, want) {
 		t.Errorf("admission-policy renders %v, want %v", kinds, want)

@@ -236,8 +236,8 @@ type admissionCase struct {
 	// want returns the pod as it must be stored (before the API server's defaults, which the
 	// test applies by a dry-run create of it in an unselected namespace). nil: unchanged.
 	want func(d *definition, in *corev1.Pod, version string) *corev1.Pod
-	// warning: a substring of an AdmissionResponse warning the webhook must return (a
-	// MutatingAdmissionPolicy cannot warn).
+	// warning: a substring of the warning the injector must return (the webhook in its
+	// AdmissionResponse, the policy through its companion ValidatingAdmissionPolicy).
 	warning string
 	// mesh: the in-test other injector must have prepended its container.
 	mesh bool
@@ -442,6 +442,29 @@ func waitDryRun(t *testing.T, cp *controlPlane, ns, what string, ok func(*corev1
 	t.Fatalf("%s not in effect after 30 s (last error: %v)", what, last)
 }
 
+// waitWarning polls a dry-run create of a pod podns must leave alone with a warning (a name
+// clash) until the warning comes.
+func waitWarning(t *testing.T, cp *controlPlane, what string) {
+	t.Helper()
+	warnings := &warningRecorder{}
+	cfg := rest.CopyConfig(cp.config)
+	cfg.WarningHandler = warnings
+	client := kubernetes.NewForConfigOrDie(cfg)
+	p := basicPod("probe")
+	p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "podns-stub", Image: "someone.example/stub:0"})
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := client.CoreV1().Pods("on").Create(context.Background(), p, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
+			t.Fatal(err)
+		}
+		if len(warnings.all()) > 0 {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s not in effect after 30 s", what)
+}
+
 // runCases submits every case's pod and compares what the API server stored with the case's
 // expectation, defaulted by a dry-run create in namespace "plain".
 func (v *variant) runCases(t *testing.T, d *definition, mesh *meshWebhook) {
@@ -508,6 +531,9 @@ func (v *variant) runCases(t *testing.T, d *definition, mesh *meshWebhook) {
 				t.Errorf("the other injector was not called: the case proves nothing")
 			}
 			ws := warnings.all()
+			for _, w := range ws {
+				t.Logf("warning: %s", w)
+			}
 			switch {
 			case c.warning != "" && v.warns && !slices.ContainsFunc(ws, func(w string) bool { return strings.Contains(w, c.warning) }):
 				t.Errorf("want a warning mentioning %q, got %q", c.warning, ws)
@@ -665,10 +691,12 @@ func testPolicy(t *testing.T, d *definition) *variant {
 		t.Fatalf("this kube-apiserver (%s) serves no admissionregistration.k8s.io/v1 MutatingAdmissionPolicy: Kubernetes 1.36 or later is needed (KUBE_VERSION)",
 			os.Getenv("PODNS_E2E_KUBE_BIN"))
 	}
-	v := &variant{cp: cp, version: d.version()}
+	// Warnings from the companion ValidatingAdmissionPolicy (warnings.yaml).
+	v := &variant{cp: cp, version: d.version(), warns: true}
 	mesh := setupNamespaces(t, cp)
 	cp.kubectlRun(t, nil, "apply", "-k", "../../injector-manifests/admission-policy")
 	waitInjected(t, cp, "the MutatingAdmissionPolicy")
+	waitWarning(t, cp, "the warnings' ValidatingAdmissionPolicy")
 	v.runCases(t, d, mesh)
 
 	// The parameters are part of the policy: without them, a pod of an opted-in namespace is
