@@ -1,7 +1,7 @@
 # e2e on a real single-node Kubernetes (see e2e/kube/README.md). Included by the root Makefile.
 # Needs root, Go and the Debian packages etcd-server containerd runc iptables iproute2 conntrack
 # musl-tools openssl (kubectl is built with Kubernetes).
-KUBE_VERSION ?= v1.33.13
+KUBE_VERSION ?= v1.36.3
 KUBE_CNI_VERSION ?= v1.9.1
 # Built Kubernetes binaries, reused by every later run on this machine (outside the repo).
 KUBE_CACHE ?= /var/cache/podns-e2e-kube/$(KUBE_VERSION)
