@@ -7,6 +7,14 @@ cd "$(dirname "$0")/.."
 : "${KUBE_VERSION:?}" "${KUBE_CACHE:?}" "${CNI_VERSION:?}"
 out=$KUBE_CACHE/bin
 mkdir -p "$out"
+# The binaries come from this module's go.mod, whatever KUBE_VERSION says: building into a cache
+# named for another version would mislabel them, so refuse when the two disagree.
+for c in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl; do
+  [[ -x $out/$c ]] && continue
+  pinned=$(go list -m -f '{{.Version}}' k8s.io/kubernetes)
+  [[ $pinned == "$KUBE_VERSION" ]] || { echo "build.sh: KUBE_VERSION=$KUBE_VERSION but go.mod pins k8s.io/kubernetes $pinned" >&2; exit 1; }
+  break
+done
 for c in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl; do
   [[ -x $out/$c ]] && continue
   start=$(date +%s)
