@@ -31,6 +31,7 @@ type env struct {
 	work   string // cluster work dir (containerd socket, PV path)
 	manDir string // e2e/kube/manifests
 	cost   *costState
+	wh     webhookState
 }
 
 func TestKube(t *testing.T) {
@@ -61,6 +62,14 @@ func TestKube(t *testing.T) {
 		{"coredns/rolling-restart", e.rollingRestart},
 		{"coredns/scaled-to-zero-serve-stale", e.scaledToZero},
 		{"batch/cronjob-completes", e.cronJobCompletes},
+		// The admission webhook (issue 15): installed from injector-manifests/webhook, it injects
+		// pods whose YAML has no podns. The cost is read before the failure-policy step scales the
+		// webhook to 0 (its counters restart with its pods).
+		{"webhook/install", e.webhookInstall},
+		{"webhook/sidecar-pod-deployment-job", e.webhookSidecar},
+		{"webhook/restricted-namespace", e.webhookRestricted},
+		{"webhook/cost", e.webhookCost},
+		{"webhook/failure-policy", e.webhookFailurePolicy},
 		// Last: 40 more pods on the node would load the steps above.
 		{"cost/startup-delay", e.costStartup},
 		{"cost/memory", e.costMemory},

@@ -148,7 +148,18 @@ images() {
     "$bin/ociimage" -name ghcr.io/podns/stub:v0.1.0 -o "$t/stub.tar" -entrypoint /stub -user 65532:65532 "$PODNS_BIN/stub=/stub"
     "$bin/ociimage" -name ghcr.io/podns/initc:v0.1.0 -o "$t/initc.tar" -entrypoint /initc "$PODNS_BIN/initc=/initc"
   fi
+  # The admission webhook (Dockerfile.webhook's contract: FROM scratch, /webhook as 65532:65532),
+  # under a test name that manifests/overlays/webhook sets with Kustomize `images:`.
+  if [[ -n ${PODNS_IMAGES_DIR:-} && -f $PODNS_IMAGES_DIR/webhook.tar ]]; then
+    cp "$PODNS_IMAGES_DIR"/webhook.tar "$t"/
+  else
+    "$bin/ociimage" -name podns.test/webhook:e2e -o "$t/webhook.tar" -entrypoint /webhook -user 65532:65532 "$PODNS_BIN/webhook=/webhook"
+  fi
   for i in "$t"/*.tar; do "${CTR[@]}" images import "$i" >/dev/null; done
+  if ! "${CTR[@]}" images ls -q | grep -qx podns.test/webhook:e2e; then
+    # An archive from images/build.sh carries the release name: give it the test name too.
+    "${CTR[@]}" images tag "$("${CTR[@]}" images ls -q | grep -m1 '^ghcr.io/podns/webhook:')" podns.test/webhook:e2e >/dev/null
+  fi
   "${CTR[@]}" images ls -q >&2
 }
 
@@ -159,6 +170,10 @@ control_plane() {
     --listen-peer-urls http://127.0.0.1:23800 --initial-advertise-peer-urls http://127.0.0.1:23800 \
     --initial-cluster podns-e2e=http://127.0.0.1:23800 --listen-metrics-urls http://127.0.0.1:23810
   local p=$W/pki
+  # --enable-aggregator-routing: the API server calls admission webhooks (podns's) at their
+  # Service's endpoints, not its ClusterIP: the host blackholes the service CIDR, so a ClusterIP
+  # is unroutable from the host (connect fails before kube-proxy's OUTPUT DNAT is reached), while
+  # a pod IP is on the bridge.
   start kube-apiserver "$KBIN/kube-apiserver" --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
     --bind-address="$GW" --advertise-address="$GW" --secure-port=6443 \
     --service-cluster-ip-range="$SVC_CIDR" --client-ca-file="$p/ca.crt" \
@@ -167,6 +182,7 @@ control_plane() {
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --kubelet-client-certificate="$p/admin.crt" --kubelet-client-key="$p/admin.key" \
     --kubelet-preferred-address-types=InternalIP \
+    --enable-aggregator-routing=true \
     --authorization-mode=RBAC --allow-privileged=true --endpoint-reconciler-type=lease \
     --profiling=false
   wait_for 180 kube-apiserver kubectl get --raw /readyz
