@@ -274,6 +274,8 @@ func (e *env) webhookCost(t *testing.T) {
 	pods := strings.Fields(kubectl(t, "-n", whNS, "get", "pods", "-o", "jsonpath={.items[*].metadata.name}"))
 	var whText strings.Builder
 	for _, p := range pods {
+		// A comment line per replica, which the parsers skip, so the raw counters below say whose.
+		fmt.Fprintf(&whText, "# replica %s\n", p)
 		whText.WriteString(kubectl(t, "get", "--raw", fmt.Sprintf("/api/v1/namespaces/%s/pods/%s:%d/proxy/metrics", whNS, p, whHTTP)))
 		whText.WriteString("\n")
 	}
@@ -305,7 +307,7 @@ func (e *env) webhookCost(t *testing.T) {
 	fmt.Fprintf(&b, "\nPods injected by the webhook's own count (`podns_webhook_admissions_total{result=\"injected\"}`, both replicas): %.0f.\n", counted)
 	b.WriteString("\nThe webhook's counters:\n\n```\n")
 	for _, l := range strings.Split(whText.String(), "\n") {
-		if strings.HasPrefix(l, "podns_webhook_") && !strings.Contains(l, "_bucket{") {
+		if strings.HasPrefix(l, "# replica ") || strings.HasPrefix(l, "podns_webhook_") && !strings.Contains(l, "_bucket{") {
 			b.WriteString(l + "\n")
 		}
 	}
