@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"github.com/podns/podns/internal/buildinfo"
 	"io"
 	"os"
 	"regexp"
@@ -57,7 +58,7 @@ func TestHelpAndReferenceAgree(t *testing.T) {
 func TestManualDocumentsEveryMetric(t *testing.T) {
 	doc := manual(t)
 	fq := regexp.MustCompile(`fqName: "([a-z_]+)"`)
-	own := []prometheus.Collector{buildInfo("", "")}
+	own := []prometheus.Collector{buildinfo.Collector()}
 	for _, cs := range [][]prometheus.Collector{own, server.Collectors(), cache.Collectors(), upstream.Collectors(), panics.Collectors(), querylog.Collectors()} {
 		for _, c := range cs {
 			ch := make(chan *prometheus.Desc, 16)

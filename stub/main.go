@@ -7,13 +7,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/podns/podns/internal/buildinfo"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"os/signal"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -200,7 +200,7 @@ func fitMemory(cfg *config.Config, cc *cache.Config, cacheOn bool, stderr io.Wri
 func registry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		buildInfo(version.Version, runtime.Version()))
+		buildinfo.Collector())
 	for _, cs := range [][]prometheus.Collector{server.Collectors(), cache.Collectors(), upstream.Collectors(), panics.Collectors(), querylog.Collectors()} {
 		reg.MustRegister(cs...)
 	}

@@ -5,13 +5,13 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/podns/podns/internal/buildinfo"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"os/signal"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -261,7 +261,7 @@ func certSource(cfg *config.Config, client kubernetes.Interface, d deps, log zer
 func registry() prometheus.Gatherer {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		buildInfo(version.Version, runtime.Version()))
+		buildinfo.Collector())
 	return prometheus.Gatherers{ctrlmetrics.Registry, reg}
 }
 
