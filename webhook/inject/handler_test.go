@@ -333,6 +333,12 @@ func TestHandler(t *testing.T) {
 		{name: "annotation naming no mode", mode: ModeRestricted, pod: withPod(func(p *corev1.Pod) {
 			p.Annotations = map[string]string{AnnotationInjected: "bogus"}
 		}), outcome: OutcomeWarning, gotMode: ModeRestricted, reason: ReasonAnnotation},
+		{name: "empty annotation", mode: ModeSidecar, pod: withPod(func(p *corev1.Pod) {
+			p.Annotations = map[string]string{AnnotationInjected: ""}
+		}), outcome: OutcomeWarning, gotMode: ModeSidecar, reason: ReasonAnnotation},
+		{name: "blank annotation", mode: ModeRestricted, pod: withPod(func(p *corev1.Pod) {
+			p.Annotations = map[string]string{AnnotationInjected: "   "}
+		}), outcome: OutcomeWarning, gotMode: ModeRestricted, reason: ReasonAnnotation},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

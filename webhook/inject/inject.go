@@ -80,6 +80,8 @@ type Handler struct {
 	mode Mode
 	opts Options
 	def  definition
+	// mutate replaces Mutate when set: a test seam to make the handler panic.
+	mutate func(pod *corev1.Pod, namespace string) Result
 }
 
 var _ admission.Handler = (*Handler)(nil)
@@ -111,9 +113,13 @@ func NewHandler(mode Mode, opts Options) (*Handler, error) {
 // Handle admits every request: a pod podns cannot be added to safely is admitted unchanged, with
 // warnings, never rejected for a podns reason. The response carries a JSON patch when the pod was
 // injected or its podns init containers were moved back to the front.
+//
+// A panic in the handler (a podns bug) also admits the pod unchanged, with a warning and the
+// warning reason "internal": controller-runtime would turn it into a denial, which the API
+// server enforces even with failurePolicy Ignore.
 func (h *Handler) Handle(_ context.Context, req admission.Request) admission.Response {
 	start := time.Now()
-	resp, res, name := h.handle(req)
+	resp, res, name := h.handleRecovered(req)
 	for _, w := range res.Warnings {
 		resp.Warnings = append(resp.Warnings, w.Message)
 	}
@@ -125,6 +131,18 @@ func (h *Handler) Handle(_ context.Context, req admission.Request) admission.Res
 	h.opts.Logger.Debug().Str("namespace", req.Namespace).Str("pod", name).Str("mode", string(res.Mode)).
 		Str("result", string(res.Outcome)).Dur("duration", elapsed).Int("patch_ops", len(resp.Patches)).Msg("admission")
 	return resp
+}
+
+// handleRecovered is handle, with a panic turned into an unchanged pod and a warning.
+func (h *Handler) handleRecovered(req admission.Request) (resp admission.Response, res Result, name string) {
+	defer func() {
+		if p := recover(); p != nil {
+			resp, name = admission.Allowed(""), req.Name
+			res = Result{Outcome: OutcomeWarning, Mode: h.mode, Warnings: []Warning{{ReasonInternal,
+				fmt.Sprintf("podns not injected: internal error (please report it): %.120v", p)}}}
+		}
+	}()
+	return h.handle(req)
 }
 
 // handle returns the response without warnings, what was done and the pod's name for the log
@@ -156,7 +174,11 @@ func (h *Handler) handle(req admission.Request) (admission.Response, Result, str
 	if err != nil {
 		return failed(err)
 	}
-	res := h.Mutate(&pod, namespace)
+	mutate := h.Mutate
+	if h.mutate != nil {
+		mutate = h.mutate
+	}
+	res := mutate(&pod, namespace)
 	if res.Outcome != OutcomeInjected && res.Outcome != OutcomeReordered {
 		return admission.Allowed(""), res, name
 	}

@@ -81,6 +81,8 @@ const (
 	ReasonAnnotation   = "annotation"
 	ReasonDecode       = "decode"
 	ReasonUnknownField = "unknown-field"
+	// ReasonInternal: the handler panicked; the pod is admitted unchanged (a bug in podns).
+	ReasonInternal = "internal"
 )
 
 // Result is what Mutate did.
@@ -332,7 +334,11 @@ func (h *Handler) restrictedDNSConfig(own *corev1.PodDNSConfig, namespace string
 // matchConditions let the call through only when podns's init containers are no longer first.
 // They are moved back to the front; the other init containers keep their order.
 func reorder(pod *corev1.Pod, annotation string) Result {
-	mode := Mode(strings.Fields(annotation + " ")[0])
+	// An empty or blank value has no first field: it names no mode, like any other value.
+	var mode Mode
+	if f := strings.Fields(annotation); len(f) > 0 {
+		mode = Mode(f[0])
+	}
 	var want []string
 	switch mode {
 	case ModeSidecar:

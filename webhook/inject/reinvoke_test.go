@@ -258,3 +258,26 @@ func TestUnknownField(t *testing.T) {
 		}
 	}
 }
+
+// TestPanicAdmits: a panic in the handler (a podns bug) admits the pod unchanged with a warning
+// and counts it, instead of controller-runtime's recovery turning it into a denial, which the API
+// server enforces even with failurePolicy Ignore.
+func TestPanicAdmits(t *testing.T) {
+	h := newHandler(t, ModeSidecar, testOpts)
+	h.mutate = func(*corev1.Pod, string) Result { panic("boom") }
+	counter := admissions.WithLabelValues(string(ModeSidecar), string(OutcomeWarning))
+	n0, w0 := testutil.ToFloat64(counter), testutil.ToFloat64(warnings.WithLabelValues(ReasonInternal))
+	pod := appPod()
+	resp, got := admit(t, h, pod)
+	checkWarnings(t, resp, ReasonInternal)
+	if !strings.Contains(resp.Warnings[0], "boom") || len(resp.Patches) != 0 {
+		t.Errorf("warnings %q, patches %v", resp.Warnings, resp.Patches)
+	}
+	mustEqual(t, "pod", pod, got)
+	if d := testutil.ToFloat64(counter) - n0; d != 1 {
+		t.Errorf("admissions{sidecar,warning} went up by %v, want 1", d)
+	}
+	if d := testutil.ToFloat64(warnings.WithLabelValues(ReasonInternal)) - w0; d != 1 {
+		t.Errorf("warnings{internal} went up by %v, want 1", d)
+	}
+}
