@@ -253,6 +253,9 @@ func TestHandler(t *testing.T) {
 		{name: "own port sysctl at most 53 kept", mode: ModeSidecar, pod: withPod(func(p *corev1.Pod) {
 			p.Spec.SecurityContext.Sysctls = []corev1.Sysctl{{Name: portSysctl, Value: "0"}}
 		}), outcome: OutcomeInjected, gotMode: ModeSidecar, init: []string{initName, stubName}, noSysc: true},
+		{name: "own port sysctl in the slash form kept", mode: ModeSidecar, pod: withPod(func(p *corev1.Pod) {
+			p.Spec.SecurityContext.Sysctls = []corev1.Sysctl{{Name: "net/ipv4/ip_unprivileged_port_start", Value: "53"}}
+		}), outcome: OutcomeInjected, gotMode: ModeSidecar, init: []string{initName, stubName}, noSysc: true},
 		{name: "image overrides", mode: ModeSidecar, opts: &Options{InitImage: "mirror.example/initc:v1", StubImage: "mirror.example/stub:v1", Version: "v1"},
 			pod: appPod(), outcome: OutcomeInjected, gotMode: ModeSidecar, init: []string{initName, stubName}},
 
@@ -321,6 +324,9 @@ func TestHandler(t *testing.T) {
 		{name: "conflicting port sysctl", mode: ModeSidecar, pod: withPod(func(p *corev1.Pod) {
 			p.Spec.SecurityContext.Sysctls = []corev1.Sysctl{{Name: portSysctl, Value: "1024"}}
 		}), outcome: OutcomeWarning, gotMode: ModeSidecar, reason: ReasonSysctl},
+		{name: "conflicting port sysctl in the slash form", mode: ModeRestricted, pod: withPod(func(p *corev1.Pod) {
+			p.Spec.SecurityContext.Sysctls = []corev1.Sysctl{{Name: "net/ipv4/ip_unprivileged_port_start", Value: "54"}}
+		}), outcome: OutcomeWarning, gotMode: ModeRestricted, reason: ReasonSysctl},
 		{name: "a DNS server pod (port 53)", mode: ModeSidecar, pod: withPod(func(p *corev1.Pod) {
 			p.Spec.Containers[0].Ports = append(p.Spec.Containers[0].Ports, corev1.ContainerPort{Name: "dns", ContainerPort: 53, Protocol: corev1.ProtocolUDP})
 		}), outcome: OutcomeWarning, gotMode: ModeSidecar, reason: ReasonPort},
@@ -435,7 +441,7 @@ func checkInjected(t *testing.T, h *Handler, c handlerCase, before, got *corev1.
 	}
 	var ports []corev1.Sysctl
 	for _, s := range got.Spec.SecurityContext.Sysctls {
-		if s.Name == portSysctl {
+		if sysctlName(s.Name) == portSysctl {
 			ports = append(ports, s)
 		}
 	}

@@ -133,14 +133,14 @@ func (h *Handler) Mutate(pod *corev1.Pod, namespace string) Result {
 	addSysctl := true
 	if sc := pod.Spec.SecurityContext; sc != nil {
 		for _, s := range sc.Sysctls {
-			if s.Name != portSysctl {
+			if sysctlName(s.Name) != portSysctl {
 				continue
 			}
 			// Any value up to 53 lets the stub bind port 53 as well as podns's own value does.
 			if n, err := strconv.Atoi(s.Value); err != nil || n > dnsPort {
 				return unchanged(Warning{ReasonSysctl, fmt.Sprintf(
 					"podns not injected: the pod sets %s=%s, the stub needs <= 53; change it or label the pod %s=false",
-					portSysctl, s.Value, LabelInject)})
+					s.Name, s.Value, LabelInject)})
 			}
 			addSysctl = false
 		}
@@ -273,6 +273,26 @@ func podnsNames(pod *corev1.Pod) (has bool, clash string) {
 		return true, initName
 	}
 	return true, stubName
+}
+
+// sysctlName is a sysctl's name in the dot form. Kubernetes accepts both separators
+// (k8s.io/component-helpers/node/util/sysctl NormalizeName): when the first separator is a
+// slash, slashes separate the parts and a dot is part of a name (net/ipv4/conf/eth0.100/...), so
+// the two are swapped.
+func sysctlName(name string) string {
+	i := strings.IndexAny(name, "./")
+	if i < 0 || name[i] == '.' {
+		return name
+	}
+	return strings.Map(func(r rune) rune {
+		switch r {
+		case '/':
+			return '.'
+		case '.':
+			return '/'
+		}
+		return r
+	}, name)
 }
 
 // portClash finds a container that declares a port the stub listens on (53 on 127.0.0.1, which

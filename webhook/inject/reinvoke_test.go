@@ -281,3 +281,17 @@ func TestPanicAdmits(t *testing.T) {
 		t.Errorf("warnings{internal} went up by %v, want 1", d)
 	}
 }
+
+func TestSysctlName(t *testing.T) {
+	for in, want := range map[string]string{
+		"net.ipv4.ip_unprivileged_port_start": "net.ipv4.ip_unprivileged_port_start",
+		"net/ipv4/ip_unprivileged_port_start": "net.ipv4.ip_unprivileged_port_start",
+		"net/ipv4/conf/eth0.100/forwarding":   "net.ipv4.conf.eth0/100.forwarding",
+		"net.ipv4.conf.eth0/100.forwarding":   "net.ipv4.conf.eth0/100.forwarding",
+		"kernel":                              "kernel",
+	} {
+		if got := sysctlName(in); got != want {
+			t.Errorf("sysctlName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
