@@ -339,6 +339,8 @@ func TestHandler(t *testing.T) {
 		{name: "annotation naming no mode", mode: ModeRestricted, pod: withPod(func(p *corev1.Pod) {
 			p.Annotations = map[string]string{AnnotationInjected: "bogus"}
 		}), outcome: OutcomeWarning, gotMode: ModeRestricted, reason: ReasonAnnotation},
+		{name: "mode label typo", mode: ModeSidecar, pod: withPod(func(p *corev1.Pod) { p.Labels[LabelMode] = "Restricted" }),
+			outcome: OutcomeInjected, gotMode: ModeSidecar, init: []string{initName, stubName}, reason: ReasonModeLabel},
 		{name: "empty annotation", mode: ModeSidecar, pod: withPod(func(p *corev1.Pod) {
 			p.Annotations = map[string]string{AnnotationInjected: ""}
 		}), outcome: OutcomeWarning, gotMode: ModeSidecar, reason: ReasonAnnotation},

@@ -26,7 +26,7 @@ var (
 	warnings = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "podns_webhook_warnings_total",
 		Help: "Warnings returned to the API server, by reason (name-clash|sysctl|port|nameservers|" +
-			"search-limits|no-cluster-dns|annotation|decode|unknown-field|internal).",
+			"search-limits|no-cluster-dns|annotation|decode|unknown-field|mode-label|internal).",
 	}, []string{"reason"})
 )
 

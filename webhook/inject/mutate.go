@@ -81,6 +81,9 @@ const (
 	ReasonAnnotation   = "annotation"
 	ReasonDecode       = "decode"
 	ReasonUnknownField = "unknown-field"
+	// ReasonModeLabel: the pod's podns.io/mode label has a value other than "restricted"; the
+	// pod is injected in the handler's mode.
+	ReasonModeLabel = "mode-label"
 	// ReasonInternal: the handler panicked; the pod is admitted unchanged (a bug in podns).
 	ReasonInternal = "internal"
 )
@@ -114,7 +117,14 @@ func (h *Handler) Mutate(pod *corev1.Pod, namespace string) Result {
 	if pod.Spec.HostNetwork || pod.Spec.DNSPolicy == corev1.DNSDefault || pod.Spec.DNSPolicy == corev1.DNSNone {
 		return Result{Outcome: OutcomeSkipped, Mode: mode}
 	}
-	if mode == ModeSidecar && pod.Labels[LabelMode] == string(ModeRestricted) {
+	var warnings []Warning
+	if v, ok := pod.Labels[LabelMode]; ok && v != string(ModeRestricted) {
+		// Label values are case-sensitive: Restricted is a typo the user would otherwise never
+		// notice, the pod simply keeping its namespace's mode.
+		warnings = append(warnings, Warning{ReasonModeLabel, fmt.Sprintf(
+			"podns injected in the namespace's mode: pod label %s=%.63q is not a podns mode (the one value is %q, case-sensitive)",
+			LabelMode, v, ModeRestricted)})
+	} else if ok && mode == ModeSidecar {
 		mode = ModeRestricted
 	}
 	unchanged := func(w Warning) Result {
@@ -149,7 +159,6 @@ func (h *Handler) Mutate(pod *corev1.Pod, namespace string) Result {
 		return unchanged(w)
 	}
 
-	var warnings []Warning
 	var dnsConfig *corev1.PodDNSConfig
 	if mode == ModeRestricted {
 		if !h.opts.ClusterDNS.IsValid() {
