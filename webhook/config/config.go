@@ -6,7 +6,9 @@ package config
 import (
 	"fmt"
 	"io"
+	"net/netip"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -59,8 +61,8 @@ type Config struct {
 	// ClusterDomain is the kubelet's --cluster-domain: it builds the restricted mode's search list.
 	ClusterDomain string `env:"PODNS_CLUSTER_DOMAIN" envDefault:"cluster.local" allowed:"a domain name" help:"the cluster domain (kubelet --cluster-domain): the restricted mode's search list and the stub's start-up check name"`
 
-	StubImage string `env:"PODNS_STUB_IMAGE" allowed:"an image reference" help:"the image of the injected podns-stub container; unset: the definition's"`
-	InitImage string `env:"PODNS_INIT_IMAGE" allowed:"an image reference" help:"the image of the injected podns-init container; unset: the definition's"`
+	StubImage string `env:"PODNS_STUB_IMAGE" allowed:"an image reference ([registry[:port]/]repository[:tag][@digest], repository lowercase)" help:"the image of the injected podns-stub container; unset: the definition's"`
+	InitImage string `env:"PODNS_INIT_IMAGE" allowed:"an image reference ([registry[:port]/]repository[:tag][@digest], repository lowercase)" help:"the image of the injected podns-init container; unset: the definition's"`
 
 	// ShutdownGrace keeps admitting after SIGTERM while /readyz says 503, so that the Service's
 	// endpoints drop the replica before it stops listening: an API server that still picks it
@@ -81,8 +83,9 @@ func Load(environ map[string]string) (*Config, error) {
 	return &c, nil
 }
 
-// Validate checks what the tags and the types cannot: names the API server will accept and an
-// absolute certificate directory. Every problem is reported. envconfig.Load calls it.
+// Validate checks what the tags and the types cannot: names the API server will accept, an
+// absolute certificate directory, image references, a unicast cluster DNS address and two
+// listen addresses that do not collide. Every problem is reported. envconfig.Load calls it.
 func (c *Config) Validate() error {
 	var errs *multierror.Error
 	if !filepath.IsAbs(c.CertDir) {
@@ -103,11 +106,70 @@ func (c *Config) Validate() error {
 		errs = multierror.Append(errs, fmt.Errorf("PODNS_CLUSTER_DOMAIN=%q: not a domain name (allowed: a domain name)", c.ClusterDomain))
 	}
 	for _, img := range []struct{ name, v string }{{"PODNS_STUB_IMAGE", c.StubImage}, {"PODNS_INIT_IMAGE", c.InitImage}} {
-		if img.v != "" && strings.ContainsAny(img.v, " \t\n") {
-			errs = multierror.Append(errs, fmt.Errorf("%s=%q: contains white space (allowed: an image reference)", img.name, img.v))
+		switch {
+		case img.v == "":
+		case strings.ContainsAny(img.v, " \t\n"):
+			errs = multierror.Append(errs, fmt.Errorf("%s=%q: contains white space (allowed: %s)", img.name, img.v, imageAllowed))
+		case !ValidImage(img.v):
+			errs = multierror.Append(errs, fmt.Errorf("%s=%q: not an image reference (allowed: %s)", img.name, img.v, imageAllowed))
 		}
 	}
+	if ip := c.ClusterDNS.Addr.Unmap(); ip.IsValid() && (ip.IsUnspecified() || ip.IsMulticast() || ip == netip.AddrFrom4([4]byte{255, 255, 255, 255})) {
+		errs = multierror.Append(errs, fmt.Errorf("PODNS_CLUSTER_DNS=%q: not a unicast address (allowed: the cluster DNS Service IP, a unicast address)", ip))
+	}
+	if sameListener(c.WebhookListen, c.HTTPListen) {
+		errs = multierror.Append(errs, fmt.Errorf("PODNS_WEBHOOK_LISTEN=%q and PODNS_HTTP_LISTEN=%q: the same port on overlapping addresses (allowed: two different [ip]:port, e.g. :9443 and :9254)", c.WebhookListen, c.HTTPListen))
+	}
 	return errs.ErrorOrNil()
+}
+
+const imageAllowed = "an image reference ([registry[:port]/]repository[:tag][@digest], repository lowercase)"
+
+// imageRef is the image reference grammar of github.com/distribution/reference (reference.go,
+// ReferenceRegexp), what the kubelet's image pull accepts: an optional registry host (any case,
+// optional port; a bracketed IPv6 address allowed), a lowercase repository path of components
+// separated by '/', an optional tag of at most 128 characters, an optional digest.
+var imageRef = regexp.MustCompile(`^` +
+	`(?:(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?/)?` +
+	`[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*` +
+	`(?::[\w][\w.-]{0,127})?` +
+	`(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$`)
+
+// ValidImage reports whether ref is an image reference by the distribution grammar, with a
+// repository name (everything before the tag and digest) of at most 255 characters, the
+// grammar's NameTotalLengthMax.
+func ValidImage(ref string) bool {
+	if !imageRef.MatchString(ref) {
+		return false
+	}
+	name, _, _ := strings.Cut(ref, "@")
+	if i := strings.LastIndexByte(name, ':'); i > strings.LastIndexByte(name, '/') {
+		name = name[:i]
+	}
+	return len(name) <= 255
+}
+
+// sameListener reports whether two listen addresses would take the same socket: the same port,
+// and the same host or one of them every address (empty or unspecified).
+func sameListener(a, b ListenAddr) bool {
+	if a == "" || b == "" {
+		return false // unparsed: already reported
+	}
+	ha, pa := a.HostPort()
+	hb, pb := b.HostPort()
+	if pa != pb {
+		return false
+	}
+	every := func(h string) bool {
+		ip, err := netip.ParseAddr(h)
+		return h == "" || (err == nil && ip.IsUnspecified())
+	}
+	if every(ha) || every(hb) {
+		return true
+	}
+	ia, _ := netip.ParseAddr(ha)
+	ib, _ := netip.ParseAddr(hb)
+	return ia.Unmap() == ib.Unmap()
 }
 
 // Domain returns PODNS_CLUSTER_DOMAIN without a trailing dot, as the search list wants it.
