@@ -57,6 +57,12 @@ var readyCheckHints = map[string]string{
 	checkNoReply:   "the upstreams refused the connection or are unreachable: is PODNS_UPSTREAMS the cluster DNS Service IP?",
 }
 
+// hintSource says where the upstreams and the check name come from when podns set them: the
+// restricted modes set PODNS_UPSTREAMS and PODNS_READY_CHECK_NAME on the stub themselves, so the
+// value to fix is in the webhook's or the component's settings, not in the pod.
+const hintSource = " (with the podns webhook's restricted mode, both come from the webhook's PODNS_CLUSTER_DNS and PODNS_CLUSTER_DOMAIN; " +
+	"with the podns-restricted component, from its clusterDNS and clusterDomain settings)"
+
 func newReadyCheck(name string, ups []string, source string, fwd *upstream.Forwarder, first, max time.Duration, log zerolog.Logger) *readyCheck {
 	c := &readyCheck{name: name, upstreams: strings.Join(ups, ",") + " (from " + source + ")", fwd: fwd,
 		timeout: fwd.MaxExchangeTime(), first: first, max: max, log: log}
@@ -99,6 +105,7 @@ func (c *readyCheck) run(ctx context.Context) {
 			if !ok { // another RCODE: FORMERR, NOTAUTH, ...
 				hint = "the upstreams answered with an error: are the upstreams the cluster DNS?"
 			}
+			hint += hintSource
 			ev.Str("ready_check_name", c.name).Str("upstreams", c.upstreams).Str("result", result).Float64("retry_in", wait.Seconds()).
 				Str("hint", hint).
 				Msgf("ready check failed: PODNS_READY_CHECK_NAME=%s through upstreams %s: %s; /readyz stays 503 until it resolves to an address", c.name, c.upstreams, result)

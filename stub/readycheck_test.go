@@ -183,7 +183,8 @@ func TestReadyCheckNXDOMAINKeepsNotReady(t *testing.T) {
 			t.Errorf("message %q lacks %q", msg, want)
 		}
 	}
-	if l["level"] != "warn" || l["result"] != "NXDOMAIN" || l["ready_check_name"] != checkName || !strings.Contains(l["hint"].(string), "cluster domain") {
+	if l["level"] != "warn" || l["result"] != "NXDOMAIN" || l["ready_check_name"] != checkName || !strings.Contains(l["hint"].(string), "cluster domain") ||
+		!strings.Contains(l["hint"].(string), "PODNS_CLUSTER_DNS") || !strings.Contains(l["hint"].(string), "clusterDNS and clusterDomain settings") {
 		t.Errorf("failure line %v", l)
 	}
 }

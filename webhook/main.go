@@ -192,7 +192,7 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 	case <-ctx.Done():
 	}
 	terminating.Store(true)
-	log.Info().Dur("grace", cfg.ShutdownGrace).Msg("SIGTERM: /readyz 503, serving for the grace period, then draining")
+	log.Info().Float64("grace", cfg.ShutdownGrace.Seconds()).Msg("SIGTERM: /readyz 503, serving for the grace period, then draining")
 	select {
 	case <-time.After(cfg.ShutdownGrace):
 	case err := <-served:

@@ -364,6 +364,10 @@ func TestSIGTERMKeepsServingThroughGrace(t *testing.T) {
 	if took := time.Since(start); took < grace {
 		t.Errorf("exited %s after SIGTERM, before the %s grace period", took, grace)
 	}
+	// Durations in the log are seconds, as in the stub's (zerolog's Dur would write 2000).
+	if !strings.Contains(w.logs.String(), `"grace":2,`) {
+		t.Errorf("no SIGTERM line with \"grace\":2 (seconds) in:\n%s", w.logs.String())
+	}
 }
 
 // TestExternalCertMode: with PODNS_CERT_MODE=external the webhook serves the certificate files

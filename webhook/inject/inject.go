@@ -129,7 +129,7 @@ func (h *Handler) Handle(_ context.Context, req admission.Request) admission.Res
 		h.opts.Logger.Warn().Str("namespace", req.Namespace).Str("pod", name).Str("reason", w.Reason).Msg(w.Message)
 	}
 	h.opts.Logger.Debug().Str("namespace", req.Namespace).Str("pod", name).Str("mode", string(res.Mode)).
-		Str("result", string(res.Outcome)).Dur("duration", elapsed).Int("patch_ops", len(resp.Patches)).Msg("admission")
+		Str("result", string(res.Outcome)).Float64("duration", elapsed.Seconds()).Int("patch_ops", len(resp.Patches)).Msg("admission")
 	return resp
 }
 

@@ -312,9 +312,13 @@ func portClash(pod *corev1.Pod) (Warning, bool) {
 		for _, c := range cs {
 			for _, p := range c.Ports {
 				if p.ContainerPort == dnsPort || p.ContainerPort == stubHTTPPort || p.Name == stubHTTPName {
+					port := strconv.Itoa(int(p.ContainerPort))
+					if p.Name != "" {
+						port += " (" + p.Name + ")"
+					}
 					return Warning{ReasonPort, fmt.Sprintf(
-						"podns not injected: container %s declares port %d %s, which the podns stub uses (53, %d %s); label the pod %s=false",
-						c.Name, p.ContainerPort, p.Name, stubHTTPPort, stubHTTPName, LabelInject)}, true
+						"podns not injected: container %s declares port %s, which the podns stub uses (53, %d named %s); label the pod %s=false",
+						c.Name, port, stubHTTPPort, stubHTTPName, LabelInject)}, true
 				}
 			}
 		}

@@ -222,8 +222,9 @@ func TestMetricsAndLog(t *testing.T) {
 		lines[1]["level"] != "debug" || lines[1]["result"] != string(OutcomeWarning) {
 		t.Fatalf("log lines %v", lines)
 	}
-	if d, ok := lines[1]["duration"].(float64); !ok || time.Duration(d*float64(time.Millisecond)) > elapsed {
-		t.Errorf("logged duration %v ms, more than the %v the call took", lines[1]["duration"], elapsed)
+	// Seconds, like every duration in podns's logs (zerolog's Dur would log milliseconds).
+	if d, ok := lines[1]["duration"].(float64); !ok || d <= 0 || time.Duration(d*float64(time.Second)) > elapsed {
+		t.Errorf("logged duration %v s, more than the %v the call took", lines[1]["duration"], elapsed)
 	}
 }
 
@@ -292,6 +293,19 @@ func TestSysctlName(t *testing.T) {
 	} {
 		if got := sysctlName(in); got != want {
 			t.Errorf("sysctlName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestPortWarningText: the port warning names the port, and its name only when it has one.
+func TestPortWarningText(t *testing.T) {
+	h := newHandler(t, ModeSidecar, testOpts)
+	for name, want := range map[string]string{"": "declares port 53, which", "dns": "declares port 53 (dns), which"} {
+		res := h.Mutate(withPod(func(p *corev1.Pod) {
+			p.Spec.Containers[0].Ports = []corev1.ContainerPort{{Name: name, ContainerPort: 53}}
+		}), "shop")
+		if len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0].Message, want) {
+			t.Errorf("port name %q: warnings %+v, want one containing %q", name, res.Warnings, want)
 		}
 	}
 }
