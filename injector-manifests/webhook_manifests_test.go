@@ -137,7 +137,7 @@ func TestWebhookRBAC(t *testing.T) {
 		kind, name string
 		want       []rule
 	}{
-		{"ClusterRole", webhookName, []rule{{"admissionregistration.k8s.io", "mutatingwebhookconfigurations", webhookName, []string{"get", "patch", "update"}}}},
+		{"ClusterRole", webhookName, []rule{{"admissionregistration.k8s.io", "mutatingwebhookconfigurations", webhookName, []string{"get", "update"}}}},
 		{"Role", caSecret, []rule{{"", "secrets", caSecret, []string{"get", "update"}}, {"", "secrets", "", []string{"create"}}}},
 		{"Role", "podns-webhook-kube-dns", []rule{{"", "services", "kube-dns", []string{"get"}}}},
 	} {
@@ -534,6 +534,12 @@ func TestCertManagerOverlay(t *testing.T) {
 	}
 	if at(cert, "apiVersion") != "cert-manager.io/v1" || at(issuer, "apiVersion") != "cert-manager.io/v1" {
 		t.Errorf("apiVersions %v, %v", at(cert, "apiVersion"), at(issuer, "apiVersion"))
+	}
+	// Like every object of the base: `kubectl get -l app.kubernetes.io/part-of=podns` lists them.
+	for _, o := range []map[string]any{cert, issuer} {
+		if got := at(o, "metadata", "labels", "app.kubernetes.io/part-of"); got != "podns" {
+			t.Errorf("%v %v: label app.kubernetes.io/part-of %v, want podns", o["kind"], at(o, "metadata", "name"), got)
+		}
 	}
 	if at(issuer, "spec", "selfSigned") == nil {
 		t.Errorf("Issuer is not selfSigned: %v", issuer["spec"])

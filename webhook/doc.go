@@ -60,7 +60,8 @@
 // No list or watch: the webhook has no cache or informer.
 //
 //   - Self mode: get, update on admissionregistration.k8s.io mutatingwebhookconfigurations named
-//     podns-webhook (ClusterRole); get, update on the Secret podns-webhook-ca and create on
+//     podns-webhook (ClusterRole; no patch: webhook/certs writes the object back whole with
+//     Update); get, update on the Secret podns-webhook-ca and create on
 //     secrets (the API server cannot restrict create by name) in the webhook's namespace (Role).
 //   - PODNS_CLUSTER_DNS unset: get on the Service kube-system/kube-dns (Role in kube-system).
 package main
