@@ -21,6 +21,7 @@ import (
 	"github.com/podns/podns/stub/querylog"
 	"github.com/podns/podns/stub/server"
 	"github.com/podns/podns/stub/upstream"
+	webhookconfig "github.com/podns/podns/webhook/config"
 )
 
 // docs/manual.md and docs/configuration.md are the manual: a variable or metric that is not in
@@ -77,7 +78,7 @@ func TestManualDocumentsEveryMetric(t *testing.T) {
 	}
 }
 
-// The README's Configuration section names every variable of both binaries, so that a reader of
+// The README's Configuration section names every variable of the three binaries, so that a reader of
 // the front page (and a grep of it) finds each one; the reference gives their meaning.
 func TestREADMENamesEveryVariable(t *testing.T) {
 	b, err := os.ReadFile("../README.md")
@@ -86,7 +87,7 @@ func TestREADMENamesEveryVariable(t *testing.T) {
 	}
 	_, section, _ := strings.Cut(string(b), "\n## Configuration\n")
 	section, _, _ = strings.Cut(section, "\n## ")
-	for _, cfg := range []any{&config.Config{}, &initcconfig.Config{}} {
+	for _, cfg := range []any{&config.Config{}, &initcconfig.Config{}, &webhookconfig.Config{}} {
 		for _, f := range envconfig.Fields(cfg) {
 			if !strings.Contains(section, "`"+f.Name+"`") {
 				t.Errorf("README's Configuration section does not name %s", f.Name)
