@@ -103,6 +103,28 @@ spec:
 	}
 }
 
+// workloadTargetKinds checks that every target of r selects literally (kubectl's kustomize v5.5
+// matches replacement targets literally, so a regular expression would match nothing) and honours
+// the opt-out label, and returns the targeted kinds, sorted.
+func workloadTargetKinds(t *testing.T, r types.ReplacementField) []string {
+	t.Helper()
+	var kinds []string
+	for _, tg := range r.Targets {
+		s := tg.Select
+		for _, f := range []string{s.Group, s.Kind, s.Name} {
+			if strings.ContainsAny(f, `|*+?()[]{}^$\`) {
+				t.Errorf("replacement %s: selector field %q is a regular expression", r.Source.FieldPath, f)
+			}
+		}
+		if s.LabelSelector != "podns.io/inject!=false" {
+			t.Errorf("replacement %s → %s: labelSelector %q, want the opt-out", r.Source.FieldPath, s.Kind, s.LabelSelector)
+		}
+		kinds = append(kinds, s.Kind)
+	}
+	slices.Sort(kinds)
+	return kinds
+}
+
 func readKustomization(t *testing.T, dir string) types.Kustomization {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(dir, "kustomization.yaml"))
@@ -135,20 +157,7 @@ func TestSelectorsWorkWithKubectl(t *testing.T) {
 				t.Fatal("no replacements")
 			}
 			for _, r := range k.Replacements {
-				var kinds []string
-				for _, tg := range r.Targets {
-					s := tg.Select
-					for _, f := range []string{s.Group, s.Kind, s.Name} {
-						if strings.ContainsAny(f, `|*+?()[]{}^$\`) {
-							t.Errorf("replacement %s: selector field %q is a regular expression", r.Source.FieldPath, f)
-						}
-					}
-					if s.LabelSelector != "podns.io/inject!=false" {
-						t.Errorf("replacement %s → %s: labelSelector %q, want the opt-out", r.Source.FieldPath, s.Kind, s.LabelSelector)
-					}
-					kinds = append(kinds, s.Kind)
-				}
-				slices.Sort(kinds)
+				kinds := workloadTargetKinds(t, r)
 				want := slices.Sorted(slices.Values(tc.kinds))
 				if !slices.Equal(kinds, want) {
 					t.Errorf("replacement %s targets %v, want %v", r.Source.FieldPath, kinds, want)

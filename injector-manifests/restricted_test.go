@@ -232,20 +232,7 @@ func TestRestrictedSelectors(t *testing.T) {
 			continue
 		}
 		toWorkloads++
-		var got []string
-		for _, tg := range r.Targets {
-			s := tg.Select
-			for _, f := range []string{s.Group, s.Kind, s.Name} {
-				if strings.ContainsAny(f, `|*+?()[]{}^$\`) {
-					t.Errorf("replacement %s: selector field %q is a regular expression", r.Source.FieldPath, f)
-				}
-			}
-			if s.LabelSelector != "podns.io/inject!=false" {
-				t.Errorf("replacement %s → %s: labelSelector %q, want the opt-out", r.Source.FieldPath, s.Kind, s.LabelSelector)
-			}
-			got = append(got, s.Kind)
-		}
-		slices.Sort(got)
+		got := workloadTargetKinds(t, r)
 		if !slices.Equal(got, kinds) {
 			t.Errorf("replacement %s targets %v, want %v", r.Source.FieldPath, got, kinds)
 		}

@@ -18,7 +18,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -38,19 +37,6 @@ import (
 	"github.com/podns/podns/webhook/config"
 	"github.com/podns/podns/webhook/inject"
 )
-
-// syncBuffer is a log sink the test reads while run writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func TestHelpListsEveryVariable(t *testing.T) {
 	var out bytes.Buffer
@@ -83,7 +69,7 @@ func TestBadConfigExits2NamingEveryVariable(t *testing.T) {
 // TestNoClusterDNSExits2: PODNS_CLUSTER_DNS unset and no Service kube-system/kube-dns is a
 // configuration the operator must fix, said in one line naming the variable.
 func TestNoClusterDNSExits2(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &dnstest.LogBuffer{}
 	c := fake.NewClientset()
 	code := run(context.Background(), nil, map[string]string{"PODNS_WEBHOOK_LISTEN": dnstest.FreeAddr(t), "PODNS_HTTP_LISTEN": dnstest.FreeAddr(t)},
 		io.Discard, logs, deps{client: func() (kubernetes.Interface, error) { return c, nil }, handler: modeEcho})
@@ -112,7 +98,7 @@ func modeEcho(mode inject.Mode, opts inject.Options) (admission.Handler, error) 
 type webhookProc struct {
 	env     map[string]string
 	client  *fake.Clientset
-	logs    *syncBuffer
+	logs    *dnstest.LogBuffer
 	sigterm func()
 	done    chan struct{} // closed when run returned, with its exit code in code
 	code    int
@@ -134,7 +120,7 @@ func mwc() *admissionregistrationv1.MutatingWebhookConfiguration {
 func startWebhook(t *testing.T, env map[string]string, h func(inject.Mode, inject.Options) (admission.Handler, error), wait bool, objs ...runtime.Object) *webhookProc {
 	t.Helper()
 	w := &webhookProc{env: map[string]string{"PODNS_WEBHOOK_LISTEN": dnstest.FreeAddr(t), "PODNS_HTTP_LISTEN": dnstest.FreeAddr(t), "PODNS_SHUTDOWN_GRACE": "0s"},
-		client: fake.NewClientset(objs...), logs: &syncBuffer{}}
+		client: fake.NewClientset(objs...), logs: &dnstest.LogBuffer{}}
 	for k, v := range env {
 		w.env[k] = v
 	}
