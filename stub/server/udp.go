@@ -86,8 +86,3 @@ func (s *Server) forwardUDP(conn *net.UDPConn, cl client, id uint16, pkt []byte)
 	}
 	s.forwardAsync(pkt, cl, send)
 }
-
-func sendUDP(conn *net.UDPConn, addr netip.AddrPort, resp []byte) {
-	countResponse(resp)
-	_, _ = conn.WriteToUDPAddrPort(resp, addr)
-}

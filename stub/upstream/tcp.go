@@ -50,6 +50,7 @@ type conn struct {
 	p     *peer
 	ready chan struct{} // closed when the dial ended; nc is set unless it failed
 	nc    net.Conn
+	io    *rawIO     // raw reads and writes of nc (rawio_linux.go); nil: nc's own
 	wmu   sync.Mutex // one frame at a time
 
 	mu         sync.Mutex
@@ -228,7 +229,11 @@ func (c *conn) run() {
 	p.m.open.Inc()
 	defer p.m.open.Dec()
 
-	br := bufio.NewReader(nc)
+	var rd io.Reader = nc
+	if c.io != nil {
+		rd = c.io
+	}
+	br := bufio.NewReader(rd)
 	var lb [2]byte
 	for {
 		if _, err = io.ReadFull(br, lb[:]); err != nil {
@@ -255,6 +260,7 @@ func (c *conn) connected(nc net.Conn, err error) error {
 	}
 	if err == nil {
 		c.nc = nc
+		c.io = newRawIO(nc)
 		c.lastActive = c.p.f.now()
 		c.lastProgress = c.lastActive // the wait so far was the dial, not the server
 		c.idle = time.AfterFunc(c.p.f.cfg.IdleTimeout, c.idleCheck)
@@ -396,6 +402,10 @@ func (c *conn) write(b []byte, deadline time.Time) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if err := c.nc.SetWriteDeadline(deadline); err != nil {
+		return err
+	}
+	if c.io != nil {
+		_, err := c.io.Write(b)
 		return err
 	}
 	_, err := c.nc.Write(b)
