@@ -13,8 +13,9 @@ import (
 	"github.com/podns/podns/stub/wire"
 )
 
-// forwardAsync hands a miss to its own goroutine, bounded by MaxInflight: past it the client gets
-// SERVFAIL at once rather than a queue that grows without limit.
+// forwardAsync hands a miss to a goroutine of its own (an idle miss worker, or a new one),
+// bounded by MaxInflight: past it the client gets SERVFAIL at once rather than a queue that
+// grows without limit.
 //
 // Once called, it calls send exactly once, a panic included (SERVFAIL then): the callers' order
 // slots and per-connection slots are released by send, so a reply lost to a panic would block
@@ -45,8 +46,52 @@ func (s *Server) forwardAsync(pkt []byte, cl client, send func([]byte)) {
 	}
 	own := append([]byte(nil), pkt...) // the reader reuses its buffer
 	s.misses.Add(1)
-	owed, token = false, false // the goroutine owes both from here on
-	go s.miss(own, cl, send)
+	owed, token = false, false // the worker owes both from here on
+	job := missJob{pkt: own, cl: cl, send: send}
+	select {
+	case s.missJobs <- job: // an idle worker took it
+	default:
+		s.workers.Add(1) // the caller, a reader or a TCP connection, is in wg: Shutdown waits for it
+		go s.missWorker(job)
+	}
+}
+
+// missJob is one client's miss as handed to a worker.
+type missJob struct {
+	pkt  []byte
+	cl   client
+	send func([]byte)
+}
+
+// maxIdleWorkersPerProc bounds the idle miss workers, per GOMAXPROCS: enough for the misses a
+// burst leaves in flight at once on each CPU, few enough that a stub in every pod parks no more
+// than a handful of goroutines.
+const maxIdleWorkersPerProc = 4
+
+// missWorker resolves job, then waits for the next miss while fewer than maxIdle workers are
+// idle, and otherwise ends; Shutdown ends the idle ones. A miss handed to a worker that has
+// resolved misses before runs on the stack the earlier ones grew to miekg/dns's depth: a
+// goroutine started per miss began on a small stack and grew it (runtime.morestack and
+// copystack) on every miss, ~6 % of the stub's CPU in the peer benchmark's miss runs (perf,
+// issue 12 item 5). The GC halves an idle worker's stack when it uses under a quarter of it,
+// so a worker that waited through a GC grows once again on its next miss.
+func (s *Server) missWorker(job missJob) {
+	defer s.workers.Done()
+	for {
+		s.miss(job.pkt, job.cl, job.send)
+		job = missJob{} // hold no client's packet or reply path while idle
+		if s.missIdle.Add(1) > int32(s.maxIdle) {
+			s.missIdle.Add(-1)
+			return
+		}
+		select {
+		case job = <-s.missJobs:
+			s.missIdle.Add(-1)
+		case <-s.stop:
+			s.missIdle.Add(-1)
+			return
+		}
+	}
 }
 
 // overloaded is the reply to a miss past MaxInflight: the expired answer when the cache still has
@@ -66,7 +111,7 @@ func (s *Server) overloaded(pkt []byte, proto int) ([]byte, querylog.Source) {
 	return wire.AppendError(buf, &r, wire.RcodeServFail), querylog.Error
 }
 
-// miss is the goroutine of one client's cache miss. A panic is contained here: the client gets
+// miss resolves one client's cache miss on a miss worker. A panic is contained here: the client gets
 // SERVFAIL unless its reply already left.
 func (s *Server) miss(pkt []byte, cl client, send func([]byte)) {
 	replied := false // send runs on this goroutine: resolve calls it, never hands it on

@@ -105,6 +105,17 @@ type Server struct {
 	staleFast atomic.Int64
 	// panicLog counts and logs the panics the serving goroutines recover from (see panic.go).
 	panicLog panics.Recorder
+	// missJobs hands a miss to an idle miss worker (missWorker); unbuffered, so a send succeeds
+	// only while one is waiting. missIdle counts the idle workers, at most maxIdle.
+	missJobs chan missJob
+	missIdle atomic.Int32
+	maxIdle  int
+	// workers counts the miss workers: Shutdown waits for them after the readers (wg), which
+	// are the only ones that start them.
+	workers sync.WaitGroup
+	// stop is closed by Shutdown: the idle miss workers end.
+	stop     chan struct{}
+	stopOnce sync.Once
 	// testHook, when set (in-package tests only), is called at each stage of handling a query,
 	// with the stage's name, so that a test can panic there.
 	testHook func(stage string)
@@ -137,6 +148,9 @@ func New(cfg Config) (*Server, error) {
 		tcpSlots: make(chan struct{}, cfg.TCPMaxConns),
 		inflight: make(chan struct{}, cfg.MaxInflight),
 		conns:    map[net.Conn]struct{}{},
+		missJobs: make(chan missJob),
+		maxIdle:  maxIdleWorkersPerProc * runtime.GOMAXPROCS(0),
+		stop:     make(chan struct{}),
 	}, nil
 }
 
@@ -218,6 +232,7 @@ func (s *Server) Ready() bool { return s.ready.Load() && !s.closing.Load() }
 // writing until the misses are done.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.closing.Store(true)
+	s.stopOnce.Do(func() { close(s.stop) })
 	now := time.Now()
 	for _, u := range s.udp {
 		_ = u.SetReadDeadline(now) // wakes the readers; the socket stays writable
@@ -232,7 +247,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.connsMu.Unlock()
 
 	done := make(chan struct{})
-	go func() { s.misses.Wait(); s.wg.Wait(); close(done) }()
+	go func() { s.misses.Wait(); s.wg.Wait(); s.workers.Wait(); close(done) }()
 	var err error
 	select {
 	case <-done:
