@@ -1,7 +1,7 @@
 package server
 
 import (
-	"context"
+	"encoding/binary"
 	"errors"
 	"time"
 
@@ -151,16 +151,74 @@ func prepare(pkt []byte, r *wire.Request) (*dns.Msg, error) {
 	if err := r.Parse(pkt); err != nil {
 		return nil, err
 	}
-	q := new(dns.Msg)
-	if err := q.Unpack(pkt); err != nil {
-		return nil, err // wire accepted what miekg/dns refuses (e.g. an EDNS option it cannot read)
+	q, err := plainQuery(pkt, r)
+	if err != nil {
+		return nil, err
 	}
-	q.Extra = nil
-	q.SetEdns0(wire.DefaultUDPSize, r.DO)
+	if q == nil {
+		q = new(dns.Msg)
+		if err := q.Unpack(pkt); err != nil {
+			return nil, err // wire accepted what miekg/dns refuses (e.g. an EDNS option it cannot read)
+		}
+		q.Extra = nil
+		q.SetEdns0(wire.DefaultUDPSize, r.DO)
+	}
 	q.CheckingDisabled = r.CD
 	q.RecursionDesired = true
 	q.AuthenticatedData = true
 	return q, nil
+}
+
+// preparedQuery is a query prepare builds, with what its slices point to: one allocation.
+type preparedQuery struct {
+	msg      dns.Msg
+	question [1]dns.Question
+	extra    [1]dns.RR
+	opt      dns.OPT
+}
+
+// plainQuery builds the upstream query for the common query, the question alone or followed by
+// an OPT record without options, as Unpack and SetEdns0 would: the same header fields, the name
+// read by the same function (dns.UnpackDomainName), the stub's own OPT. It returns nil (and no
+// error) for anything else, which prepare unpacks as a whole. Unpacking every query cost five
+// allocations of the miss path's ~70 and a share of the ~7 % the peer benchmark's misses spent
+// in miekg/dns (issue 12 item 5).
+func plainQuery(pkt []byte, r *wire.Request) (*dns.Msg, error) {
+	end := wire.HeaderLen + len(r.QName) + 4
+	if r.HasEDNS {
+		end += 11 // root owner, type, class, TTL, RDLENGTH 0
+	}
+	if len(r.QName) == 0 || len(pkt) != end {
+		return nil, nil
+	}
+	name, _, err := dns.UnpackDomainName(pkt, wire.HeaderLen)
+	if err != nil {
+		return nil, err
+	}
+	p := new(preparedQuery)
+	flags := binary.BigEndian.Uint16(pkt[2:])
+	p.msg.MsgHdr = dns.MsgHdr{
+		Id:                 r.ID,
+		Opcode:             r.Opcode,
+		Authoritative:      flags&(1<<10) != 0,
+		Truncated:          flags&(1<<9) != 0,
+		RecursionDesired:   r.RD,
+		RecursionAvailable: flags&(1<<7) != 0,
+		Zero:               flags&(1<<6) != 0,
+		AuthenticatedData:  r.AD,
+		CheckingDisabled:   r.CD,
+		Rcode:              int(flags & 0xF),
+	}
+	p.question[0] = dns.Question{Name: name, Qtype: r.QType, Qclass: r.QClass}
+	p.msg.Question = p.question[:]
+	p.opt.Hdr = dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}
+	p.opt.SetUDPSize(wire.DefaultUDPSize)
+	if r.DO {
+		p.opt.SetDo()
+	}
+	p.extra[0] = &p.opt
+	p.msg.Extra = p.extra[:]
+	return &p.msg, nil
 }
 
 // usable reports whether an upstream reply is an answer, rather than the upstream saying it
@@ -322,8 +380,7 @@ func (s *Server) fetchNow(r *wire.Request, q *dns.Msg, where panics.Where, skipF
 			s.searchPrefetch(q, r) // recovers its own panics
 		}
 	}()
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Forwarder.MaxExchangeTime())
-	defer cancel()
+	ctx := s.missCtx.get(s.cfg.Forwarder.MaxExchangeTime())
 	s.hook("fetch")
 	var up upstreamInfo
 	msg, leader, err := s.coalesce(ctx, flightKey(q.Question[0], r), q, r, skipFresh, &up)

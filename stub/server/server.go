@@ -110,6 +110,8 @@ type Server struct {
 	missJobs chan missJob
 	missIdle atomic.Int32
 	maxIdle  int
+	// missCtx gives each miss's upstream query its deadline (deadline.go).
+	missCtx missContexts
 	// workers counts the miss workers: Shutdown waits for them after the readers (wg), which
 	// are the only ones that start them.
 	workers sync.WaitGroup
