@@ -115,6 +115,10 @@ type Forwarder struct {
 	// stallAfter and busyAfter are the constants of those names; tests turn stall avoidance and
 	// spreading over connections off with them.
 	stallAfter, busyAfter time.Duration
+	// queryStates holds finished exchanges' queryStates for reuse (peer.go, release). The
+	// forwarder's own, not the package's: no package-level mutable state.
+	queryStates sync.Pool
+
 	// dialTCP opens upstream connections; tests inject faults with it.
 	dialTCP func(ctx context.Context, addr string) (net.Conn, error)
 
@@ -340,7 +344,7 @@ func (f *Forwarder) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) 
 		return nil, fmt.Errorf("upstream: query of %d bytes is too large", len(framed)-2)
 	}
 
-	qs := getQueryState()
+	qs := f.getQueryState()
 	qs.f, qs.ctx, qs.q, qs.frame, qs.ednsFrame, qs.edns = f, ctx, q, framed, framed, q.IsEdns0() != nil
 	qs.call.q = &q.Question[0]
 	r, err := f.exchange(ctx, q, qs)

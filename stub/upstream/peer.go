@@ -67,14 +67,17 @@ func (qs *queryState) armTimer(deadline time.Time) <-chan time.Time {
 	return qs.timer.C
 }
 
-// queryStates keeps the state of finished exchanges, with their reply channel and timer, for
-// the next: each exchange made three allocations and a timer fewer (issue 12 item 5).
-var queryStates = sync.Pool{New: func() any { return &queryState{call: call{done: make(chan result, 1)}} }}
+// getQueryState returns a cleared queryState whose call has its reply channel, from f's pool of
+// finished exchanges' states (Forwarder.queryStates): each exchange makes three allocations and
+// a timer fewer (issue 12 item 5).
+func (f *Forwarder) getQueryState() *queryState {
+	if qs, ok := f.queryStates.Get().(*queryState); ok {
+		return qs
+	}
+	return &queryState{call: call{done: make(chan result, 1)}}
+}
 
-// getQueryState returns a cleared queryState whose call has its reply channel.
-func getQueryState() *queryState { return queryStates.Get().(*queryState) }
-
-// release stops qs's timer and returns qs to queryStates, cleared. Only for an exchange that
+// release stops qs's timer and returns qs to its forwarder's pool, cleared. Only for an exchange that
 // returned: by then its call is registered nowhere and its reply channel is empty (viaTCP
 // returns only once a result was taken or the registration withdrawn, giveUp), so no late
 // reply can reach the next exchange.
@@ -87,8 +90,9 @@ func (qs *queryState) release() {
 		return // a result nobody took: the invariant above broke, so this state is not reused
 	default:
 	}
+	f := qs.f
 	*qs = queryState{call: call{done: qs.call.done}, timer: qs.timer}
-	queryStates.Put(qs)
+	f.queryStates.Put(qs)
 }
 
 // setID writes id, the upstream ID of the next send (see randID), into the query's frame.
