@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -612,6 +613,65 @@ func TestWriteTableBestPeer(t *testing.T) {
 	writeTable(&w, []string{"podns", "dnsmasq"}, res)
 	if strings.Contains(w.String(), "best peer") {
 		t.Errorf("one peer: no best-peer column wanted\n%s", w.String())
+	}
+}
+
+// The relay (the Go floor of a miss) runs only when named, only in the miss latency phases, and
+// is a column with its ratio but never the best peer, even where its value is the best.
+func TestRelayTarget(t *testing.T) {
+	o, err := parseOptions(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(o.targets, relayTarget) {
+		t.Errorf("default targets %v: the relay only when named", o.targets)
+	}
+	o, err = parseOptions([]string{"-targets", "relay,unbound,podns"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"podns", "unbound", "relay"}; !slices.Equal(o.targets, want) {
+		t.Errorf("-targets relay,unbound,podns: %v, want %v", o.targets, want)
+	}
+	if got := o.forTarget("podns"); got != o {
+		t.Error("podns: forTarget changed the options")
+	}
+	r := o.forTarget(relayTarget)
+	for _, ph := range allPhases {
+		if want := ph == phMissRate || ph == phMissConc; r.has(ph) != want {
+			t.Errorf("relay: phase %s is %v, want %v", ph, r.has(ph), want)
+		}
+	}
+	if !o.has(phHit) {
+		t.Error("forTarget changed the caller's phases")
+	}
+	o, _ = parseOptions([]string{"-phases", "missrate"}, io.Discard)
+	if r := o.forTarget(relayTarget); !r.has(phMissRate) || r.has(phMissConc) {
+		t.Errorf("-phases missrate: relay phases %v", r.phases)
+	}
+
+	med := func(v float64) stat { return stat{median: v, min: v, max: v, n: 1} }
+	res := map[string]map[string]stat{
+		"podns":   {mMissRateQPerCPU: med(6000)},
+		"dnsmasq": {mMissRateQPerCPU: med(8000)},
+		"unbound": {mMissRateQPerCPU: med(7500)},
+		"relay":   {mMissRateQPerCPU: med(12000)},
+	}
+	var w strings.Builder
+	writeTable(&w, []string{"podns", "dnsmasq", "unbound", "relay"}, res)
+	row := ""
+	for _, l := range strings.Split(w.String(), "\n") {
+		if strings.HasPrefix(l, "| cache-miss queries per CPU-second (fixed rate) |") {
+			row = l
+		}
+	}
+	if !strings.Contains(row, "| 0.50× |") || !strings.HasSuffix(row, "| 0.75× dnsmasq |") {
+		t.Errorf("row %q: want podns/relay 0.50× and the best peer dnsmasq (0.75×)", row)
+	}
+	for _, c := range checkTargets(res) {
+		if strings.Contains(c.reference, "relay") {
+			t.Errorf("check %q uses the relay as its reference", c.name)
+		}
 	}
 }
 

@@ -84,6 +84,19 @@ var allPhases = []string{phIdle, phStartup, phHit, phRate, phRate2000, phRate200
 // has reports whether phase ph runs.
 func (o *options) has(ph string) bool { return o.phases[ph] }
 
+// forTarget is o as target t runs it: the relay only in relayPhases.
+func (o *options) forTarget(t string) *options {
+	if t != relayTarget {
+		return o
+	}
+	c := *o
+	c.phases = map[string]bool{}
+	for _, ph := range relayPhases {
+		c.phases[ph] = o.phases[ph]
+	}
+	return &c
+}
+
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "loadgen" {
 		if err := loadgenMain(os.Args[2:], os.Stdout); err != nil {
@@ -112,7 +125,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	targets := fs.String("targets", strings.Join(allTargets, ","), "comma-separated targets to run: podns, coredns, dnsmasq, unbound")
+	targets := fs.String("targets", strings.Join(allTargets, ","), "comma-separated targets to run: podns, coredns, dnsmasq, unbound; also relay, the Go floor of a miss (miss phases only)")
 	quick := fs.Bool("quick", false, "one round, 2 s runs, 20,000 miss names: for iterating on one target")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds; each round runs every target once, in a rotated order (1..20)")
 	fs.IntVar(&o.hitNames, "hit-names", 1000, "names in the upstream zone, asked in the hit runs (1..50000)")
@@ -158,13 +171,13 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	for _, t := range strings.Split(*targets, ",") {
 		t = strings.TrimSpace(strings.ToLower(t))
 		if _, ok := specs[t]; !ok {
-			return nil, fmt.Errorf("-targets: unknown target %q (want podns, coredns, dnsmasq, unbound)", t)
+			return nil, fmt.Errorf("-targets: unknown target %q (want podns, coredns, dnsmasq, unbound, relay)", t)
 		}
 		if !seen[t] {
 			seen[t] = true
 		}
 	}
-	for _, t := range allTargets { // keep the table's order whatever the flag's order
+	for _, t := range targetOrder { // keep the table's order whatever the flag's order
 		if seen[t] {
 			o.targets = append(o.targets, t)
 		}
@@ -293,9 +306,9 @@ func run(ctx context.Context, o *options, stdout io.Writer) (err error) {
 		}
 	}
 	for r := 0; r < o.rounds; r++ {
-		if o.has(phIdle) {
-			fmt.Fprintf(stdout, "round %d/%d: idle for %v (%s) ... ", r+1, o.rounds, o.idleCPUDur, strings.Join(targets, ", "))
-			vals, err := b.runIdle(ctx, targets, bins, r)
+		if idle := slices.DeleteFunc(slices.Clone(targets), func(t string) bool { return t == relayTarget }); o.has(phIdle) && len(idle) > 0 {
+			fmt.Fprintf(stdout, "round %d/%d: idle for %v (%s) ... ", r+1, o.rounds, o.idleCPUDur, strings.Join(idle, ", "))
+			vals, err := b.runIdle(ctx, idle, bins, r)
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
@@ -304,7 +317,7 @@ func run(ctx context.Context, o *options, stdout io.Writer) (err error) {
 				failures = append(failures, fmt.Sprintf("idle, round %d: %v", r+1, firstLine(err.Error())))
 			} else {
 				var parts []string
-				for _, t := range targets {
+				for _, t := range idle {
 					parts = append(parts, fmt.Sprintf("%s %s ticks", t, num(vals[t][mIdleTicks])))
 					record(r, t, vals[t])
 				}
@@ -429,6 +442,9 @@ func (b *bench) describe(targets []string, bins map[string]string) string {
 
 // version asks a binary for its version, best effort.
 func version(target, bin string) string {
+	if target == relayTarget {
+		return "built from e2e/bench/relay"
+	}
 	arg := map[string]string{"podns": "-version", "coredns": "-version", "dnsmasq": "--version", "unbound": "-V"}[target]
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -545,7 +561,7 @@ func (b *bench) startIdle(ctx context.Context, t, bin, dir string, cacheSize int
 
 // runTarget starts target t, measures it, and stops it. Every value is one round's.
 func (b *bench) runTarget(ctx context.Context, t, bin string, round int) (map[string]float64, error) {
-	o := b.opts
+	o := b.opts.forTarget(t)
 	dir := filepath.Join(b.tmp, fmt.Sprintf("%s-%d", t, round+1))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err

@@ -215,11 +215,14 @@ func bestPeer(res map[string]map[string]stat, key string, higherBetter bool, pee
 func writeTable(w io.Writer, targets []string, res map[string]map[string]stat) {
 	hdr := []string{"metric", ""}
 	hdr = append(hdr, targets...)
-	var peers []string
+	var others, peers []string // the relay is a column and a ratio, never a peer
 	for _, t := range targets {
 		if t != "podns" {
-			peers = append(peers, t)
+			others = append(others, t)
 			hdr = append(hdr, "podns/"+t)
+			if t != relayTarget {
+				peers = append(peers, t)
+			}
 		}
 	}
 	withBest := len(peers) > 1 && slices.Contains(targets, "podns")
@@ -238,7 +241,7 @@ func writeTable(w io.Writer, targets []string, res map[string]map[string]stat) {
 		if !any {
 			continue
 		}
-		for _, p := range peers {
+		for _, p := range others {
 			r := median(res, "podns", m.key) / median(res, p, m.key)
 			if m.better == "" || math.IsNaN(r) || math.IsInf(r, 0) {
 				row = append(row, "")

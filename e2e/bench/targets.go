@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -22,11 +23,23 @@ var (
 		"coredns": netip.MustParseAddr("127.0.0.12"),
 		"dnsmasq": netip.MustParseAddr("127.0.0.13"),
 		"unbound": netip.MustParseAddr("127.0.0.14"),
+		"relay":   netip.MustParseAddr("127.0.0.15"),
 	}
 )
 
-// allTargets is the order of the table's columns; podns first.
+// allTargets is the default set of targets, in the order of the table's columns; podns first.
 var allTargets = []string{"podns", "coredns", "dnsmasq", "unbound"}
+
+// relayTarget is the Go floor (e2e/bench/relay): run only when -targets names it, only in the
+// phases relayPhases, and never a peer (no "best peer" is ever the relay).
+const relayTarget = "relay"
+
+// relayPhases are the phases the relay runs: the cache-miss latency and CPU runs. It has no
+// cache, so the hit runs and the memory-per-entry run would measure nothing it is the floor of.
+var relayPhases = []string{phMissRate, phMissConc}
+
+// targetOrder is the order of the table's columns for any -targets.
+var targetOrder = append(slices.Clone(allTargets), relayTarget)
 
 // Zones the upstream serves: hitZone from a generated zone file (the cache-hit names),
 // missZone from the template plugin, which answers any name (unique names for the miss run and
@@ -248,6 +261,25 @@ var specs = map[string]targetSpec{
 				"--pid-file=" + filepath.Join(dir, "dnsmasq.pid"),
 				"--user=root",
 			}}, nil
+		},
+	},
+	relayTarget: {
+		name: relayTarget,
+		find: func(o *options) (string, error) {
+			// Built next to the stub binary, from this module: no other tool is needed.
+			out, err := filepath.Abs(filepath.Join(filepath.Dir(o.stub), "bench-relay"))
+			if err != nil {
+				return "", err
+			}
+			cmd := exec.Command("go", "build", "-o", out, "./e2e/bench/relay")
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+			if b, err := cmd.CombinedOutput(); err != nil {
+				return "", fmt.Errorf("building the relay: %v\n%s", err, b)
+			}
+			return out, nil
+		},
+		config: func(bin, dir string, listen, up netip.AddrPort, cacheSize int) (launch, error) {
+			return launch{path: bin, env: cleanEnv(), args: []string{"-listen", listen.String(), "-upstream", up.String()}}, nil
 		},
 	},
 	"unbound": {

@@ -1,0 +1,161 @@
+//go:build linux
+
+// Command relay is the peer benchmark's floor for a cache miss in Go: the least work a Go
+// program can do to forward a client's UDP query over one pooled TCP connection and send the
+// reply back. It has no cache, parses nothing but the ID, allocates nothing per query, and makes
+// its system calls raw, as the stub's miss path does (raw.go).
+// It is not a DNS server anyone should run: a reply that never comes keeps its connection busy
+// for good, and a lost connection loses its query.
+//
+// The benchmark runs it as the target "relay" in the miss phases only (e2e/bench/README.md):
+// its CPU per miss is what any Go forwarder with a TCP upstream pays at least (the runtime's
+// network poller, scheduler and system calls), against which podns's own cost per miss is read.
+package main
+
+import (
+	"encoding/binary"
+	"flag"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+)
+
+// upConn is one upstream TCP connection with at most one query in flight: CoreDNS, like every
+// miekg/dns server, answers the queries of one connection one after another, so a second query
+// would wait for the first one's upstream delay. An idle connection is reused.
+type upConn struct {
+	c      net.Conn
+	rd, wr *rawSock // reads (its reader) and writes (serve): each has its own state
+	mu     sync.Mutex
+	client netip.AddrPort // who asked the query in flight
+	id     uint16         // the client's own ID
+}
+
+type relay struct {
+	pc       *net.UDPConn
+	in, out  *rawSock // the UDP socket's reads (serve) and writes (the connections' readers)
+	outMu    sync.Mutex
+	upstream string
+	idle     chan *upConn // connections with no query in flight
+}
+
+// maxIdle bounds the idle connections kept; the ones past it are closed.
+const maxIdle = 256
+
+func main() {
+	listen := flag.String("listen", "", "UDP address to serve, ip:port")
+	upstream := flag.String("upstream", "", "DNS server to forward to over TCP, ip:port")
+	flag.Parse()
+	ap, err := netip.ParseAddrPort(*listen)
+	if err == nil {
+		_, err = netip.ParseAddrPort(*upstream)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "relay: -listen and -upstream need ip:port:", err)
+		os.Exit(2)
+	}
+	pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "relay:", err)
+		os.Exit(1)
+	}
+	r, err := newRelay(pc, *upstream)
+	if err == nil {
+		err = r.serve()
+	}
+	fmt.Fprintln(os.Stderr, "relay:", err)
+	os.Exit(1)
+}
+
+// newRelay returns a relay serving pc and forwarding to upstream (ip:port).
+func newRelay(pc *net.UDPConn, upstream string) (*relay, error) {
+	r := &relay{pc: pc, upstream: upstream, idle: make(chan *upConn, maxIdle)}
+	var err error
+	if r.in, err = newRawSock(pc); err == nil {
+		r.out, err = newRawSock(pc)
+	}
+	return r, err
+}
+
+// serve reads queries and writes each to an idle upstream connection, or a new one. It returns
+// when the UDP socket fails (is closed).
+func (r *relay) serve() error {
+	buf := make([]byte, 2+65535)
+	for {
+		n, err := r.in.do(opRecvFrom, buf[2:])
+		client := r.in.peer
+		if err != nil {
+			return err
+		}
+		if n < 12 {
+			continue
+		}
+		var uc *upConn
+		select {
+		case uc = <-r.idle:
+		default:
+			c, err := net.Dial("tcp", r.upstream)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "relay:", err)
+				continue // the client retries, as it would after a lost datagram
+			}
+			uc = &upConn{c: c}
+			if uc.rd, err = newRawSock(c.(*net.TCPConn)); err == nil {
+				uc.wr, err = newRawSock(c.(*net.TCPConn))
+			}
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "relay:", err)
+				c.Close()
+				continue
+			}
+			go r.readReplies(uc)
+		}
+		uc.mu.Lock()
+		uc.client, uc.id = client, binary.BigEndian.Uint16(buf[2:])
+		uc.mu.Unlock()
+		binary.BigEndian.PutUint16(buf, uint16(n))
+		if w, err := uc.wr.do(opWrite, buf[:2+n]); err != nil || w != 2+n { // a short write: give the connection up
+			uc.c.Close() // its reader ends
+		}
+	}
+}
+
+// readReplies sends each reply on uc back to the client that asked, then makes uc idle again.
+func (r *relay) readReplies(uc *upConn) {
+	defer uc.c.Close()
+	frame := make([]byte, 2+65535)
+	buf := frame[2:]
+	for {
+		have, n := 0, -1 // n: the message's length once its prefix is in
+		for n < 0 || have < 2+n {
+			m, err := uc.rd.do(opRead, frame[have:])
+			if err != nil || m == 0 {
+				return
+			}
+			have += m
+			if n < 0 && have >= 2 {
+				n = int(binary.BigEndian.Uint16(frame))
+			}
+		}
+		if have != 2+n || n < 12 {
+			return // one query in flight: nothing may follow its reply
+		}
+		uc.mu.Lock()
+		client, id := uc.client, uc.id
+		uc.mu.Unlock()
+		if binary.BigEndian.Uint16(buf) != id {
+			continue
+		}
+		r.outMu.Lock()
+		r.out.peer = client
+		r.out.do(opSendTo, buf[:n])
+		r.outMu.Unlock()
+		select {
+		case r.idle <- uc:
+		default:
+			return // enough idle connections
+		}
+	}
+}
