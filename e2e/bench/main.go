@@ -351,7 +351,7 @@ func run(ctx context.Context, o *options, stdout io.Writer) (err error) {
 		if raw[t] == nil {
 			raw[t] = map[string][]float64{}
 		}
-		if st, err := os.Stat(bins[t]); err == nil {
+		if st, err := os.Stat(bins[t]); err == nil && t != relayTarget {
 			raw[t][mBinary] = []float64{float64(st.Size())}
 		}
 	}
@@ -597,8 +597,11 @@ func (b *bench) runTarget(ctx context.Context, t, bin string, round int) (map[st
 	if !sleepCtx(ctx, o.idle) {
 		return nil, ctx.Err()
 	}
-	if v[mRSSIdleSized], err = rssBytes(pid); err != nil {
-		return fail("RSS", err)
+	// The relay's memory and size would only say how small a server without a cache is.
+	if t != relayTarget {
+		if v[mRSSIdleSized], err = rssBytes(pid); err != nil {
+			return fail("RSS", err)
+		}
 	}
 	if o.has(phHit) || o.has(phRate) || o.has(phRate2000) || o.has(phRate200) {
 		if err := b.warm(ctx, listen); err != nil {
