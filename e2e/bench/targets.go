@@ -271,6 +271,9 @@ var specs = map[string]targetSpec{
 			if err != nil {
 				return "", err
 			}
+			if st, err := os.Stat(filepath.Dir(out)); err != nil || !st.IsDir() {
+				return "", fmt.Errorf("the relay is built next to -stub, in %s: not a directory", filepath.Dir(out))
+			}
 			cmd := exec.Command("go", "build", "-o", out, "./e2e/bench/relay")
 			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 			if b, err := cmd.CombinedOutput(); err != nil {

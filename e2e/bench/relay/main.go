@@ -20,6 +20,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 )
 
 // upConn is one upstream TCP connection with at most one query in flight: CoreDNS, like every
@@ -27,7 +28,8 @@ import (
 // would wait for the first one's upstream delay. An idle connection is reused.
 type upConn struct {
 	c      net.Conn
-	rd, wr *rawSock // reads (its reader) and writes (serve): each has its own state
+	rd, wr *rawSock    // reads (its reader) and writes (serve): each has its own state
+	dead   atomic.Bool // its reader ended (the upstream closed it): never reused
 	mu     sync.Mutex
 	client netip.AddrPort // who asked the query in flight
 	id     uint16         // the client's own ID
@@ -95,7 +97,12 @@ func (r *relay) serve() error {
 		var uc *upConn
 		select {
 		case uc = <-r.idle:
+			if uc.dead.Load() {
+				uc = nil // closed by the upstream while idle (CoreDNS after 10 s): dial anew
+			}
 		default:
+		}
+		if uc == nil {
 			c, err := net.Dial("tcp", r.upstream)
 			if err != nil {
 				fmt.Fprintln(os.Stderr, "relay:", err)
@@ -125,6 +132,7 @@ func (r *relay) serve() error {
 // readReplies sends each reply on uc back to the client that asked, then makes uc idle again.
 func (r *relay) readReplies(uc *upConn) {
 	defer uc.c.Close()
+	defer uc.dead.Store(true)
 	frame := make([]byte, 2+65535)
 	buf := frame[2:]
 	for {

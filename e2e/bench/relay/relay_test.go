@@ -94,6 +94,32 @@ func TestRelayForwards(t *testing.T) {
 	if n := len(r.idle); n < 1 || n > 2 {
 		t.Errorf("%d idle connections, want 1 or 2 (two were opened)", n)
 	}
+	// Two clients with the same ID at once: each gets its own answer, not the other's.
+	c2, err := net.DialUDP("udp", nil, pc.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	q := new(dns.Msg)
+	q.SetQuestion("other.example.", dns.TypeA)
+	q.Id = 0x4444
+	b, _ := q.Pack()
+	if _, err := c2.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	send("mine.example.", 0x4444)
+	if m = recv(); m.Id != 0x4444 || m.Question[0].Name != "mine.example." {
+		t.Fatalf("first client got %v, want its own mine.example.", m)
+	}
+	buf := make([]byte, 512)
+	c2.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := c2.Read(buf)
+	if err != nil {
+		t.Fatalf("second client: no reply: %v", err)
+	}
+	if err := m.Unpack(buf[:n]); err != nil || m.Id != 0x4444 || m.Question[0].Name != "other.example." {
+		t.Fatalf("second client got %v (%v), want its own other.example.", m, err)
+	}
 	pc.Close()
 	select {
 	case err := <-served:
