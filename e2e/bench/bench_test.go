@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net"
 	"os"
@@ -671,6 +672,121 @@ func TestRelayTarget(t *testing.T) {
 	for _, c := range checkTargets(res) {
 		if strings.Contains(c.reference, "relay") {
 			t.Errorf("check %q uses the relay as its reference", c.name)
+		}
+	}
+
+	// Named with phases it does not run, it is not started (no all-"–" column): a one-line
+	// notice names the phases it runs in, and alone it is an error.
+	for _, tc := range []struct {
+		phases  string
+		targets []string // nil: an error
+		notice  bool
+	}{
+		{"hit", nil, true},
+		{"idle,startup", nil, true},
+		{"missconc", []string{"relay"}, false},
+	} {
+		var stderr strings.Builder
+		o, err := parseOptions([]string{"-targets", "relay", "-phases", tc.phases}, &stderr)
+		if tc.targets == nil {
+			if err == nil || !strings.Contains(err.Error(), "relay") || !strings.Contains(err.Error(), tc.phases) {
+				t.Errorf("-targets relay -phases %s: err %v, want one naming relay and %s", tc.phases, err, tc.phases)
+			}
+		} else if err != nil || !slices.Equal(o.targets, tc.targets) {
+			t.Errorf("-targets relay -phases %s: %v, %v; want %v", tc.phases, o, err, tc.targets)
+		}
+		if want := "SKIPPED relay: it runs only in phases missrate, missconc, and -phases selects none of them\n"; tc.notice != (stderr.String() == want) || !tc.notice && stderr.Len() > 0 {
+			t.Errorf("-targets relay -phases %s: stderr %q, notice wanted: %v", tc.phases, stderr.String(), tc.notice)
+		}
+	}
+	var stderr strings.Builder
+	o, err = parseOptions([]string{"-targets", "podns,relay", "-phases", "hit"}, &stderr)
+	if err != nil || !slices.Equal(o.targets, []string{"podns"}) || strings.Count(stderr.String(), "\n") != 1 {
+		t.Errorf("-targets podns,relay -phases hit: %v, %v, stderr %q; want podns alone and one notice", o, err, stderr.String())
+	}
+}
+
+// What makes the relay a reference and a miss-only target is its spec, not its name: every
+// target, and three hypothetical ones (a second reference, a peer with every phase, a peer with
+// a few), gets each rule from its spec's phases and reference fields.
+func TestTargetSpecRules(t *testing.T) {
+	specs["floor2"] = targetSpec{name: "floor2", phases: []string{phMissConc}, reference: true}
+	specs["peer2"] = targetSpec{name: "peer2"}
+	specs["peer3"] = targetSpec{name: "peer3", phases: []string{phHit, phMissConc}}
+	t.Cleanup(func() { delete(specs, "floor2"); delete(specs, "peer2"); delete(specs, "peer3") })
+	if !specs[relayTarget].reference || specs[relayTarget].phases == nil {
+		t.Fatalf("relay spec %+v: want a reference with its own phases", specs[relayTarget])
+	}
+
+	o, err := parseOptions(nil, io.Discard) // every phase
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "server")
+	if err := os.WriteFile(bin, make([]byte, 1234), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	names := slices.Sorted(maps.Keys(specs))
+	bins := map[string]string{}
+	for _, n := range names {
+		bins[n] = bin
+	}
+	idle, sizes := idleTargets(names), binarySizes(names, bins)
+
+	// Every reference has the best value of the row and peer2 the best of the peers: the best
+	// peer must still be peer2.
+	med := func(v float64) stat { return stat{median: v, min: v, max: v, n: 1} }
+	res := map[string]map[string]stat{}
+	for _, n := range names {
+		res[n] = map[string]stat{mMissConcQPerCPU: med(7000)}
+		if specs[n].reference {
+			res[n][mMissConcQPerCPU] = med(12000)
+		}
+	}
+	res["podns"][mMissConcQPerCPU], res["peer2"][mMissConcQPerCPU] = med(6000), med(8000)
+	table := []string{"podns"}
+	for _, n := range names {
+		if n != "podns" {
+			table = append(table, n)
+		}
+	}
+	var w strings.Builder
+	writeTable(&w, table, res)
+	if !strings.Contains(w.String(), "| 0.75× peer2 |\n") {
+		t.Errorf("best peer: want peer2 (0.75×), never a reference\n%s", w.String())
+	}
+
+	footprint := []string{mRSSIdle, mRSSIdleSized, mRSSHit, mRSS100k, mBytesPerEntry, mBytesFill, mBytesPrealloc, mBinary, mImage}
+	for _, n := range names {
+		s := specs[n]
+		ft := o.forTarget(n)
+		for _, ph := range allPhases {
+			if want := s.phases == nil || slices.Contains(s.phases, ph); ft.has(ph) != want {
+				t.Errorf("%s: phase %s runs: %v, want %v", n, ph, ft.has(ph), want)
+			}
+		}
+		if want := s.phases == nil || slices.Contains(s.phases, phIdle); slices.Contains(idle, n) != want {
+			t.Errorf("%s: in the idle run: %v, want %v", n, !want, want)
+		}
+		if size, ok := sizes[n]; ok == s.reference || ok && size != 1234 {
+			t.Errorf("%s (reference %v): binary size %v, %v", n, s.reference, size, ok)
+		}
+		for _, m := range footprint {
+			if s.reports(m) == s.reference {
+				t.Errorf("%s (reference %v): reports %s: %v", n, s.reference, m, s.reports(m))
+			}
+		}
+		if !s.reports(mMissConcQPerCPU) {
+			t.Errorf("%s: a miss CPU figure is reported by every target", n)
+		}
+		if v := version(n, filepath.Join(t.TempDir(), "absent")); (v == "built from e2e/bench/"+n) != s.reference {
+			t.Errorf("%s (reference %v): version %q", n, s.reference, v)
+		}
+		if s.reference && n != "floor2" {
+			// The version line says which tree it was built from: that tree must exist.
+			if _, err := os.Stat(filepath.Join(n, "main.go")); err != nil {
+				t.Errorf("%s: a reference is built from e2e/bench/%s: %v", n, n, err)
+			}
 		}
 	}
 }

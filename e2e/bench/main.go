@@ -84,17 +84,23 @@ var allPhases = []string{phIdle, phStartup, phHit, phRate, phRate2000, phRate200
 // has reports whether phase ph runs.
 func (o *options) has(ph string) bool { return o.phases[ph] }
 
-// forTarget is o as target t runs it: the relay only in relayPhases.
+// forTarget is o as target t runs it: only the phases of its spec.
 func (o *options) forTarget(t string) *options {
-	if t != relayTarget {
+	spec := specs[t]
+	if spec.phases == nil {
 		return o
 	}
 	c := *o
 	c.phases = map[string]bool{}
-	for _, ph := range relayPhases {
+	for _, ph := range spec.phases {
 		c.phases[ph] = o.phases[ph]
 	}
 	return &c
+}
+
+// idleTargets are the targets that run the idle phase.
+func idleTargets(targets []string) []string {
+	return slices.DeleteFunc(slices.Clone(targets), func(t string) bool { return !specs[t].runs(phIdle) })
 }
 
 func main() {
@@ -177,10 +183,21 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 			seen[t] = true
 		}
 	}
+	var skipped []string
 	for _, t := range targetOrder { // keep the table's order whatever the flag's order
-		if seen[t] {
-			o.targets = append(o.targets, t)
+		if !seen[t] {
+			continue
 		}
+		// Started, it would be measured in nothing: a column of "–" and a wasted start.
+		if !slices.ContainsFunc(allPhases, o.forTarget(t).has) {
+			fmt.Fprintf(stderr, "SKIPPED %s: it runs only in phases %s, and -phases selects none of them\n", t, strings.Join(specs[t].phases, ", "))
+			skipped = append(skipped, t)
+			continue
+		}
+		o.targets = append(o.targets, t)
+	}
+	if len(o.targets) == 0 {
+		return nil, fmt.Errorf("-targets: none of %s runs in -phases %s", strings.Join(skipped, ", "), *phases)
 	}
 	for _, r := range []struct {
 		name    string
@@ -299,14 +316,14 @@ func run(ctx context.Context, o *options, stdout io.Writer) (err error) {
 			raw[t] = map[string][]float64{}
 		}
 		for _, m := range metrics {
-			if v, ok := vals[m.key]; ok {
+			if v, ok := vals[m.key]; ok && specs[t].reports(m.key) {
 				raw[t][m.key] = append(raw[t][m.key], v)
 				fmt.Fprintf(&tsv, "%s\t%d\t%s\t%s\t%g\n", stamp, r+1, t, m.key, v)
 			}
 		}
 	}
 	for r := 0; r < o.rounds; r++ {
-		if idle := slices.DeleteFunc(slices.Clone(targets), func(t string) bool { return t == relayTarget }); o.has(phIdle) && len(idle) > 0 {
+		if idle := idleTargets(targets); o.has(phIdle) && len(idle) > 0 {
 			fmt.Fprintf(stdout, "round %d/%d: idle for %v (%s) ... ", r+1, o.rounds, o.idleCPUDur, strings.Join(idle, ", "))
 			vals, err := b.runIdle(ctx, idle, bins, r)
 			if ctx.Err() != nil {
@@ -351,9 +368,9 @@ func run(ctx context.Context, o *options, stdout io.Writer) (err error) {
 		if raw[t] == nil {
 			raw[t] = map[string][]float64{}
 		}
-		if st, err := os.Stat(bins[t]); err == nil && t != relayTarget {
-			raw[t][mBinary] = []float64{float64(st.Size())}
-		}
+	}
+	for t, size := range binarySizes(targets, bins) {
+		raw[t][mBinary] = []float64{size}
 	}
 	if img, ok := podnsImageSize(ctx); ok && raw["podns"] != nil {
 		raw["podns"][mImage] = []float64{img}
@@ -440,10 +457,26 @@ func (b *bench) describe(targets []string, bins map[string]string) string {
 		o.missClients, o.missConcDur, o.missNames, o.missLimit)
 }
 
-// version asks a binary for its version, best effort.
+// binarySizes are the sizes in bytes of the targets' binaries that report one (not a
+// reference's); a binary that cannot be read has none.
+func binarySizes(targets []string, bins map[string]string) map[string]float64 {
+	out := map[string]float64{}
+	for _, t := range targets {
+		if !specs[t].reports(mBinary) {
+			continue
+		}
+		if st, err := os.Stat(bins[t]); err == nil {
+			out[t] = float64(st.Size())
+		}
+	}
+	return out
+}
+
+// version asks a binary for its version, best effort; a reference is not asked, it was built
+// from this tree.
 func version(target, bin string) string {
-	if target == relayTarget {
-		return "built from e2e/bench/relay"
+	if specs[target].reference {
+		return "built from e2e/bench/" + target
 	}
 	arg := map[string]string{"podns": "-version", "coredns": "-version", "dnsmasq": "--version", "unbound": "-V"}[target]
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -597,8 +630,7 @@ func (b *bench) runTarget(ctx context.Context, t, bin string, round int) (map[st
 	if !sleepCtx(ctx, o.idle) {
 		return nil, ctx.Err()
 	}
-	// The relay's memory and size would only say how small a server without a cache is.
-	if t != relayTarget {
+	if specs[t].reports(mRSSIdleSized) {
 		if v[mRSSIdleSized], err = rssBytes(pid); err != nil {
 			return fail("RSS", err)
 		}

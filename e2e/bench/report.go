@@ -215,12 +215,12 @@ func bestPeer(res map[string]map[string]stat, key string, higherBetter bool, pee
 func writeTable(w io.Writer, targets []string, res map[string]map[string]stat) {
 	hdr := []string{"metric", ""}
 	hdr = append(hdr, targets...)
-	var others, peers []string // the relay is a column and a ratio, never a peer
+	var others, peers []string // a reference is a column and a ratio, never a peer
 	for _, t := range targets {
 		if t != "podns" {
 			others = append(others, t)
 			hdr = append(hdr, "podns/"+t)
-			if t != relayTarget {
+			if !specs[t].reference {
 				peers = append(peers, t)
 			}
 		}

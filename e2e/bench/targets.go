@@ -30,13 +30,9 @@ var (
 // allTargets is the default set of targets, in the order of the table's columns; podns first.
 var allTargets = []string{"podns", "coredns", "dnsmasq", "unbound"}
 
-// relayTarget is the Go floor (e2e/bench/relay): run only when -targets names it, only in the
-// phases relayPhases, and never a peer (no "best peer" is ever the relay).
+// relayTarget is the Go floor (e2e/bench/relay): run only when -targets names it; its spec
+// makes it a reference that runs in the miss latency phases only.
 const relayTarget = "relay"
-
-// relayPhases are the phases the relay runs: the cache-miss latency and CPU runs. It has no
-// cache, so the hit runs and the memory-per-entry run would measure nothing it is the floor of.
-var relayPhases = []string{phMissRate, phMissConc}
 
 // targetOrder is the order of the table's columns for any -targets.
 var targetOrder = append(slices.Clone(allTargets), relayTarget)
@@ -139,6 +135,26 @@ type targetSpec struct {
 	// listen and forwarding to up, with room for cacheSize names; 0 means the size it is
 	// deployed with (podns's default, NodeLocal's 9984, dnsmasq 10000, unbound's defaults).
 	config func(bin, dir string, listen, up netip.AddrPort, cacheSize int) (launch, error)
+	// phases are the only phases (of allPhases) the target runs, whatever -phases adds; nil
+	// means every phase. A target none of whose phases -phases selects is not started.
+	phases []string
+	// reference marks a yardstick built by the benchmark from e2e/bench/<name>, not a peer: it
+	// is a column with its podns/<name> ratio but never a "best peer", and it reports no
+	// footprint metric (RSS, bytes per entry, binary size), since those would only say how
+	// small a server without a cache is. Its version is the tree it was built from.
+	reference bool
+}
+
+// runs reports whether the target runs phase ph when -phases selects it.
+func (s targetSpec) runs(ph string) bool { return s.phases == nil || slices.Contains(s.phases, ph) }
+
+// footprintMetrics are the metrics of a target's memory and size, which a reference does not
+// report.
+var footprintMetrics = []string{mRSSIdle, mRSSIdleSized, mRSSHit, mRSS100k, mBytesPerEntry, mBytesFill, mBytesPrealloc, mBinary, mImage}
+
+// reports reports whether the target has a row value for metric key at all.
+func (s targetSpec) reports(key string) bool {
+	return !s.reference || !slices.Contains(footprintMetrics, key)
 }
 
 // cleanEnv is the environment every server gets: nothing from the caller's (no GOMAXPROCS,
@@ -265,6 +281,10 @@ var specs = map[string]targetSpec{
 	},
 	relayTarget: {
 		name: relayTarget,
+		// It has no cache: the hit runs and the memory runs would measure nothing it is the
+		// floor of; the miss latency and CPU runs are what it is the floor of.
+		phases:    []string{phMissRate, phMissConc},
+		reference: true,
 		find: func(o *options) (string, error) {
 			// Built next to the stub binary, from this module: no other tool is needed.
 			out, err := filepath.Abs(filepath.Join(filepath.Dir(o.stub), "bench-relay"))
