@@ -398,7 +398,7 @@ func (f *Forwarder) exchangeFramed(ctx context.Context, qs *queryState, framed [
 		qs.release()
 		return nil, err
 	}
-	qs.f, qs.ctx, qs.frame, qs.ednsFrame, qs.buf = f, ctx, framed, framed, framed
+	qs.ctx, qs.frame, qs.ednsFrame, qs.buf = ctx, framed, framed, framed
 	qs.edns, qs.optOff, qs.qid = optOff > 0, optOff, wire.ID(framed[2:])
 	qs.call.q = framed[2+wire.HeaderLen : 2+qEnd : 2+qEnd]
 	r, err := f.exchange(ctx, qs)

@@ -73,10 +73,12 @@ func (qs *queryState) armTimer(deadline time.Time) <-chan time.Time {
 // finished exchanges' states (Forwarder.queryStates): each exchange makes three allocations and
 // a timer fewer (issue 12 item 5).
 func (f *Forwarder) getQueryState() *queryState {
-	if qs, ok := f.queryStates.Get().(*queryState); ok {
-		return qs
+	qs, ok := f.queryStates.Get().(*queryState)
+	if !ok {
+		qs = &queryState{call: call{done: make(chan result, 1)}}
 	}
-	return &queryState{call: call{done: make(chan result, 1)}}
+	qs.f = f // release needs it even when the exchange ends before it starts
+	return qs
 }
 
 // release stops qs's timer and returns qs to its forwarder's pool, cleared. Only for an exchange that
