@@ -8,11 +8,13 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
 
+	"github.com/podns/podns/internal/dnstest"
 	"github.com/podns/podns/stub/wire"
 )
 
@@ -368,5 +370,76 @@ func TestExchangeMovesOPTLast(t *testing.T) {
 	}
 	if q.Extra[0].Header().Rrtype != dns.TypeOPT || q.Extra[1] != extra {
 		t.Error("the caller's query was reordered")
+	}
+}
+
+// A truncated UDP reply that does not parse past its header, from a server whose TCP is
+// refused: "use TCP" all the same, and when the TCP retry fails too, the client gets that
+// header (TC) with its question back.
+func TestExchangeWireTruncatedHeaderOnly(t *testing.T) {
+	addr := dnstest.FreeAddr(t) // TCP refused
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sent [][]byte
+	var mu sync.Mutex
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 512)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			q := buf[:n]
+			qEnd, _, err := parseQuery(q)
+			if err != nil {
+				continue
+			}
+			r := append([]byte(nil), q[:wire.HeaderLen]...)
+			r[2], r[3] = 0x80|0x02, 0 // QR, TC
+			binary.BigEndian.PutUint16(r[4:], 1)
+			binary.BigEndian.PutUint16(r[6:], 1) // ANCOUNT 1, but the record is cut
+			binary.BigEndian.PutUint16(r[8:], 0)
+			binary.BigEndian.PutUint16(r[10:], 0)
+			r = append(r, q[wire.HeaderLen:qEnd]...)
+			r = append(r, 0xC0, 0x0C, 0) // a pointer owner and one octet of TYPE
+			mu.Lock()
+			sent = append(sent, r)
+			mu.Unlock()
+			pc.WriteTo(r, from)
+		}
+	}()
+	t.Cleanup(func() { pc.Close(); <-done })
+
+	f := newForwarder(t, Config{Servers: servers(t, addr)})
+	f.probeWait = noProbes
+	q := packed(query("big.example."))
+	r, err := f.ExchangeWire(context.Background(), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	bad := sent[0]
+	mu.Unlock()
+	if new(dns.Msg).Unpack(bad) == nil {
+		t.Fatal("the server's reply unpacks: it would not test the header-only case")
+	}
+	want := append([]byte(nil), q[:wire.HeaderLen]...)
+	want[2], want[3] = 0x80|0x02, 0
+	binary.BigEndian.PutUint16(want[6:], 0)
+	binary.BigEndian.PutUint16(want[10:], 0)
+	want = append(want, q[wire.HeaderLen:]...)
+	if !bytes.Equal(r, want) {
+		t.Errorf("reply\n%x, want the header (client's ID, QR, TC) and the question\n%x", r, want)
+	}
+	m, err := f.Exchange(context.Background(), query("big.example."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !m.Truncated || m.Id != clientID || len(m.Question) != 1 || m.Question[0].Name != "big.example." {
+		t.Errorf("Exchange: %v, want TC with the question and the client's ID", m)
 	}
 }
