@@ -2,6 +2,9 @@ package upstream
 
 import (
 	"context"
+	"io"
+	"net"
+	"slices"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -102,4 +105,130 @@ func BenchmarkExchangeFirstDown(b *testing.B) {
 			}
 		}
 	})
+}
+
+// startFixedTCP serves, on loopback TCP, the reply the stub expects to query (the same query
+// every time), its ID patched per query, without allocating: the allocations AllocsPerRun counts
+// in this process are then the stub's own.
+func startFixedTCP(t testing.TB, query []byte) string {
+	t.Helper()
+	reply := goodWire(query)
+	framed := append([]byte{byte(len(reply) >> 8), byte(len(reply))}, reply...)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+			go func() {
+				out := slices.Clone(framed)
+				in := make([]byte, 2+dns.MaxMsgSize)
+				for {
+					if _, err := io.ReadFull(c, in[:2]); err != nil {
+						return
+					}
+					n := int(in[0])<<8 | int(in[1])
+					if _, err := io.ReadFull(c, in[2:2+n]); err != nil {
+						return
+					}
+					copy(out[2:4], in[2:4]) // the upstream ID
+					if _, err := c.Write(out); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() { l.Close(); <-done })
+	return l.Addr().String()
+}
+
+// maxWireAllocs bounds the allocations of one ExchangeWire of a plain query over a kept-alive
+// TCP connection: the reply's buffer (measured: 1), and room for what the runtime's timers may
+// take. Exchange took 11 before replies were read on wire (packQuery's frame, dns.Msg.Unpack);
+// the race detector adds up to 2 (raceAllocs).
+const maxWireAllocs = 2
+
+// A miss's upstream exchange allocates (almost) nothing but its reply (issue 12 item 5).
+func TestExchangeWireAllocs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("measures allocations")
+	}
+	q := packed(query(qname(1)))
+	f, err := New(Config{Servers: servers(t, startFixedTCP(t, q))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ctx := context.Background()
+	if _, err := f.ExchangeWire(ctx, q); err != nil { // dials; the pool warms up
+		t.Fatal(err)
+	}
+	wireAllocs := testing.AllocsPerRun(200, func() {
+		if _, err := f.ExchangeWire(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	})
+	m := query(qname(1))
+	msgAllocs := testing.AllocsPerRun(200, func() {
+		if _, err := f.Exchange(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Logf("allocations per exchange: ExchangeWire %.1f, Exchange %.1f", wireAllocs, msgAllocs)
+	if wireAllocs > maxWireAllocs+raceAllocs {
+		t.Errorf("ExchangeWire: %.1f allocations, want at most %d", wireAllocs, maxWireAllocs+raceAllocs)
+	}
+}
+
+func benchExchangeWire(b *testing.B, proto string) {
+	addr := startDNSBoth(b, false)
+	f, err := New(Config{Servers: servers(b, addr), Protocol: proto})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	b.ReportAllocs()
+	b.SetParallelism(parallelism)
+	b.RunParallel(func(pb *testing.PB) {
+		q := packed(query(qname(1)))
+		for pb.Next() {
+			if _, err := f.ExchangeWire(context.Background(), q); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+func BenchmarkExchangeWireTCP(b *testing.B) { benchExchangeWire(b, "tcp") }
+func BenchmarkExchangeWireUDP(b *testing.B) { benchExchangeWire(b, "udp") }
+
+// The stub's side of a miss alone: a server that allocates nothing, so allocs/op are the stub's.
+func BenchmarkExchangeWireFixedServer(b *testing.B) {
+	q := packed(query(qname(1)))
+	f, err := New(Config{Servers: servers(b, startFixedTCP(b, q))})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := f.ExchangeWire(context.Background(), q); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

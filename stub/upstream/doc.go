@@ -11,11 +11,15 @@
 //	for _, r := range fwd.ProbeAll(ctx) { // before reporting ready: the first lookup skips dead servers
 //		log.Info().Str("upstream", r.Server).Bool("up", r.Up).Err(r.Err).Msg("upstream probed")
 //	}
-//	reply, err := fwd.Exchange(ctx, query) // SERVFAIL the client when err != nil
+//	reply, err := fwd.ExchangeWire(ctx, packed) // packed in, packed out; SERVFAIL the client when err != nil
+//	msg, err := fwd.Exchange(ctx, query)        // the same with *dns.Msg (packs, unpacks)
 //	fwd.Close()
 //	registry.MustRegister(upstream.Collectors()...)
 //
-// API: New(Config) (*Forwarder, error) validates and does no I/O; (*Forwarder).Exchange(ctx, q);
+// API: New(Config) (*Forwarder, error) validates and does no I/O; (*Forwarder).ExchangeWire(ctx,
+// query []byte) ([]byte, error), the miss path: a packed query (no TCP length prefix, only read)
+// in, the packed reply (the caller's) out, no dns.Msg on the way; (*Forwarder).Exchange(ctx, q)
+// (*dns.Msg in and out: packs q, calls ExchangeWire, unpacks the reply);
 // (*Forwarder).ProbeAll(ctx) []ProbeResult (probe every server once, mark the silent ones down);
 // (*Forwarder).Close(); (*Forwarder).Servers() (the normalised addresses); ErrClosed;
 // ProbeResult{Server, Up, RTT, Err, Protocol}; (*Forwarder).Status() []ServerStatus (each
@@ -59,10 +63,13 @@
 // "dead-upstreams"). This comment is the package's API reference; the
 // operator's view is the manual's.
 //
-// # What Exchange guarantees
+// # What Exchange and ExchangeWire guarantee
 //
 //   - One question. A query without exactly one question is refused with an error; nothing is
-//     sent.
+//     sent. ExchangeWire also refuses, before sending, a query whose question name is
+//     compressed, whose records do not parse to its last octet, that is larger than 65,535
+//     octets, or that has an OPT record anywhere but last (it is cut off for a server that
+//     rejects EDNS); Exchange puts the OPT last.
 //   - Servers in order. Each server that is up gets one attempt of Timeout, in the configured
 //     order; servers marked down are skipped (see Dead servers). The first valid reply wins. A
 //     refused connection (or ICMP port unreachable in UDP mode) fails the attempt at once,
@@ -74,7 +81,7 @@
 //     dig; any other RCODE is the answer). It counts as
 //     errors{reason="servfail"|"notimp"|"refused"} and is logged with the failure lines, but
 //     the server answered: it stays alive and first in the order. When every server tried
-//     replied with one of them, Exchange returns a SERVFAIL reply (the last server's own
+//     replied with one of them, the result is a SERVFAIL reply (the last server's own
 //     SERVFAIL as it is, else one without records) with no error — glibc passes none of these
 //     on either (all nameservers tried: res_send fails, res_query sets TRY_AGAIN, getaddrinfo
 //     EAI_AGAIN). When some server gave no reply at all, the result is the error naming every
@@ -89,20 +96,31 @@
 //     FORMERR with OPT is the answer (the server understands EDNS), and a query rejected
 //     without OPT as well is not held against EDNS. Without OPT a UDP reply is at most 512
 //     bytes (RFC 1035 §4.2.1): a truncated one is retried over TCP, also without OPT. The
-//     clock is Config.Now.
-//   - Reply validation. A reply counts only if it is a response (QR set) and its ID and its
-//     single question (name compared case-insensitively in ASCII, type, class) match the
-//     query. Anything else — wrong ID, other question, no question, an echoed query, a message
-//     that does not parse — is dropped, counted as bad_reply, and the attempt keeps waiting
-//     for the real reply until Timeout. In UDP mode the socket is connected, so the kernel
-//     drops datagrams from any other address or port.
+//     clock is Config.Now. The query without OPT is the query cut before its OPT record, with
+//     ARCOUNT one less.
+//   - Reply validation, on wire (no dns.Msg). A reply counts only if it is a response (QR set),
+//     its ID is the upstream ID, QDCOUNT is 1, and its question matches the query's: the name
+//     compared case-insensitively in ASCII, uncompressed (a reply's first name has nothing to
+//     point to), type and class. It must also be well-formed: its records parse to exactly its
+//     last octet, or, failing that, miekg/dns's Unpack takes it (the rule before replies were
+//     read on wire; miekg accepts octets after the last record and header counts larger than
+//     the records present). Anything else — wrong ID, other question, no or two questions, an
+//     echoed query, a message that does not parse — is dropped, counted as bad_reply, and the
+//     attempt keeps waiting for the real reply until Timeout. A reply the record walk takes
+//     while miekg does not (an A record with 3 octets of RDATA) is taken: ExchangeWire returns
+//     it, Exchange fails to unpack it and returns an error. The RCODE decisions (pass-over,
+//     EDNS fallback) read the extended RCODE (RFC 6891 §6.1.3), as miekg's Msg.Rcode does. In
+//     UDP mode the socket is connected, so the kernel drops datagrams from any other address
+//     or port.
 //   - IDs. The upstream ID is random for every send (math/rand/v2, the runtime's ChaCha8
 //     generator seeded from the OS's cryptographic randomness), never the client's, and unique
 //     among the queries in flight on a connection. The reply carries the client's ID again.
 //     The query is not modified.
 //   - Cancellation. ctx cancels the whole exchange (context.Canceled/DeadlineExceeded is in
-//     the error chain). Close makes every Exchange in flight return ErrClosed at once, and
+//     the error chain). Close makes every exchange in flight return ErrClosed at once, and
 //     every later one too.
+//   - Allocations. An ExchangeWire over a kept-alive TCP connection allocates its reply and
+//     nothing else (TestExchangeWireAllocs); over UDP it also pays for its fresh socket.
 //
 // # TCP: pooling, pipelining, re-sends
 //
@@ -175,9 +193,9 @@
 //     truncation: a truncated reply is retried over TCP for at most 250 ms (fallbackTCPWait; a
 //     dropped SYN would otherwise hold every large answer for the whole Timeout, longer than
 //     the client's timeout:1), and when that retry fails the truncated reply is returned (TC
-//     set, the records that fit, the question; a reply that did not unpack past its header
+//     set, the records that fit, the question; a reply that did not parse past its header
 //     gets the question back) — what the client would have got from the server without podns.
-//     Exchange returns no error for it; the stub's cache never stores a truncated reply.
+//     No error is returned for it; the stub's cache never stores a truncated reply.
 //   - Back to TCP. One goroutine per server over UDP checks TCP with a probe on a connection
 //     of its own after 30 s, doubling after each failure up to 5 min (with the probers' random
 //     tenth): a fixed policy is noticed within minutes, a policy that stays costs one refused

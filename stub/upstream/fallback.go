@@ -9,9 +9,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/miekg/dns"
-
 	"github.com/podns/podns/stub/panics"
+	"github.com/podns/podns/stub/wire"
 )
 
 // UDP fallback. Many clusters' "allow DNS" egress NetworkPolicies open UDP/53 and not TCP/53;
@@ -195,10 +194,15 @@ func refusedFast(err error) bool {
 
 // truncatedAnswer is the reply a client gets when a server used over UDP sent a truncated reply
 // and the TCP retry failed: that reply, TC set, as the client would have had it without podns.
-// A reply too short to unpack past its header gets the question back.
-func truncatedAnswer(r *dns.Msg, q *dns.Question) *dns.Msg {
-	if len(r.Question) == 0 {
-		r.Question = []dns.Question{*q}
+// A reply too short to parse past its header (see truncatedHeader) gets the question back,
+// q in wire form.
+func truncatedAnswer(r, q []byte) []byte {
+	if wire.Count(r, wire.Question) != 0 {
+		return r
 	}
-	return r
+	m := make([]byte, 0, wire.HeaderLen+len(q))
+	m = append(m, r[:wire.HeaderLen]...)
+	m[4], m[5] = 0, 1 // QDCOUNT
+	clear(m[6:wire.HeaderLen])
+	return append(m, q...)
 }

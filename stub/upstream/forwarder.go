@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/podns/podns/stub/panics"
 	"github.com/podns/podns/stub/querylog"
+	"github.com/podns/podns/stub/wire"
 )
 
 const (
@@ -55,13 +57,13 @@ const (
 	logInterval = 10 * time.Second
 )
 
-// ErrClosed is returned by Exchange once Close has been called.
+// ErrClosed is returned by Exchange and ExchangeWire once Close has been called.
 var ErrClosed = errors.New("upstream: forwarder closed")
 
 // errTimeout marks an attempt that got no valid reply within Config.Timeout.
 var errTimeout = errors.New("timeout")
 
-// IsTimeout reports whether err, from Exchange, includes an attempt that got no valid reply
+// IsTimeout reports whether err, from Exchange or ExchangeWire, includes an attempt that got no valid reply
 // within Config.Timeout (rather than a refused connection or an unreachable network).
 func IsTimeout(err error) bool { return errors.Is(err, errTimeout) }
 
@@ -307,19 +309,10 @@ func (f *Forwarder) MaxExchangeTime() time.Duration {
 	return time.Duration(len(f.peers))*f.cfg.Timeout + 500*time.Millisecond
 }
 
-// Exchange forwards q (exactly one question) and returns the first valid reply that is an
-// answer, with q.Id restored. Upstream query IDs are random, never the client's. A reply counts
-// only if it is a response whose ID and question (name case-insensitively, type, class) match.
-// Each server is tried in order with Config.Timeout per attempt. A reply with RCODE SERVFAIL,
-// NOTIMP or REFUSED is passed over, as glibc's res_send does, and the next server is tried;
-// when every server tried replied so, the result is a SERVFAIL reply (see serverFailure), and
-// when some server gave no reply at all, an error. The error names every failure. ctx cancels
-// the whole exchange. When ctx carries a querylog.Upstream, Exchange counts its attempts there and
-// names the server whose reply it returns.
-//
-// A query carrying an OPT record that a server answers with FORMERR or NOTIMP and no OPT is
-// sent to it again without OPT within the same attempt, and the server is remembered as
-// EDNS-intolerant for ednsMemory (RFC 6891 sections 6.2.2 and 7; see peer.attempt).
+// Exchange is ExchangeWire for a query and reply in miekg/dns form: q is packed (exactly one
+// question; an OPT record is sent as the last additional record), exchanged, and the reply
+// unpacked. Its errors are ExchangeWire's, and an error when the chosen reply, accepted on wire
+// (see ExchangeWire), does not unpack.
 //
 // q is only read, never written, so the caller may go on reading it (copying it, packing
 // its own copies) on other goroutines while Exchange runs; it must not change q until
@@ -334,28 +327,139 @@ func (f *Forwarder) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) 
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("upstream: %w", err)
 	}
-	// One buffer carries the TCP length prefix and the message; the ID bytes [2:4] are
-	// rewritten for every send, UDP sends framed[2:].
-	framed, err := packQuery(q)
+	qs := f.getQueryState()
+	framed, err := packQuery(q, qs.buf)
 	if err != nil {
+		qs.release()
 		return nil, fmt.Errorf("upstream: packing query: %w", err)
 	}
-	if len(framed)-2 > dns.MaxMsgSize {
-		return nil, fmt.Errorf("upstream: query of %d bytes is too large", len(framed)-2)
+	r, err := f.exchangeFramed(ctx, qs, framed)
+	if err != nil {
+		return nil, err
 	}
+	m := new(dns.Msg)
+	if err := m.Unpack(r); err != nil {
+		return nil, fmt.Errorf("upstream: unpacking the reply: %w", err)
+	}
+	return m, nil
+}
 
+// ExchangeWire forwards query and returns the first valid reply that is an answer, packed,
+// with query's ID. query is one packed DNS message without a TCP length prefix, of at most
+// 65,535 octets: a header with QDCOUNT 1, an uncompressed question name, and records that parse
+// to its last octet, with at most one OPT record (RFC 6891 section 6.1.1), which must be the last
+// additional record. Anything else is an error before any send. query is only read, and not
+// kept: the caller may reuse it once ExchangeWire returns. The reply is the caller's.
+//
+// Upstream query IDs are random (RFC 5452), never the client's. A reply counts only if it is a
+// response (QR set) with the upstream ID, QDCOUNT 1, and the query's question: the same name
+// compared case-insensitively in ASCII (RFC 4343), uncompressed (the first name of a message
+// has nothing to point to), and the same QTYPE and QCLASS. It must also be well-formed: its
+// records parse to exactly its last octet, or, failing that, miekg/dns unpacks it (miekg
+// accepts trailing octets and header counts larger than the records present). Other replies
+// are dropped, counted in podns_upstream_errors_total{reason="bad_reply"}, and the wait goes on.
+//
+// Each server is tried in order with Config.Timeout per attempt. A reply with RCODE SERVFAIL,
+// NOTIMP or REFUSED (the extended RCODE, RFC 6891 section 6.1.3) is passed over, as glibc's
+// res_send does, and the next server is tried; when every server tried replied so, the result
+// is a SERVFAIL reply (see serverFailure), and when some server gave no reply at all, an
+// error. The error names every failure. ctx cancels the whole exchange; after Close the error
+// is ErrClosed. When ctx carries a querylog.Upstream, ExchangeWire counts its attempts there
+// and names the server whose reply it returns.
+//
+// A query carrying an OPT record that a server answers with FORMERR or NOTIMP and no OPT is
+// sent to it again without OPT within the same attempt, and the server is remembered as
+// EDNS-intolerant for ednsMemory (RFC 6891 sections 6.2.2 and 7; see peer.attempt). A
+// truncated UDP reply (TC) is asked again over TCP (see peer.send).
+func (f *Forwarder) ExchangeWire(ctx context.Context, query []byte) ([]byte, error) {
+	if f.closed.Load() {
+		return nil, ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("upstream: %w", err)
+	}
+	if len(query) > dns.MaxMsgSize {
+		return nil, fmt.Errorf("upstream: query of %d bytes is too large", len(query))
+	}
 	qs := f.getQueryState()
-	qs.f, qs.ctx, qs.q, qs.frame, qs.ednsFrame, qs.edns = f, ctx, q, framed, framed, q.IsEdns0() != nil
-	qs.call.q = &q.Question[0]
-	r, err := f.exchange(ctx, q, qs)
+	// One buffer carries the TCP length prefix and the message; the ID bytes [2:4] are
+	// rewritten for every send, UDP sends framed[2:]. It is the pooled state's: no allocation.
+	framed := append(qs.buf[:0], byte(len(query)>>8), byte(len(query)))
+	framed = append(framed, query...)
+	return f.exchangeFramed(ctx, qs, framed)
+}
+
+// exchangeFramed checks the query in framed (TCP length prefix, then the message), prepares
+// qs with it and runs the exchange. It releases qs.
+func (f *Forwarder) exchangeFramed(ctx context.Context, qs *queryState, framed []byte) ([]byte, error) {
+	qEnd, optOff, err := parseQuery(framed[2:])
+	if err != nil {
+		qs.buf = framed
+		qs.release()
+		return nil, err
+	}
+	qs.ctx, qs.frame, qs.ednsFrame, qs.buf = ctx, framed, framed, framed
+	qs.edns, qs.optOff, qs.qid = optOff > 0, optOff, wire.ID(framed[2:])
+	qs.call.q = framed[2+wire.HeaderLen : 2+qEnd : 2+qEnd]
+	r, err := f.exchange(ctx, qs)
 	qs.release() // not reached on a panic: that state is left to the GC, not reused
 	return r, err
 }
 
-// exchange is Exchange's tries, server after server, with qs prepared.
-func (f *Forwarder) exchange(ctx context.Context, q *dns.Msg, qs *queryState) (*dns.Msg, error) {
+// parseQuery checks that query is one ExchangeWire takes and returns the end of its question
+// and the offset of its OPT record, 0 when it has none.
+func parseQuery(query []byte) (qEnd, optOff int, err error) {
+	if len(query) < wire.HeaderLen {
+		return 0, 0, fmt.Errorf("upstream: query of %d bytes is shorter than a header", len(query))
+	}
+	if wire.Count(query, wire.Question) != 1 {
+		return 0, 0, errors.New("upstream: query must have exactly one question")
+	}
+	end, ok := plainNameEnd(query, wire.HeaderLen)
+	if !ok || end+4 > len(query) {
+		return 0, 0, errors.New("upstream: query has a malformed or compressed question")
+	}
+	it := wire.Records(query)
+	for it.Next() {
+		rr := it.RR()
+		if optOff > 0 {
+			return 0, 0, errors.New("upstream: query has a record after its OPT record")
+		}
+		if rr.Section == wire.Additional && rr.Type == wire.TypeOPT {
+			optOff = rr.Off
+		}
+	}
+	if it.Err() != nil || it.Offset() != len(query) {
+		return 0, 0, errors.New("upstream: query is malformed")
+	}
+	return end + 4, optOff, nil
+}
+
+// plainNameEnd returns the offset just past the uncompressed name at msg[off]: false when it
+// has a compression pointer or reserved label type (RFC 1035 section 4.1.4, RFC 6891 section 5),
+// runs past msg, or is longer than 255 octets (RFC 1035 section 3.1).
+func plainNameEnd(msg []byte, off int) (int, bool) {
+	start := off
+	for off < len(msg) {
+		c := int(msg[off])
+		if c&0xC0 != 0 {
+			return 0, false
+		}
+		off += 1 + c
+		if off-start > 255 {
+			return 0, false
+		}
+		if c == 0 {
+			return off, true
+		}
+	}
+	return 0, false
+}
+
+// exchange is ExchangeWire's tries, server after server, with qs prepared.
+func (f *Forwarder) exchange(ctx context.Context, qs *queryState) ([]byte, error) {
 	var failed *multierror.Error // made on the first failure: most exchanges have none
-	var rejected *dns.Msg        // the last reply that made the stub try the next server
+	var rejected []byte          // the last reply that made the stub try the next server
 	silent := false              // some server gave no reply at all
 	trace := querylog.UpstreamFrom(ctx)
 	order := f.order()
@@ -368,13 +472,14 @@ func (f *Forwarder) exchange(ctx context.Context, q *dns.Msg, qs *queryState) (*
 			if trace != nil {
 				trace.Server = p.addr
 			}
-			if reason := passOverReason(r.Rcode); reason != "" {
+			rcode := wire.ExtendedRcode(r)
+			if reason := passOverReason(rcode); reason != "" {
 				p.passedOver(reason, i == len(order)-1)
 				rejected = r
-				failed = appendFailure(failed, fmt.Errorf("%s: %s", p.addr, dns.RcodeToString[r.Rcode]))
+				failed = appendFailure(failed, fmt.Errorf("%s: %s", p.addr, dns.RcodeToString[rcode]))
 				continue
 			}
-			r.Id = q.Id
+			wire.SetID(r, qs.qid)
 			return r, nil
 		}
 		if errors.Is(err, ErrClosed) || ctx.Err() != nil {
@@ -387,7 +492,7 @@ func (f *Forwarder) exchange(ctx context.Context, q *dns.Msg, qs *queryState) (*
 		failed = appendFailure(failed, err)
 	}
 	if rejected != nil && !silent {
-		return serverFailure(q, rejected), nil
+		return serverFailure(qs.ednsFrame[2:], qs.qid, qs.call.q, rejected), nil
 	}
 	return nil, fmt.Errorf("upstream: all servers failed: %w", appendFailure(failed))
 }
@@ -417,33 +522,51 @@ func passOverReason(rcode int) string {
 	return ""
 }
 
-// serverFailure is what Exchange returns when every server it tried replied, and every reply
-// was one the stub passes over: SERVFAIL, with q's ID. glibc passes none of these RCODEs on
-// either: when res_send has tried every nameserver it returns -1 (errno ETIMEDOUT once a server
-// was reached), res_query turns that into TRY_AGAIN and getaddrinfo into EAI_AGAIN, the same
-// outcome a SERVFAIL from the stub gives. A client never sees an upstream's REFUSED or NOTIMP:
-// musl, which (unlike glibc) takes REFUSED as a permanent EAI_FAIL, would otherwise fail a name
-// that another upstream resolves a moment later. The last SERVFAIL reply is returned as it is
-// (its EDNS options, e.g. extended errors, stay); any other is replaced by a SERVFAIL without
-// records.
-func serverFailure(q, last *dns.Msg) *dns.Msg {
-	if last.Rcode == dns.RcodeServerFailure {
-		last.Id = q.Id
+// serverFailure is what ExchangeWire returns when every server it tried replied, and every
+// reply was one the stub passes over: SERVFAIL, with the query's ID. glibc passes none of these
+// RCODEs on either: when res_send has tried every nameserver it returns -1 (errno ETIMEDOUT once
+// a server was reached), res_query turns that into TRY_AGAIN and getaddrinfo into EAI_AGAIN, the
+// same outcome a SERVFAIL from the stub gives. A client never sees an upstream's REFUSED or
+// NOTIMP: musl, which (unlike glibc) takes REFUSED as a permanent EAI_FAIL, would otherwise fail
+// a name that another upstream resolves a moment later. The last SERVFAIL reply is returned as
+// it is (its EDNS options, e.g. extended errors, stay); any other is replaced by a SERVFAIL
+// without records: query's opcode, question, and, for a standard query, its RD and CD flags (as
+// miekg/dns's SetReply), and last's RA. qid is the query's own ID (query's ID field holds the
+// upstream ID of the last send); question is query's question (name, type, class).
+func serverFailure(query []byte, qid uint16, question, last []byte) []byte {
+	if wire.ExtendedRcode(last) == dns.RcodeServerFailure {
+		wire.SetID(last, qid)
 		return last
 	}
-	m := new(dns.Msg)
-	m.SetRcode(q, dns.RcodeServerFailure)
-	m.RecursionAvailable = last.RecursionAvailable
-	return m
+	const (
+		qr       = 1 << 15
+		opcode   = 0xF << 11
+		rd, ra   = 1 << 8, 1 << 7
+		cd       = 1 << 4
+		servfail = dns.RcodeServerFailure
+	)
+	qf := binary.BigEndian.Uint16(query[2:])
+	flags := qr | qf&opcode | servfail
+	if qf&opcode == dns.OpcodeQuery<<11 {
+		flags |= qf & (rd | cd)
+	}
+	flags |= binary.BigEndian.Uint16(last[2:]) & ra
+	m := make([]byte, wire.HeaderLen, wire.HeaderLen+len(question))
+	binary.BigEndian.PutUint16(m, qid)
+	binary.BigEndian.PutUint16(m[2:], flags)
+	binary.BigEndian.PutUint16(m[4:], 1) // QDCOUNT
+	return append(m, question...)
 }
 
-// packQuery packs q without writing to it, behind a 2-byte TCP length prefix. miekg/dns's Pack
-// writes the message's rcode into its OPT record (OPT.SetExtendedRcode, RFC 6891 section 6.1.3)
-// even when the value does not change, so q's OPT is replaced by a copy in a shallow copy of q;
-// the rest of q is only read. The copy of the OPT is shallow too: Pack writes only its header.
-// A query of one question and an OPT (every miss) packs with two allocations, the scratch and
-// the frame: a deep copy and a separate frame cost four more per miss (issue 12 item 5).
-func packQuery(q *dns.Msg) ([]byte, error) {
+// packQuery packs q without writing to it, behind a 2-byte TCP length prefix, into dst's
+// storage when it has room. miekg/dns's Pack writes the message's rcode into its OPT record
+// (OPT.SetExtendedRcode, RFC 6891 section 6.1.3) even when the value does not change, so q's OPT
+// is replaced by a copy in a shallow copy of q; the rest of q is only read. The copy of the OPT
+// is shallow too: Pack writes only its header. The OPT goes last in the additional section,
+// where ExchangeWire wants it (it cuts it off for a server that rejects EDNS). A query of one
+// question and an OPT (every miss) packs with one allocation, the scratch, when dst is large
+// enough (issue 12 item 5).
+func packQuery(q *dns.Msg, dst []byte) ([]byte, error) {
 	var sc struct {
 		m     dns.Msg
 		opt   dns.OPT
@@ -458,16 +581,20 @@ func packQuery(q *dns.Msg) ([]byte, error) {
 			extra = make([]dns.RR, 0, len(q.Extra))
 		}
 		for _, rr := range q.Extra {
-			if rr == opt {
-				rr = &p.opt
+			if rr != opt {
+				extra = append(extra, rr)
 			}
-			extra = append(extra, rr)
 		}
-		p.m.Extra = extra
+		p.m.Extra = append(extra, &p.opt)
 	}
 	// PackBuffer packs into the buffer it is given when it has room for the uncompressed
 	// message and one byte more.
-	buf := make([]byte, 2+p.m.Len()+1)
+	need := 2 + p.m.Len() + 1
+	buf := dst[:0]
+	if cap(buf) < need {
+		buf = make([]byte, need)
+	}
+	buf = buf[:need]
 	b, err := p.m.PackBuffer(buf[2:])
 	if err != nil {
 		return nil, err

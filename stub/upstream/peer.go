@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -16,43 +17,44 @@ import (
 	"github.com/podns/podns/stub/wire"
 )
 
-// queryState is the state of one Exchange call, shared by its attempts.
+// queryState is the state of one exchange, shared by its attempts.
 type queryState struct {
 	f   *Forwarder
 	ctx context.Context
-	q   *dns.Msg // the caller's query, only read
 	// frame is what the next send writes: ednsFrame, or plainFrame for a server that does not
-	// accept EDNS. Each has the TCP length prefix; UDP sends frame[2:].
+	// accept EDNS. Each has the TCP length prefix; UDP sends frame[2:]. ednsFrame is the query
+	// as given, in buf.
 	frame, ednsFrame, plainFrame []byte
-	edns                         bool // q carries an OPT record
-	call                         call // reused by every send: registered with at most one connection at a time
-	timer                        *time.Timer
+	// buf is the storage of ednsFrame, kept with the pooled state (see release).
+	buf    []byte
+	qid    uint16 // the query's own ID, restored in the reply
+	edns   bool   // the query carries an OPT record
+	optOff int    // the OPT record's offset in the query (ednsFrame[2:]), when edns
+	call   call   // reused by every send: registered with at most one connection at a time
+	timer  *time.Timer
 }
 
-// useEDNS makes the next send carry q as given (on) or without its OPT record (off). The
-// frame without OPT is packed on first use: most servers accept EDNS, and a miss should not
-// pay a second Pack for nothing.
-func (qs *queryState) useEDNS(on bool) error {
+// maxKeptBuf is the largest query buffer a released queryState keeps: a query with a large
+// OPT or additional records should not pin its buffer in the pool.
+const maxKeptBuf = 1024
+
+// useEDNS makes the next send carry the query as given (on) or without its OPT record (off).
+// The frame without OPT, the query cut before its OPT (the last record) with ARCOUNT one less,
+// is made on first use: most servers accept EDNS, and a miss should not pay for it.
+func (qs *queryState) useEDNS(on bool) {
 	if on || !qs.edns {
 		qs.frame = qs.ednsFrame
-		return nil
+		return
 	}
 	if qs.plainFrame == nil {
-		m := *qs.q // shallow copy: q is only read
-		m.Extra = make([]dns.RR, 0, len(qs.q.Extra))
-		for _, rr := range qs.q.Extra {
-			if rr.Header().Rrtype != dns.TypeOPT {
-				m.Extra = append(m.Extra, rr)
-			}
-		}
-		b, err := m.Pack()
-		if err != nil {
-			return fmt.Errorf("packing the query without OPT: %w", err)
-		}
-		qs.plainFrame = append([]byte{byte(len(b) >> 8), byte(len(b))}, b...)
+		n := qs.optOff // the message's length without its OPT
+		b := make([]byte, 2+n)
+		copy(b, qs.ednsFrame[:2+n])
+		b[0], b[1] = byte(n>>8), byte(n)
+		binary.BigEndian.PutUint16(b[2+10:], uint16(wire.Count(b[2:], wire.Additional)-1)) // ARCOUNT
+		qs.plainFrame = b
 	}
 	qs.frame = qs.plainFrame
-	return nil
 }
 
 // armTimer makes qs.timer fire at deadline; the timer is created on first use because UDP
@@ -71,10 +73,12 @@ func (qs *queryState) armTimer(deadline time.Time) <-chan time.Time {
 // finished exchanges' states (Forwarder.queryStates): each exchange makes three allocations and
 // a timer fewer (issue 12 item 5).
 func (f *Forwarder) getQueryState() *queryState {
-	if qs, ok := f.queryStates.Get().(*queryState); ok {
-		return qs
+	qs, ok := f.queryStates.Get().(*queryState)
+	if !ok {
+		qs = &queryState{call: call{done: make(chan result, 1)}}
 	}
-	return &queryState{call: call{done: make(chan result, 1)}}
+	qs.f = f // release needs it even when the exchange ends before it starts
+	return qs
 }
 
 // release stops qs's timer and returns qs to its forwarder's pool, cleared. Only for an exchange that
@@ -91,7 +95,11 @@ func (qs *queryState) release() {
 	default:
 	}
 	f := qs.f
-	*qs = queryState{call: call{done: qs.call.done}, timer: qs.timer}
+	buf := qs.buf[:0]
+	if cap(buf) > maxKeptBuf {
+		buf = nil
+	}
+	*qs = queryState{call: call{done: qs.call.done}, timer: qs.timer, buf: buf}
 	f.queryStates.Put(qs)
 }
 
@@ -160,8 +168,25 @@ func (p *peer) markEDNSIntolerant() {
 // rejectsEDNS reports whether r, the reply to a query that carried an OPT record, says the
 // server did not understand the OPT: FORMERR or NOTIMP without an OPT of its own (RFC 6891
 // section 7; a server that understands EDNS includes OPT in its error reply, section 6.1.1).
-func rejectsEDNS(r *dns.Msg) bool {
-	return (r.Rcode == dns.RcodeFormatError || r.Rcode == dns.RcodeNotImplemented) && r.IsEdns0() == nil
+// Without an OPT the header's RCODE is the whole RCODE.
+func rejectsEDNS(r []byte) bool {
+	rc := wire.Rcode(r)
+	return (rc == dns.RcodeFormatError || rc == dns.RcodeNotImplemented) && !hasOPT(r)
+}
+
+// hasOPT reports whether the additional section of msg has an OPT record, among the records
+// that parse.
+func hasOPT(msg []byte) bool {
+	if wire.Count(msg, wire.Additional) == 0 {
+		return false
+	}
+	it := wire.Records(msg)
+	for it.Next() {
+		if rr := it.RR(); rr.Section == wire.Additional && rr.Type == wire.TypeOPT {
+			return true
+		}
+	}
+	return false
 }
 
 func newPeer(f *Forwarder, ap netip.AddrPort) *peer {
@@ -177,7 +202,7 @@ func newPeer(f *Forwarder, ap netip.AddrPort) *peer {
 // the OPT was the cause and the server gets its queries without OPT for ednsMemory; otherwise
 // the query itself was the problem and nothing is remembered. A FORMERR that carries an OPT
 // comes from a server that understands EDNS, and is the answer.
-func (p *peer) attempt(qs *queryState) (*dns.Msg, error) {
+func (p *peer) attempt(qs *queryState) ([]byte, error) {
 	start := time.Now()
 	startMono := p.f.mono()
 	deadline := start.Add(p.f.cfg.Timeout)
@@ -187,8 +212,10 @@ func (p *peer) attempt(qs *queryState) (*dns.Msg, error) {
 		p.replied(startMono + int64(time.Since(start))) // it answered: alive, whatever comes next
 		p.m.errEDNS.Inc()
 		r, err = p.send(qs, deadline, false)
-		if err == nil && r.Rcode != dns.RcodeFormatError && r.Rcode != dns.RcodeNotImplemented {
-			p.markEDNSIntolerant()
+		if err == nil {
+			if rc := wire.ExtendedRcode(r); rc != dns.RcodeFormatError && rc != dns.RcodeNotImplemented {
+				p.markEDNSIntolerant()
+			}
 		}
 	}
 	if err == nil {
@@ -217,10 +244,8 @@ func (p *peer) attempt(qs *queryState) (*dns.Msg, error) {
 // the UDP fallback; a truncated UDP reply is retried over TCP (the same frame: a query without
 // OPT stays without OPT). A TCP attempt refused at once is asked over UDP within the attempt. A query without OPT gets a UDP reply of at most 512 bytes (RFC 1035 section
 // 4.2.1, RFC 6891 section 7); a larger answer comes back truncated and is fetched over TCP.
-func (p *peer) send(qs *queryState, deadline time.Time, withOPT bool) (*dns.Msg, error) {
-	if err := qs.useEDNS(withOPT); err != nil {
-		return nil, fmt.Errorf("%s: %w", p.addr, err)
-	}
+func (p *peer) send(qs *queryState, deadline time.Time, withOPT bool) ([]byte, error) {
+	qs.useEDNS(withOPT)
 	if !p.overUDP() {
 		p.m.queriesTCP.Inc()
 		r, err := p.viaTCP(qs, deadline)
@@ -238,14 +263,14 @@ func (p *peer) send(qs *queryState, deadline time.Time, withOPT bool) (*dns.Msg,
 			return nil, fmt.Errorf("%w; over UDP: %v", err, uerr)
 		}
 		p.useUDP(err)
-		if ur.Truncated {
+		if wire.IsTruncated(ur) {
 			return p.retryTruncated(qs, deadline, ur)
 		}
 		return ur, nil
 	}
 	p.m.queriesUDP.Inc()
 	r, err := p.viaUDP(qs, deadline)
-	if err == nil && r.Truncated {
+	if err == nil && wire.IsTruncated(r) {
 		return p.retryTruncated(qs, deadline, r)
 	}
 	return r, err
@@ -256,7 +281,7 @@ func (p *peer) send(qs *queryState, deadline time.Time, withOPT bool) (*dns.Msg,
 // UDP because its TCP failed, the retry has at most fallbackTCPWait, and when it fails too the
 // client gets r, TC set: what it would have got from the server without podns (glibc then
 // asks over TCP and fails as it would have; musl before 1.2.4 uses the records that fit).
-func (p *peer) retryTruncated(qs *queryState, deadline time.Time, r *dns.Msg) (*dns.Msg, error) {
+func (p *peer) retryTruncated(qs *queryState, deadline time.Time, r []byte) ([]byte, error) {
 	p.m.queriesTCP.Inc()
 	if p.f.udp {
 		return p.viaTCP(qs, deadline)
@@ -313,12 +338,32 @@ func (p *peer) logFailure(reason string, err error) {
 		Int("suppressed", suppressed).Msg("upstream query failed")
 }
 
-// matches reports whether m is a response to question q. Names compare case-insensitively in
-// ASCII only, as DNS does (RFC 4343).
-func matches(m *dns.Msg, q *dns.Question) bool {
-	if !m.Response || len(m.Question) != 1 {
+// matches reports whether msg is a response with the upstream ID id to question q (the
+// query's question in wire form: an uncompressed name, QTYPE, QCLASS): QR set, QDCOUNT 1, and
+// the same question, the name compared case-insensitively in ASCII only, as DNS does (RFC
+// 4343). A reply's question name is the first name of the message, so it has nothing to point
+// back to: a compression pointer there does not match.
+func matches(msg []byte, id uint16, q []byte) bool {
+	if len(msg) < wire.HeaderLen+len(q) || wire.ID(msg) != id || !wire.IsResponse(msg) ||
+		wire.Count(msg, wire.Question) != 1 {
 		return false
 	}
-	a := &m.Question[0]
-	return a.Qtype == q.Qtype && a.Qclass == q.Qclass && wire.EqualFoldName(a.Name, q.Name)
+	a := msg[wire.HeaderLen : wire.HeaderLen+len(q)]
+	n := len(q) - 4 // the name; length octets (at most 63) are never letters, so folding spares them
+	return wire.EqualFoldName(a[:n], q[:n]) && string(a[n:]) == string(q[n:])
+}
+
+// wellFormed reports whether msg is a message the stub accepts as a reply: its records parse
+// (wire.Records) to exactly its last octet, or, failing that, miekg/dns unpacks it, the rule
+// before replies were read on wire. miekg accepts octets after the last record and header
+// counts larger than the records present (it stops at the end of the message); such a reply
+// costs an Unpack, a well-formed one none.
+func wellFormed(msg []byte) bool {
+	it := wire.Records(msg)
+	for it.Next() {
+	}
+	if it.Err() == nil && it.Offset() == len(msg) {
+		return true
+	}
+	return new(dns.Msg).Unpack(msg) == nil
 }

@@ -12,9 +12,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/miekg/dns"
-
 	"github.com/podns/podns/stub/panics"
+	"github.com/podns/podns/stub/wire"
 )
 
 // errConnLost is delivered to the queries in flight on a connection that died under them (the
@@ -33,14 +32,17 @@ const (
 
 // call is one query registered on one connection.
 type call struct {
-	id   uint16
-	q    *dns.Question
+	id uint16
+	// q is the query's question in wire form (name, QTYPE, QCLASS), a slice of its frame: a
+	// reply must carry it (see matches).
+	q    []byte
 	sent time.Time   // when it was written; a connection silent since then is unresponsive
 	done chan result // capacity 1; exactly one send per registration that was not cancelled
 }
 
+// result is a packed reply, the caller's own, or the error that ended the query.
 type result struct {
-	msg *dns.Msg
+	msg []byte
 	err error
 }
 
@@ -268,32 +270,36 @@ func (c *conn) connected(nc net.Conn, err error) error {
 	return err
 }
 
-// deliver hands a reply to the query it answers; anything else is dropped and counted.
+// deliver hands a reply, buf (owned by the query it answers), to that query; anything else, a
+// reply that is not well-formed or answers no pending query, is dropped and counted.
 func (c *conn) deliver(buf []byte) {
 	c.p.f.hook("reader")
-	m := new(dns.Msg)
-	if err := m.Unpack(buf); err != nil {
+	if !wellFormed(buf) {
 		c.p.m.errBadReply.Inc()
 		return
 	}
-	cl := c.take(m)
+	cl := c.take(buf)
 	if cl == nil {
 		c.p.m.errBadReply.Inc()
 		return
 	}
-	cl.done <- result{msg: m}
+	cl.done <- result{msg: buf}
 }
 
-// take withdraws and returns the query m answers, or nil when none does. The lock is released
+// take withdraws and returns the query msg answers, or nil when none does. The lock is released
 // by a defer, as in connected.
-func (c *conn) take(m *dns.Msg) *call {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	cl := c.pending[m.Id]
-	if cl == nil || !matches(m, cl.q) {
+func (c *conn) take(msg []byte) *call {
+	if len(msg) < wire.HeaderLen {
 		return nil
 	}
-	delete(c.pending, m.Id)
+	id := wire.ID(msg)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cl := c.pending[id]
+	if cl == nil || !matches(msg, id, cl.q) {
+		return nil
+	}
+	delete(c.pending, id)
 	c.answered++
 	c.lastActive = c.p.f.now()
 	c.lastProgress = c.lastActive
@@ -432,7 +438,7 @@ func (c *conn) writeFailed(err error) {
 
 // viaTCP sends the query over a pooled connection and waits for its reply, re-sending it
 // on a new connection (at most maxResends times) when the connection dies under it.
-func (p *peer) viaTCP(qs *queryState, deadline time.Time) (*dns.Msg, error) {
+func (p *peer) viaTCP(qs *queryState, deadline time.Time) ([]byte, error) {
 	cl := &qs.call
 	timeout := qs.armTimer(deadline)
 	done := p.f.ctx.Done()
@@ -486,7 +492,7 @@ func (p *peer) viaTCP(qs *queryState, deadline time.Time) (*dns.Msg, error) {
 // giveUp withdraws cl after a timeout or cancellation. A reply that raced in is still taken.
 // A connection that stayed silent since the query was written is closed: a server that
 // answers nothing must not keep swallowing the next queries.
-func (p *peer) giveUp(c *conn, cl *call, why error) (*dns.Msg, error) {
+func (p *peer) giveUp(c *conn, cl *call, why error) ([]byte, error) {
 	if !c.cancel(cl) {
 		if res := <-cl.done; res.err == nil {
 			return res.msg, nil

@@ -25,7 +25,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 // viaUDP sends the query from a fresh socket (a new random source port per query, so no
 // two queries share a 5-tuple or a conntrack entry) and waits for the matching reply. The
 // socket is connected: the kernel drops datagrams from any other source address and port.
-func (p *peer) viaUDP(qs *queryState, deadline time.Time) (*dns.Msg, error) {
+func (p *peer) viaUDP(qs *queryState, deadline time.Time) ([]byte, error) {
 	uc, err := net.DialUDP("udp", nil, p.udpAddr)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", p.addr, err)
@@ -51,18 +51,30 @@ func (p *peer) viaUDP(qs *queryState, deadline time.Time) (*dns.Msg, error) {
 		if err != nil {
 			return nil, p.udpErr(qs, err)
 		}
-		m := new(dns.Msg)
-		if err := m.Unpack(buf[:n]); err != nil || m.Id != id || !matches(m, qs.call.q) {
-			// A truncated reply may fail to unpack past its header; it still means "use TCP".
-			if err != nil && n >= wire.HeaderLen && wire.ID(buf) == id && wire.IsResponse(buf) && wire.IsTruncated(buf) {
-				m = &dns.Msg{MsgHdr: dns.MsgHdr{Id: id, Response: true, Truncated: true}}
-				return m, nil
+		msg := buf[:n]
+		if !wellFormed(msg) {
+			// A truncated reply may not parse past its header; it still means "use TCP".
+			if n >= wire.HeaderLen && wire.ID(msg) == id && wire.IsResponse(msg) && wire.IsTruncated(msg) {
+				return truncatedHeader(id), nil
 			}
 			p.m.errBadReply.Inc()
 			continue
 		}
-		return m, nil
+		if !matches(msg, id, qs.call.q) {
+			p.m.errBadReply.Inc()
+			continue
+		}
+		return append([]byte(nil), msg...), nil // buf goes back to the pool
 	}
+}
+
+// truncatedHeader is the reply viaUDP returns for a truncated reply that does not parse past
+// its header: that header's ID, QR and TC, and nothing else (no question: see truncatedAnswer).
+func truncatedHeader(id uint16) []byte {
+	h := make([]byte, wire.HeaderLen)
+	wire.SetID(h, id)
+	h[2] = 0x80 | 0x02 // QR, TC
+	return h
 }
 
 func (p *peer) udpErr(qs *queryState, err error) error {
