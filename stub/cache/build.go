@@ -25,20 +25,35 @@ func (c *Cache) build(r *wire.Request, msg *dns.Msg) *entry {
 	if len(b) < wire.HeaderLen+n+4 || !wire.EqualFoldName(b[wire.HeaderLen:wire.HeaderLen+n], r.QName) {
 		return nil
 	}
-	wire.Lower(b[wire.HeaderLen : wire.HeaderLen+n])
 	rrs, ok := records(b)
 	if !ok {
 		return nil
 	}
-	var lifetime time.Duration
-	if msg.Rcode == dns.RcodeServerFailure {
-		lifetime = c.clampServfail(b, rrs)
-	} else if lifetime, ok = c.clampTTLs(b, rrs, msg.Rcode == dns.RcodeNameError || !answers(rrs, r.QType)); !ok {
-		return nil
-	}
+	return c.fill(r, b, rrs, msg.Rcode)
+}
 
+// fill is the part of building an entry that Set and SetWire share: it copies b, a reply to r
+// already judged cacheable with rcode rcode and already stripped of hop-by-hop records, into a
+// new entry, clears ID and AA there (the cache answers, not the zone), lowercases the question
+// name, applies the TTL rules of Set to the records rrs (located in b, OPT left out) and keys the
+// entry. b is not modified. It returns nil when a TTL rule says the reply must not be cached.
+func (c *Cache) fill(r *wire.Request, b []byte, rrs []wire.RR, rcode int) *entry {
 	e := newEntry(len(b), len(rrs))
-	copy(e.msg(), b)
+	m := e.msg()
+	copy(m, b)
+	wire.SetID(m, 0)
+	wire.SetAA(m, false)
+	n := len(r.QName)
+	wire.Lower(m[wire.HeaderLen : wire.HeaderLen+n])
+	var lifetime time.Duration
+	if rcode == dns.RcodeServerFailure {
+		lifetime = c.clampServfail(m, rrs)
+	} else {
+		var ok bool
+		if lifetime, ok = c.clampTTLs(m, rrs, rcode == dns.RcodeNameError || !answers(rrs, r.QType)); !ok {
+			return nil
+		}
+	}
 	offs := e.ttlOffs()
 	for i, x := range rrs {
 		binary.NativeEndian.PutUint16(offs[2*i:], uint16(x.TTLOff))
@@ -53,26 +68,34 @@ func (c *Cache) build(r *wire.Request, msg *dns.Msg) *entry {
 	return e
 }
 
-// cacheable reports whether msg, the reply to r, may be cached at all: one question matching r's
-// type and class, not truncated, and NOERROR, NXDOMAIN or (when configured) SERVFAIL.
+// cacheable reports whether msg, the reply to r, may be cached at all: a response (QR) to a
+// QUERY with one question matching r's type and class, not truncated, and NOERROR, NXDOMAIN or
+// (when configured) SERVFAIL.
 func (c *Cache) cacheable(r *wire.Request, msg *dns.Msg) bool {
-	if r == nil || msg == nil || len(r.QName) == 0 || len(r.QName) > maxName {
+	if !validRequest(r) || msg == nil {
 		return false
 	}
-	if msg.Truncated || msg.Opcode != dns.OpcodeQuery || len(msg.Question) != 1 {
-		return false
-	}
-	switch msg.Rcode {
-	case dns.RcodeSuccess, dns.RcodeNameError:
-	case dns.RcodeServerFailure:
-		if c.servfail <= 0 {
-			return false
-		}
-	default:
+	if !msg.Response || msg.Truncated || msg.Opcode != dns.OpcodeQuery || len(msg.Question) != 1 || !c.cacheableRcode(msg.Rcode) {
 		return false
 	}
 	q := msg.Question[0]
 	return q.Qtype == r.QType && q.Qclass == r.QClass
+}
+
+func validRequest(r *wire.Request) bool {
+	return r != nil && len(r.QName) > 0 && len(r.QName) <= maxName
+}
+
+// cacheableRcode reports whether a reply with the whole (extended, RFC 6891 §6.1.3) rcode may be
+// cached: NOERROR, NXDOMAIN, and SERVFAIL when Config.ServfailTTL is above 0.
+func (c *Cache) cacheableRcode(rcode int) bool {
+	switch rcode {
+	case dns.RcodeSuccess, dns.RcodeNameError:
+		return true
+	case dns.RcodeServerFailure:
+		return c.servfail > 0
+	}
+	return false
 }
 
 // packForCache packs msg as an entry stores it: ID 0, AA clear, compressed, without hop-by-hop

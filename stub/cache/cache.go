@@ -481,11 +481,13 @@ func (c *Cache) Bytes() int64 {
 	return n
 }
 
-// Set stores msg, the upstream's reply to r. Never cached: TC=1, a question
-// that does not match r's (case-insensitive name, type, class), rcodes other
-// than NOERROR/NXDOMAIN/SERVFAIL, NXDOMAIN/NODATA without an SOA (RFC 2308
-// §5), or a TTL of 0 after the caps. The OPT record is stripped before
-// storing. Negative TTL = min(SOA TTL, SOA MINIMUM) capped by NegMaxTTL (RFC
+// Set stores msg, the upstream's reply to r. Never cached: a message without
+// QR (not a response), TC=1, an opcode other than QUERY, a question count
+// other than 1, a question that does not match r's (case-insensitive name,
+// type, class), rcodes other than NOERROR/NXDOMAIN/SERVFAIL (the whole rcode,
+// with the OPT record's upper bits, RFC 6891 §6.1.3), NXDOMAIN/NODATA without
+// an SOA (RFC 2308 §5), or a TTL of 0 after the caps. The hop-by-hop records
+// of the additional section (OPT, TSIG, SIG) are stripped before storing. Negative TTL = min(SOA TTL, SOA MINIMUM) capped by NegMaxTTL (RFC
 // 2308). Entry lifetime = the lowest TTL in the message after caps; a SERVFAIL
 // lives ServfailTTL. msg is not modified.
 //
@@ -494,7 +496,12 @@ func (c *Cache) Bytes() int64 {
 // an upstream may set AD only when asked, and otherwise the entry would depend on who asked first.
 // r's AD bit is not part of the key; its DO and CD bits are.
 func (c *Cache) Set(r *wire.Request, msg *dns.Msg) {
-	e := c.build(r, msg)
+	c.insert(c.build(r, msg))
+}
+
+// insert stores e (nil: nothing) under its key, replacing the entry there and evicting others as
+// the size and byte bounds require.
+func (c *Cache) insert(e *entry) {
 	if e == nil {
 		return
 	}

@@ -45,12 +45,28 @@
 //	| question not equal to the query's (name compared case-insensitively, type, class) | no | |
 //	| any TTL 0 after MinTTL and the caps | no | |
 //
-// TTLs with the top bit set count as 0 (RFC 2181 §8). The upstream's OPT record (and any TSIG)
-// is removed before storing: the stub adds its own OPT for each client. The AA bit is cleared:
+// TTLs with the top bit set count as 0 (RFC 2181 §8). The upstream's hop-by-hop records in the
+// additional section (OPT, TSIG, SIG(0)) are removed before storing: the stub adds its own OPT for
+// each client. The AA bit is cleared:
 // the answer comes from a cache, not from the zone. Served TTLs count down by whole seconds of
 // age and never reach 0 while the entry is served; at the end of its lifetime the entry stops
 // being served (a miss, forwarded upstream) but stays in memory until evicted, so serve stale
 // (Config.StaleWindow) can still answer from it. A new upstream reply replaces the entry.
+//
+// # How an entry is built
+//
+// An entry is one allocation holding the reply in wire form (ID 0, AA clear, question name
+// lowercased, TTLs capped as above) and the offset of every TTL field, which a hit rewrites.
+// SetWire builds it from the upstream's octets without unpacking: it reads the header and
+// question in place, walks the records (stub/wire), cuts the hop-by-hop records off the end of the
+// additional section (fixing ARCOUNT), keeps the upstream's name compression, and checks every
+// other record as miekg/dns would read it, so that what it stores unpacks; for a usual answer it
+// allocates the entry and nothing else. Replies it cannot vouch for that way (a hop-by-hop record
+// before another additional record, counts or trailing octets miekg/dns forgives, RDATA of types
+// other than A, AAAA, NS, CNAME, PTR, DNAME, MX, SRV, SOA, TXT and types miekg/dns does not know,
+// such as RRSIG; compression pointers into octets a hit rewrites) it unpacks with miekg/dns and
+// stores as Set does: Set packs the message again (compressed, hop-by-hop records left out) and
+// unpacks the result once to check it. Both apply the same rules, with the same code for the TTLs.
 //
 // # Size and eviction
 //

@@ -15,33 +15,7 @@ import (
 // cache serves unpacks and holds exactly the stored records (TTLs aside), with
 // the header and question patched for the asking client.
 func FuzzSetGet(f *testing.F) {
-	seed := func(q string, qtype uint16, rcode int, do bool, answer, ns, extra []string) {
-		r := request(f, q, qtype, do, false)
-		m := reply(f, r, rcode, rrs(f, answer...), rrs(f, ns...), rrs(f, extra...))
-		b, err := m.Pack()
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(b, uint8(0))
-		// A validated reply, to a client that does not ask for AD (even ID) and one that does.
-		m.AuthenticatedData = true
-		for _, id := range []uint16{2, 3} {
-			m.Id = id
-			if b, err = m.Pack(); err != nil {
-				f.Fatal(err)
-			}
-			f.Add(b, uint8(0))
-		}
-	}
-	soa := "example.com. 300 IN SOA ns1.example.com. admin.example.com. 1 7200 900 1209600 60"
-	seed("www.example.com.", dns.TypeA, dns.RcodeSuccess, false,
-		[]string{"www.example.com. 300 IN CNAME web.example.com.", "web.example.com. 60 IN A 192.0.2.1"},
-		[]string{"example.com. 600 IN NS ns1.example.com."}, []string{"ns1.example.com. 900 IN A 192.0.2.53"})
-	seed("nx.example.com.", dns.TypeAAAA, dns.RcodeNameError, true, nil, []string{soa}, nil)
-	seed("example.com.", dns.TypeMX, dns.RcodeSuccess, false, nil, []string{soa}, nil)
-	seed("Example.COM.", dns.TypeTXT, dns.RcodeSuccess, false, []string{`example.com. 60 IN TXT "a" "b"`}, nil, nil)
-	seed("srv.example.", dns.TypeSRV, dns.RcodeSuccess, false, []string{"srv.example. 60 IN SRV 0 0 53 t.example."}, nil, []string{"t.example. 60 IN A 192.0.2.7"})
-	seed("bad.example.", dns.TypeA, dns.RcodeServerFailure, false, nil, nil, nil)
+	addSetSeeds(f)
 
 	f.Fuzz(func(t *testing.T, pkt []byte, variant uint8) {
 		var up dns.Msg
@@ -135,4 +109,36 @@ func sameSet(a, b []dns.RR) bool {
 		return s
 	}
 	return slices.Equal(norm(a), norm(b))
+}
+
+// addSetSeeds adds upstream replies of each kind the cache stores (answer, NXDOMAIN, NODATA, a
+// mixed-case question, additional records, SERVFAIL), with and without AD.
+func addSetSeeds(f *testing.F) {
+	seed := func(q string, qtype uint16, rcode int, do bool, answer, ns, extra []string) {
+		r := request(f, q, qtype, do, false)
+		m := reply(f, r, rcode, rrs(f, answer...), rrs(f, ns...), rrs(f, extra...))
+		b, err := m.Pack()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b, uint8(0))
+		// A validated reply, to a client that does not ask for AD (even ID) and one that does.
+		m.AuthenticatedData = true
+		for _, id := range []uint16{2, 3} {
+			m.Id = id
+			if b, err = m.Pack(); err != nil {
+				f.Fatal(err)
+			}
+			f.Add(b, uint8(0))
+		}
+	}
+	soa := "example.com. 300 IN SOA ns1.example.com. admin.example.com. 1 7200 900 1209600 60"
+	seed("www.example.com.", dns.TypeA, dns.RcodeSuccess, false,
+		[]string{"www.example.com. 300 IN CNAME web.example.com.", "web.example.com. 60 IN A 192.0.2.1"},
+		[]string{"example.com. 600 IN NS ns1.example.com."}, []string{"ns1.example.com. 900 IN A 192.0.2.53"})
+	seed("nx.example.com.", dns.TypeAAAA, dns.RcodeNameError, true, nil, []string{soa}, nil)
+	seed("example.com.", dns.TypeMX, dns.RcodeSuccess, false, nil, []string{soa}, nil)
+	seed("Example.COM.", dns.TypeTXT, dns.RcodeSuccess, false, []string{`example.com. 60 IN TXT "a" "b"`}, nil, nil)
+	seed("srv.example.", dns.TypeSRV, dns.RcodeSuccess, false, []string{"srv.example. 60 IN SRV 0 0 53 t.example."}, nil, []string{"t.example. 60 IN A 192.0.2.7"})
+	seed("bad.example.", dns.TypeA, dns.RcodeServerFailure, false, nil, nil, nil)
 }
