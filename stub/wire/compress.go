@@ -43,8 +43,9 @@ const (
 // or follows a compression pointer that does not point to an earlier octet or more than
 // maxPointersFollowed of them, RDATA of a type above with a name that does not fit in it, and
 // RDATA of a type with names Compress does not know how to find (NAPTR, HIP, IPSECKEY,
-// AMTRELAY, A6). Octets miekg/dns would reject in other ways (an A record of 3 octets) are
-// copied and stay as wrong.
+// AMTRELAY, A6). RDATA that ends before a name (an MX of 2 octets, which miekg/dns reads with
+// an empty exchange) is copied, as are octets miekg/dns rejects in other ways (an A record of 3
+// octets): they read back as they were.
 //
 // Compress allocates nothing but what growing dst takes; it is at most len(msg) octets longer.
 func Compress(dst, msg []byte) ([]byte, bool) {
@@ -118,12 +119,14 @@ func (c *compressor) record(out []byte, off int) ([]byte, int, bool) {
 	if l.unknown {
 		return out, 0, false
 	}
-	if rd+int(l.prefix) > end {
-		return out, 0, false
-	}
-	out = append(out, msg[rd:rd+int(l.prefix)]...)
-	o := rd + int(l.prefix)
+	// miekg/dns reads RDATA that ends after any whole field, the fields left out zero: RDATA that
+	// ends before a name holds no name to compress.
+	o := min(rd+int(l.prefix), end)
+	out = append(out, msg[rd:o]...)
 	for range l.names {
+		if o == end {
+			break
+		}
 		if out, o, ok = c.name(out, o, end, l.compress); !ok {
 			return out, 0, false
 		}

@@ -190,9 +190,7 @@ func TestCompressRefuses(t *testing.T) {
 		// The target's root label is the next record's owner name.
 		"RDATA name past RDLENGTH":  raw(0, 0x8180, 1, 2, 0, 0, q, cname("\xc0\x0c", "\x01x"), a("\x00")),
 		"RDLENGTH past the message": raw(0, 0x8180, 1, 1, 0, 0, q, cname("\xc0\x0c", "\x01x\xc0\x0c")[:15]),
-		"MX shorter than its preference": raw(0, 0x8180, 1, 1, 0, 0, q,
-			[]byte{0xc0, 0x0c, 0, 15, 0, 1, 0, 0, 0, 60, 0, 1, 0}),
-		"NAPTR": raw(0, 0x8180, 1, 1, 0, 0, q, []byte{0xc0, 0x0c, 0, 35, 0, 1, 0, 0, 0, 60, 0, 9, 0, 1, 0, 1, 0, 0, 0, 0xc0, 0x0c}),
+		"NAPTR":                     raw(0, 0x8180, 1, 1, 0, 0, q, []byte{0xc0, 0x0c, 0, 35, 0, 1, 0, 0, 0, 60, 0, 9, 0, 1, 0, 1, 0, 0, 0, 0xc0, 0x0c}),
 	}
 	// Too many pointers for miekg/dns: a chain of 127 pointers, each to the one before.
 	chain := raw(0, 0x8180, 1, 0, 0, 0, q)
@@ -224,14 +222,23 @@ func TestCompressRefuses(t *testing.T) {
 	}
 }
 
-// TestCompressKeepsRDLENGTHZero copies a record without RDATA as it is: miekg/dns reads it as
-// a CNAME with an empty target.
-func TestCompressKeepsRDLENGTHZero(t *testing.T) {
-	q := []byte("\x03www\x07example\x03com\x00\x00\x05\x00\x01")
-	in := raw(0, 0x8180, 1, 1, 0, 0, q, []byte{0xc0, 0x0c, 0, 5, 0, 1, 0, 0, 0, 60, 0, 0})
-	got, ok := Compress(nil, in)
-	if !ok || !bytes.Equal(got, in) {
-		t.Fatalf("Compress = %x, %v; want the input", got, ok)
+// TestCompressKeepsRDATACutShort copies records whose RDATA ends before their names as they
+// are: miekg/dns reads a CNAME without RDATA with an empty target, an MX of 2 octets with an
+// empty exchange, an SRV of 3 with port and target zero (and rejects an MX of 1 octet, which
+// stays as wrong).
+func TestCompressKeepsRDATACutShort(t *testing.T) {
+	q := []byte("\x03www\x07example\x03com\x00\x00\xff\x00\x01")
+	for name, rr := range map[string][]byte{
+		"CNAME of 0": {0xc0, 0x0c, 0, 5, 0, 1, 0, 0, 0, 60, 0, 0},
+		"MX of 2":    {0xc0, 0x0c, 0, 15, 0, 1, 0, 0, 0, 60, 0, 2, 0, 10},
+		"MX of 1":    {0xc0, 0x0c, 0, 15, 0, 1, 0, 0, 0, 60, 0, 1, 0},
+		"SRV of 4":   {0xc0, 0x0c, 0, 33, 0, 1, 0, 0, 0, 60, 0, 4, 0, 1, 0, 2},
+	} {
+		in := raw(0, 0x8180, 1, 1, 0, 0, q, rr)
+		got, ok := Compress(nil, in)
+		if !ok || !bytes.Equal(got, in) {
+			t.Errorf("%s: Compress = %x, %v; want the input", name, got, ok)
+		}
 	}
 }
 
@@ -405,6 +412,18 @@ func TestRDataLayoutAsMiekg(t *testing.T) {
 	}
 }
 
+// hasUnknownLayout reports whether m has a record of a type whose names Compress cannot find.
+func hasUnknownLayout(m *dns.Msg) bool {
+	for _, s := range [][]dns.RR{m.Answer, m.Ns, m.Extra} {
+		for _, rr := range s {
+			if rdataLayout(rr.Header().Rrtype).unknown {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 func isNameTag(tag string) bool {
 	return strings.Contains(tag, "domain-name") || strings.HasSuffix(tag, "host")
 }
@@ -414,7 +433,8 @@ func isNameTag(tag string) bool {
 // TTL), and miekg/dns unpacks it to a message deep-equal to the input's, names octet for octet
 // in the same letter case (Compress matches suffixes with case, as miekg/dns does). When
 // miekg/dns also packs that message, small enough that Compress remembers every suffix, both
-// without compression and with, Compress turns the first into the second, octet for octet.
+// without compression and with, Compress turns the first into the second, octet for octet (and
+// refuses it only for a type whose names it cannot find, such as HIP).
 func FuzzCompress(f *testing.F) {
 	for _, qtype := range []uint16{dns.TypeA, dns.TypeAAAA, dns.TypeSRV, dns.TypePTR, dns.TypeCNAME} {
 		plain, compressed := packBoth(f, bigSet(f, qtype, 6))
@@ -477,7 +497,11 @@ func FuzzCompress(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if again, ok := Compress(nil, plain); !ok || !bytes.Equal(again, want) {
+		again, ok := Compress(nil, plain)
+		if !ok && hasUnknownLayout(&in) {
+			return
+		}
+		if !ok || !bytes.Equal(again, want) {
 			t.Fatalf("from miekg/dns's uncompressed packing (ok %v):\n%x\nmiekg/dns's compressed:\n%x\nuncompressed:\n%x", ok, again, want, plain)
 		}
 	})
