@@ -39,8 +39,14 @@ func (c *Cache) build(r *wire.Request, msg *dns.Msg) *entry {
 // entry. b is not modified. It returns nil when a TTL rule says the reply must not be cached.
 func (c *Cache) fill(r *wire.Request, b []byte, rrs []wire.RR, rcode int) *entry {
 	e := newEntry(len(b), len(rrs))
+	copy(e.msg(), b)
+	return c.fillIn(e, r, rrs, rcode)
+}
+
+// fillIn is fill on an entry that already holds the reply, rrs located in it: SetWire locates
+// them there so no record points into its stack buffer (which would move that to the heap).
+func (c *Cache) fillIn(e *entry, r *wire.Request, rrs []wire.RR, rcode int) *entry {
 	m := e.msg()
-	copy(m, b)
 	wire.SetID(m, 0)
 	wire.SetAA(m, false)
 	n := len(r.QName)

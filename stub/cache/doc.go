@@ -59,12 +59,14 @@
 // lowercased, TTLs capped as above) and the offset of every TTL field, which a hit rewrites.
 // SetWire builds it from the upstream's octets without unpacking: it reads the header and
 // question in place, walks the records (stub/wire), cuts the hop-by-hop records off the end of the
-// additional section (fixing ARCOUNT), keeps the upstream's name compression, and checks every
-// other record as miekg/dns would read it, so that what it stores unpacks; for a usual answer it
-// allocates the entry and nothing else. Replies it cannot vouch for that way (a hop-by-hop record
-// before another additional record, counts or trailing octets miekg/dns forgives, RDATA of types
-// other than A, AAAA, NS, CNAME, PTR, DNAME, MX, SRV, SOA, TXT and types miekg/dns does not know,
-// such as RRSIG; compression pointers into octets a hit rewrites) it unpacks with miekg/dns and
+// additional section (fixing ARCOUNT), checks every other record as miekg/dns would read it, so
+// that what it stores unpacks, and compresses the names as miekg/dns's packing does
+// (wire.Compress: an upstream's uncompressed TCP reply would otherwise make a longer entry, which
+// fits fewer records in a client's UDP size); for a usual answer it allocates the entry and
+// nothing else. Replies it cannot vouch for that way (a hop-by-hop record before another
+// additional record, counts or trailing octets miekg/dns forgives, RDATA of types other than A,
+// AAAA, NS, CNAME, PTR, DNAME, MX, SRV, SOA, TXT and types miekg/dns does not know, such as
+// RRSIG; compression pointers into octets a hit rewrites; more than 4 KiB) it unpacks with miekg/dns and
 // stores as Set does: Set packs the message again (compressed, hop-by-hop records left out) and
 // unpacks the result once to check it. Both apply the same rules, with the same code for the TTLs.
 //

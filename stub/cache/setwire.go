@@ -14,15 +14,20 @@ import (
 //
 // A typical reply is judged and stored from its octets, without unpacking or re-packing: the
 // header and question are read in place, the records walked, the hop-by-hop records (OPT, TSIG,
-// SIG) cut off the end of the additional section, and the upstream's name compression kept; the
-// whole rcode takes the last OPT record's upper bits, as miekg/dns's Msg.Rcode does. A reply that
-// reading in place cannot vouch for is unpacked with miekg/dns and stored as Set stores it (the
-// same result, slower): a hop-by-hop record before another additional record, a compressed
-// question name, a question count above 1, records that do not end exactly at the message's end
-// (miekg/dns forgives counts above the records present and trailing octets), RDATA of a type not
-// checked here (anything but A, AAAA, NS, CNAME, PTR, DNAME, MX, SRV, SOA, TXT and the types
-// miekg/dns does not know, RFC 3597; RRSIG, for one, is unpacked), or a compression pointer
-// into the header or a TTL field (octets a hit rewrites). A reply miekg/dns cannot unpack is not cached,
+// SIG) cut off the end of the additional section, and the names compressed again as Set's
+// miekg/dns packing compresses them (wire.Compress), whatever compression the upstream used or
+// did not use (CoreDNS does not compress over TCP): the entry is no longer than Set's, and
+// wire.Truncate keeps as many records in a client's UDP size. The whole rcode takes the last
+// OPT record's upper bits, as miekg/dns's Msg.Rcode does. A reply that reading in place cannot
+// vouch for is unpacked with miekg/dns and stored as Set stores it (the same result, slower): a
+// hop-by-hop record before another additional record, a compressed question name, a question
+// count above 1, records that do not end exactly at the message's end (miekg/dns forgives counts
+// above the records present and trailing octets), RDATA of a type not checked here (anything but
+// A, AAAA, NS, CNAME, PTR, DNAME, MX, SRV, SOA, TXT and the types miekg/dns does not know, RFC
+// 3597; RRSIG, for one, is unpacked), a compression pointer into the header or a TTL field
+// (octets a hit rewrites), more than maxWireCompress octets once the hop-by-hop records are cut,
+// or a reply wire.Compress refuses (one that compressing would lengthen: an SRV target the
+// upstream compressed, against RFC 2782). A reply miekg/dns cannot unpack is not cached,
 // unless its only fault is in the hop-by-hop records SetWire cuts off (an OPT option or a TSIG
 // miekg/dns rejects): those are neither stored nor served.
 func (c *Cache) SetWire(r *wire.Request, reply []byte) {
@@ -108,12 +113,34 @@ func (c *Cache) buildWire(r *wire.Request, reply []byte) (e *entry, done bool) {
 			return nil, false
 		}
 	}
-	e = c.fill(r, b, rrs, wire.Rcode(reply))
-	if e != nil {
-		binary.BigEndian.PutUint16(e.msg()[10:], uint16(wire.Count(reply, wire.Additional)-hops))
+	// The entry is built from the reply compressed as Set compresses it: an upstream that does
+	// not compress (CoreDNS over TCP) would otherwise make entries up to twice as long, and
+	// Truncate fit fewer records in a client's UDP size than CoreDNS itself does. Both buffers
+	// are on the stack; a longer reply takes the miekg/dns path.
+	if len(b) > maxWireCompress {
+		return nil, false
 	}
-	return e, true
+	var in, out [maxWireCompress]byte
+	copy(in[:], b)
+	binary.BigEndian.PutUint16(in[10:], uint16(wire.Count(reply, wire.Additional)-hops))
+	b, ok := wire.Compress(out[:0], in[:len(b)])
+	if !ok {
+		return nil, false
+	}
+	// The same records, located anew in the entry.
+	e = newEntry(len(b), len(rrs))
+	m := e.msg()
+	copy(m, b)
+	rrs = rrs[:0]
+	for it := wire.Records(m); it.Next(); {
+		rrs = append(rrs, it.RR())
+	}
+	return c.fillIn(e, r, rrs, wire.Rcode(reply)), true
 }
+
+// maxWireCompress is the longest reply, hop-by-hop records cut, that SetWire compresses on the
+// stack: 4 KiB holds all but the largest answers (a 40-record A set is 1,226 octets uncompressed).
+const maxWireCompress = 4096
 
 func opcode(msg []byte) int { return int(msg[2]>>3) & 0xF }
 

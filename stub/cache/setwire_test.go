@@ -32,6 +32,8 @@ type wireCase struct {
 	fast   bool
 	cached bool
 	raw    bool // pkt is crafted: not re-packed with compression
+	// sameLen: SetWire's entry is exactly as long as Set's, not merely no longer.
+	sameLen bool
 }
 
 func packMsg(t testing.TB, m *dns.Msg) []byte {
@@ -73,7 +75,17 @@ func wireCases() []wireCase {
 		glue = "ns1.example.com. 900 IN A 192.0.2.53"
 	)
 	sf := Config{ServfailTTL: 3 * time.Second}
+	var forty []string // a headless Service's endpoints: 1,226 octets from CoreDNS over TCP
+	for i := range 40 {
+		forty = append(forty, fmt.Sprintf("www.example.com. 5 IN A 10.244.0.%d", i+2))
+	}
+	var long []string // past maxWireCompress
+	for i := range maxWireCompress/256 + 1 {
+		long = append(long, fmt.Sprintf(`www.example.com. 5 IN TXT "%0250d"`, i))
+	}
 	return []wireCase{
+		{name: "40 A records", pkt: msgCase(dns.RcodeSuccess, forty, nil, nil, nil), fast: true, cached: true, sameLen: true},
+		{name: "longer than SetWire compresses", qtype: dns.TypeTXT, pkt: msgCase(dns.RcodeSuccess, long, nil, nil, nil), cached: true},
 		{name: "positive A", pkt: msgCase(dns.RcodeSuccess, []string{a1, a2}, []string{ns}, []string{glue}, nil), fast: true, cached: true},
 		{name: "positive AAAA", qtype: dns.TypeAAAA, pkt: msgCase(dns.RcodeSuccess, []string{"www.example.com. 300 IN AAAA 2001:db8::1"}, nil, nil, nil), fast: true, cached: true},
 		{name: "CNAME chain", pkt: msgCase(dns.RcodeSuccess, []string{
@@ -215,6 +227,11 @@ func TestSetWireMatchesSet(t *testing.T) {
 				ew, _ := wc.find(r)
 				if es.lifetime != ew.lifetime {
 					t.Errorf("lifetime %v, Set's %v", ew.lifetime, es.lifetime)
+				}
+				// SetWire compresses as Set does, whatever the upstream did: a longer entry
+				// would fit fewer records in a client's UDP size (wire.Truncate) and cost memory.
+				if lw, ls := len(ew.msg()), len(es.msg()); tt.fast && (lw > ls || tt.sameLen && lw != ls) {
+					t.Errorf("SetWire's entry holds %d octets, Set's %d (reply %d)", lw, ls, len(pkt))
 				}
 				// Ask in another case than stored, with and without AD, at a few ages.
 				var prev time.Duration
