@@ -73,7 +73,7 @@ func Compress(dst, msg []byte) ([]byte, bool) {
 			}
 		}
 	}
-	if off != len(msg) {
+	if off != len(msg) || len(out)-base > len(msg) {
 		return dst[:base], false
 	}
 	return out, true

@@ -202,6 +202,9 @@ func TestCompressRefuses(t *testing.T) {
 		prev = at
 	}
 	tests["127 pointers"] = chain
+	// A question name that is a pointer to the ID and flags, "\x01a\x00": written whole, it is
+	// longer than the input.
+	tests["question longer than the input"] = raw(0x0161, 0, 1, 0, 0, 0, []byte{0xc0, 0, 0, 1, 0, 1})
 	// An SRV target that is a pointer (RFC 2782 forbids it): written whole, it makes the
 	// message longer.
 	tests["longer than the input"] = raw(0, 0x8180, 1, 1, 0, 0, q,
@@ -300,6 +303,18 @@ func TestCompressNoAllocs(t *testing.T) {
 	}
 }
 
+// BenchmarkCompress compresses the 40 A records of a headless Service as CoreDNS sends them over
+// TCP, uncompressed.
+func BenchmarkCompress(b *testing.B) {
+	plain, _ := packBoth(b, bigSet(b, dns.TypeA, 40))
+	var buf [4096]byte
+	b.ReportAllocs()
+	b.SetBytes(int64(len(plain)))
+	for b.Loop() {
+		Compress(buf[:0], plain)
+	}
+}
+
 // checkPointers fails t when a compression pointer in msg leads anywhere but to an earlier name
 // start below 2^14: not into the header, a TTL field or the middle of a label.
 func checkPointers(t testing.TB, msg []byte) {
@@ -328,8 +343,11 @@ func checkPointers(t testing.TB, msg []byte) {
 		if len(x.RData) == 0 || l.unknown {
 			continue
 		}
-		o := x.End - len(x.RData) + int(l.prefix)
+		o := min(x.End-len(x.RData)+int(l.prefix), x.End)
 		for range l.names {
+			if o == x.End {
+				break // RDATA cut short before its name
+			}
 			walk(o)
 			o, _ = SkipName(msg, o)
 		}
