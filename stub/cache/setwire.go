@@ -25,11 +25,12 @@ import (
 // above the records present and trailing octets), RDATA of a type not checked here (anything but
 // A, AAAA, NS, CNAME, PTR, DNAME, MX, SRV, SOA, TXT and the types miekg/dns does not know, RFC
 // 3597; RRSIG, for one, is unpacked), a compression pointer into the header or a TTL field
-// (octets a hit rewrites), more than maxWireCompress octets once the hop-by-hop records are cut,
-// or a reply wire.Compress refuses (one that compressing would lengthen: an SRV target the
-// upstream compressed, against RFC 2782). A reply miekg/dns cannot unpack is not cached,
-// unless its only fault is in the hop-by-hop records SetWire cuts off (an OPT option or a TSIG
-// miekg/dns rejects): those are neither stored nor served.
+// (octets a hit rewrites), more than maxWireCompress octets, or a reply wire.Compress refuses
+// (one that compressing would lengthen, such as an SRV target the upstream compressed against
+// RFC 2782; a name in a hop-by-hop record it cannot read). A reply miekg/dns cannot unpack is
+// not cached, unless its only fault is in the hop-by-hop records SetWire cuts off (an OPT option
+// or a TSIG miekg/dns rejects, but for its algorithm name, which wire.Compress reads): those are
+// neither stored nor served.
 func (c *Cache) SetWire(r *wire.Request, reply []byte) {
 	e, done := c.buildWire(r, reply)
 	if !done {
@@ -115,32 +116,58 @@ func (c *Cache) buildWire(r *wire.Request, reply []byte) (e *entry, done bool) {
 	}
 	// The entry is built from the reply compressed as Set compresses it: an upstream that does
 	// not compress (CoreDNS over TCP) would otherwise make entries up to twice as long, and
-	// Truncate fit fewer records in a client's UDP size than CoreDNS itself does. Both buffers
-	// are on the stack; a longer reply takes the miekg/dns path.
-	if len(b) > maxWireCompress {
-		return nil, false
+	// Truncate fit fewer records in a client's UDP size than CoreDNS itself does. The whole reply
+	// is compressed, on the stack, and the hop-by-hop records cut off the result: pointers lead
+	// only backwards, so no record kept points into them. A longer reply takes the miekg/dns path.
+	var out []byte
+	var ok bool
+	switch {
+	case len(reply) <= smallWireCompress:
+		// Go zeroes a stack buffer whole: a small one for the usual reply saves ~100 ns.
+		var buf [smallWireCompress]byte
+		out, ok = wire.Compress(buf[:0], reply)
+	case len(reply) <= maxWireCompress:
+		var buf [maxWireCompress]byte
+		out, ok = wire.Compress(buf[:0], reply)
 	}
-	var in, out [maxWireCompress]byte
-	copy(in[:], b)
-	binary.BigEndian.PutUint16(in[10:], uint16(wire.Count(reply, wire.Additional)-hops))
-	b, ok := wire.Compress(out[:0], in[:len(b)])
 	if !ok {
 		return nil, false
 	}
+	m := out
+	if hops > 0 {
+		m = out[:skipRecords(out, len(rrs))]
+		binary.BigEndian.PutUint16(m[10:], uint16(wire.Count(reply, wire.Additional)-hops))
+	}
 	// The same records, located anew in the entry.
-	e = newEntry(len(b), len(rrs))
-	m := e.msg()
-	copy(m, b)
+	e = newEntry(len(m), len(rrs))
+	copy(e.msg(), m)
 	rrs = rrs[:0]
-	for it := wire.Records(m); it.Next(); {
+	for it := wire.Records(e.msg()); it.Next(); {
 		rrs = append(rrs, it.RR())
 	}
 	return c.fillIn(e, r, rrs, wire.Rcode(reply)), true
 }
 
-// maxWireCompress is the longest reply, hop-by-hop records cut, that SetWire compresses on the
-// stack: 4 KiB holds all but the largest answers (a 40-record A set is 1,226 octets uncompressed).
-const maxWireCompress = 4096
+// skipRecords returns the offset just past the question and the first n records of msg, a
+// message wire.Compress wrote (so well-formed, one question). It does not use wire.RecordIter,
+// which would move msg, SetWire's stack buffer, to the heap.
+func skipRecords(msg []byte, n int) int {
+	off, _ := wire.SkipName(msg, wire.HeaderLen)
+	off += 4
+	for range n {
+		off, _ = wire.SkipName(msg, off)
+		off += 10 + int(binary.BigEndian.Uint16(msg[off+8:]))
+	}
+	return off
+}
+
+// maxWireCompress is the longest reply that SetWire compresses on the stack: 4 KiB holds all
+// but the largest answers (40 A records are 1,226 octets uncompressed). Replies up to
+// smallWireCompress octets use a smaller buffer.
+const (
+	maxWireCompress   = 4096
+	smallWireCompress = 512
+)
 
 func opcode(msg []byte) int { return int(msg[2]>>3) & 0xF }
 

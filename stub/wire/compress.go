@@ -60,7 +60,7 @@ func Compress(dst, msg []byte) ([]byte, bool) {
 	off := HeaderLen
 	var ok bool
 	for range Count(msg, Question) {
-		if out, off, ok = c.name(out, off, len(msg), true); !ok || off+4 > len(msg) {
+		if out, off, ok = c.appendName(out, off, len(msg), true); !ok || off+4 > len(msg) {
 			return dst[:base], false
 		}
 		out = append(out, msg[off:off+4]...)
@@ -87,6 +87,10 @@ type compressor struct {
 	// written, and their lengths uncompressed.
 	suffixes [suffixSlots]suffix
 	n        int
+	// name and starts hold the name being read, uncompressed, and where its labels start; here
+	// rather than in name, which would zero them for every name.
+	name   [maxNameLen]byte
+	starts [maxNameLen / 2]uint8
 }
 
 type suffix struct {
@@ -98,7 +102,7 @@ type suffix struct {
 // next record starts in msg.
 func (c *compressor) record(out []byte, off int) ([]byte, int, bool) {
 	msg := c.msg
-	out, off, ok := c.name(out, off, len(msg), true)
+	out, off, ok := c.appendName(out, off, len(msg), true)
 	// type (2) + class (2) + TTL (4) + RDLENGTH (2)
 	if !ok || off+10 > len(msg) {
 		return out, 0, false
@@ -127,7 +131,7 @@ func (c *compressor) record(out []byte, off int) ([]byte, int, bool) {
 		if o == end {
 			break
 		}
-		if out, o, ok = c.name(out, o, end, l.compress); !ok {
+		if out, o, ok = c.appendName(out, o, end, l.compress); !ok {
 			return out, 0, false
 		}
 	}
@@ -178,12 +182,10 @@ func rdataLayout(t uint16) layout {
 	return layout{}
 }
 
-// name reads the name at msg[off], which must end (where its first pointer or root label ends)
+// appendName reads the name at msg[off], which must end (where its first pointer or root label ends)
 // by limit, appends it to out, compressed when compress is set, and returns where it ends in msg.
-func (c *compressor) name(out []byte, off, limit int, compress bool) ([]byte, int, bool) {
-	var buf [maxNameLen]byte
-	// starts are the offsets in buf of the name's labels, root label excluded.
-	var starts [maxNameLen / 2]uint8
+func (c *compressor) appendName(out []byte, off, limit int, compress bool) ([]byte, int, bool) {
+	buf, starts := &c.name, &c.starts // starts: where the labels start in buf, root label excluded
 	n, labels, end := 0, 0, -1
 	msg, ptrs := c.msg, 0
 read:
