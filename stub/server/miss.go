@@ -56,6 +56,10 @@ func (s *Server) forwardAsync(pkt []byte, cl client, send func([]byte)) {
 	}
 }
 
+// replyBufSize is the capacity of a miss worker's reply buffer: room for a reply to a client
+// with EDNS's common 1,232-octet size; a larger one (TCP) is built in a buffer of its own.
+const replyBufSize = 1232 + wire.OPTLen
+
 // missJob is one client's miss as handed to a worker.
 type missJob struct {
 	pkt  []byte
@@ -80,8 +84,12 @@ const maxIdleWorkersPerProc = 16
 // so a worker that waited through a GC grows once again on its next miss.
 func (s *Server) missWorker(job missJob) {
 	defer s.workers.Done()
+	// The worker's reply buffer, reused by every miss it resolves: send writes the reply out
+	// before it returns, or copies it (replyOrder), so no reply outlives its miss. A fresh 1 KiB
+	// buffer per miss was the largest of its allocations (issue 12 item 5).
+	buf := make([]byte, 0, replyBufSize)
 	for {
-		s.miss(job.pkt, job.cl, job.send)
+		s.miss(job.pkt, job.cl, job.send, buf)
 		job = missJob{} // hold no client's packet or reply path while idle
 		if s.missIdle.Add(1) > int32(s.maxIdle) {
 			s.missIdle.Add(-1)
@@ -116,7 +124,7 @@ func (s *Server) overloaded(pkt []byte, proto int) ([]byte, querylog.Source) {
 
 // miss resolves one client's cache miss on a miss worker. A panic is contained here: the client gets
 // SERVFAIL unless its reply already left.
-func (s *Server) miss(pkt []byte, cl client, send func([]byte)) {
+func (s *Server) miss(pkt []byte, cl client, send func([]byte), buf []byte) {
 	replied := false // send runs on this goroutine: resolve calls it, never hands it on
 	defer func() {
 		if v := recover(); v != nil {
@@ -130,7 +138,7 @@ func (s *Server) miss(pkt []byte, cl client, send func([]byte)) {
 	}()
 	s.hook("miss")
 	var resp []byte
-	how := s.resolve(pkt, cl.proto, func(b []byte) {
+	how := s.resolve(pkt, cl.proto, buf, func(b []byte) {
 		replied = true
 		send(b)
 		resp = b
@@ -211,10 +219,12 @@ type outcome struct {
 // another, and paying StaleTimeout for each would add up to the client's own timeout. Every
 // upstream believed down means the stale answer at once, and no upstream query.
 //
-// resolve calls send exactly once, before it returns, and returns where the answer came from.
-func (s *Server) resolve(pkt []byte, proto int, send func([]byte)) (how outcome) {
+// resolve builds the reply in buf (appending past its capacity when it must), calls send exactly
+// once, before it returns, and returns where the answer came from. send must not keep the reply:
+// buf is the caller's, reused for the next miss.
+func (s *Server) resolve(pkt []byte, proto int, buf []byte, send func([]byte)) (how outcome) {
 	var r wire.Request
-	buf := make([]byte, 0, 1024)
+	buf = buf[:0]
 	q, err := prepare(pkt, &r)
 	if err != nil {
 		send(wire.AppendError(buf, &r, wire.RcodeFormErr))
