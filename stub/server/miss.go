@@ -294,7 +294,11 @@ func (s *Server) resolve(pkt []byte, proto int, buf []byte, send func([]byte)) (
 					return outcome{src: src, up: res.up}
 				}
 			}
-			out, err := pack(res.reply, &r, buf)
+			out, ok := packWire(res.reply, &r, proto, buf)
+			var err error
+			if !ok {
+				out, err = pack(res.reply, &r, buf)
+			}
 			if err == nil {
 				send(finish(out, &r, proto))
 				return outcome{src: src, up: res.up}
@@ -391,6 +395,54 @@ func pack(reply []byte, r *wire.Request, buf []byte) ([]byte, error) {
 	m.Rcode = wire.HeaderRcode(m.Rcode) // an extended rcode only means something with the upstream's OPT
 	m.Compress = true
 	return m.PackBuffer(buf)
+}
+
+// packWire is pack in place of miekg/dns for the common reply it does not cache (a TTL of 0, as
+// CoreDNS's erratic and some external zones give; REFUSED; NOERROR without records): the
+// upstream's octets copied into buf, with the client's ID, question letter case, RD and CD bits,
+// AD only as pack sets it, and the OPT record at the end of the additional section cut off
+// (ARCOUNT lowered; its extended rcode bits go with it, as pack's header-only rcode does). ok is
+// false where only pack can do it: an OPT that is not the last record, records that do not walk to
+// the message's end, a question other than r's, or a UDP reply larger than the client's size
+// (pack compresses names; the upstream's octets may not be, and must not lose records to
+// truncation that CoreDNS's compressed UDP reply would keep).
+func packWire(reply []byte, r *wire.Request, proto int, buf []byte) (out []byte, ok bool) {
+	n := len(r.QName)
+	if len(reply) < wire.HeaderLen+n+4 || wire.Count(reply, wire.Question) != 1 ||
+		!wire.EqualFoldName(reply[wire.HeaderLen:wire.HeaderLen+n], r.QName) {
+		return nil, false
+	}
+	end, ar := len(reply), wire.Count(reply, wire.Additional)
+	it := wire.Records(reply)
+	for it.Next() {
+		if rr := it.RR(); rr.Type == wire.TypeOPT {
+			if rr.Section != wire.Additional || rr.End != len(reply) {
+				return nil, false
+			}
+			end = rr.Off
+			ar--
+		}
+	}
+	if it.Err() != nil || it.Offset() != len(reply) {
+		return nil, false
+	}
+	if proto == protoUDP {
+		room := r.UDPSize
+		if r.HasEDNS {
+			room -= wire.OPTLen
+		}
+		if end > room {
+			return nil, false
+		}
+	}
+	out = append(buf[:0], reply[:end]...)
+	wire.SetID(out, r.ID)
+	binary.BigEndian.PutUint16(out[10:], uint16(ar))
+	wire.SetRD(out, r.RD)
+	wire.SetCD(out, r.CD)
+	wire.SetAD(out, wire.IsAuthentic(reply) && (r.AD || r.DO))
+	copy(out[wire.HeaderLen:], r.QName)
+	return out, true
 }
 
 // qname is r's question name in presentation form, for log lines.
