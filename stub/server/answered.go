@@ -142,9 +142,9 @@ func (s *Server) prefetched(pkt []byte, res result, d time.Duration) {
 		return
 	}
 	e := querylog.Entry{Query: pkt, Duration: d, Source: querylog.Prefetch, Upstream: res.up.Server, Attempts: res.up.Attempts}
-	if res.msg != nil {
-		e.Rcode = res.msg.Rcode
-		e.Size = res.msg.Len()
+	if res.reply != nil {
+		e.Rcode = wire.ExtendedRcode(res.reply)
+		e.Size = len(res.reply)
 	} else {
 		e.Rcode = wire.RcodeServFail // no reply: what a client asking would have got
 	}

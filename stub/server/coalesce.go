@@ -3,10 +3,7 @@ package server
 import (
 	"context"
 	"errors"
-	"strings"
 	"sync"
-
-	"github.com/miekg/dns"
 
 	"github.com/podns/podns/stub/querylog"
 	"github.com/podns/podns/stub/wire"
@@ -15,10 +12,10 @@ import (
 // flight is one upstream query that identical concurrent misses wait on instead of sending
 // their own: an app that starts 1,000 goroutines resolving the same name costs one upstream query.
 type flight struct {
-	done chan struct{}
-	msg  *dns.Msg // read-only once done is closed: pack copies what it changes
-	err  error
-	up   upstreamInfo // the leader's upstream and attempts, for its waiters' query log lines
+	done  chan struct{}
+	reply []byte // the upstream's reply, packed; read-only once done is closed
+	err   error
+	up    upstreamInfo // the leader's upstream and attempts, for its waiters' query log lines
 }
 
 // flights deduplicates concurrent misses by the cache's notion of "the same question".
@@ -27,10 +24,11 @@ type flights struct {
 	m  map[string]*flight
 }
 
-// flightKey is the lowercased name, type, class and the DO and CD bits: the parts of a question
-// that change the upstream's answer. Not the client's AD bit: every upstream query asks for AD
-// (prepare), and pack shows it to each waiter by its own request.
-func flightKey(q dns.Question, r *wire.Request) string {
+// flightKey is the name in wire form lowercased (ASCII only, RFC 4343), type, class and the DO
+// and CD bits: the parts of a question that change the upstream's answer. Not the client's AD
+// bit: every upstream query asks for AD (prepare), and the cache and pack show it to each waiter
+// by its own request.
+func flightKey(r *wire.Request) string {
 	var flags byte
 	if r.DO {
 		flags |= 1
@@ -38,7 +36,11 @@ func flightKey(q dns.Question, r *wire.Request) string {
 	if r.CD {
 		flags |= 2
 	}
-	return strings.ToLower(q.Name) + string([]byte{byte(q.Qtype >> 8), byte(q.Qtype), byte(q.Qclass >> 8), byte(q.Qclass), flags})
+	k := make([]byte, 0, len(r.QName)+5)
+	k = append(k, r.QName...)
+	wire.Lower(k)
+	k = append(k, byte(r.QType>>8), byte(r.QType), byte(r.QClass>>8), byte(r.QClass), flags)
+	return string(k)
 }
 
 // errFresh is coalesce's answer when the question's cache entry is fresh: it was stored after
@@ -53,14 +55,14 @@ var errFresh = errors.New("answered from the cache meanwhile")
 // overtook the client, is never asked upstream twice. A refresh of an entry still fresh (the
 // expiry prefetch) passes skipFresh false. up gets the answering upstream and the attempts, the
 // leader's for a waiter.
-func (s *Server) coalesce(ctx context.Context, key string, q *dns.Msg, r *wire.Request, skipFresh bool, up *upstreamInfo) (msg *dns.Msg, leader bool, err error) {
+func (s *Server) coalesce(ctx context.Context, key string, q []byte, r *wire.Request, skipFresh bool, up *upstreamInfo) (reply []byte, leader bool, err error) {
 	if !s.cfg.Coalesce {
 		if skipFresh && s.fresh(r) {
 			return nil, false, errFresh
 		}
-		msg, err = s.cfg.Forwarder.Exchange(querylog.WithUpstream(ctx, up), q)
-		s.store(r, msg, err)
-		return msg, true, err
+		reply, err = s.cfg.Forwarder.ExchangeWire(querylog.WithUpstream(ctx, up), q)
+		s.store(r, reply, err)
+		return reply, true, err
 	}
 	s.flights.mu.Lock()
 	if f, ok := s.flights.m[key]; ok {
@@ -69,7 +71,7 @@ func (s *Server) coalesce(ctx context.Context, key string, q *dns.Msg, r *wire.R
 		select {
 		case <-f.done:
 			*up = f.up
-			return f.msg, false, f.err
+			return f.reply, false, f.err
 		case <-ctx.Done():
 			return nil, false, ctx.Err()
 		}
@@ -97,18 +99,18 @@ func (s *Server) coalesce(ctx context.Context, key string, q *dns.Msg, r *wire.R
 		close(f.done)
 	}()
 	s.hook("leader")
-	f.msg, f.err = s.cfg.Forwarder.Exchange(querylog.WithUpstream(ctx, &f.up), q)
-	s.store(r, f.msg, f.err)
+	f.reply, f.err = s.cfg.Forwarder.ExchangeWire(querylog.WithUpstream(ctx, &f.up), q)
+	s.store(r, f.reply, f.err)
 	*up = f.up
-	return f.msg, true, f.err
+	return f.reply, true, f.err
 }
 
 // fresh reports whether the cache holds a fresh answer to r.
 func (s *Server) fresh(r *wire.Request) bool { return s.cfg.Cache != nil && s.cfg.Cache.Fresh(r) }
 
 // store caches the upstream's reply to r, if there is a cache and a reply.
-func (s *Server) store(r *wire.Request, msg *dns.Msg, err error) {
+func (s *Server) store(r *wire.Request, reply []byte, err error) {
 	if err == nil && s.cfg.Cache != nil {
-		s.cfg.Cache.Set(r, msg)
+		s.cfg.Cache.SetWire(r, reply)
 	}
 }

@@ -48,7 +48,7 @@ func FuzzRequest(f *testing.F) {
 			check(resp)
 		case forward:
 			own := append([]byte(nil), pkt...)
-			s.resolve(own, proto, check)
+			s.resolve(own, proto, make([]byte, 0, replyBufSize), check)
 			// A second time: now possibly a cache hit.
 			if resp, v, _ := s.answer(&r, buf, pkt, proto); v == reply {
 				check(resp)

@@ -22,7 +22,7 @@ func hitServer(tb testing.TB, query []byte, n int) *Server {
 	ql := querylog.New(querylog.Config{Logger: zerolog.Nop()})
 	tb.Cleanup(ql.Close)
 	s := &Server{cfg: Config{Cache: c, Forwarder: &fakeForwarder{answer: records(n)}, QueryLog: ql}, inflight: make(chan struct{}, 1)}
-	s.resolve(append([]byte(nil), query...), protoUDP, func([]byte) {})
+	s.resolve(append([]byte(nil), query...), protoUDP, make([]byte, 0, replyBufSize), func([]byte) {})
 	var r wire.Request
 	if _, v, _ := s.answer(&r, make([]byte, 0, maxMsg), query, protoUDP); v != reply {
 		tb.Fatal("the cache did not answer after the miss was resolved")

@@ -56,6 +56,10 @@ func (s *Server) forwardAsync(pkt []byte, cl client, send func([]byte)) {
 	}
 }
 
+// replyBufSize is the capacity of a miss worker's reply buffer: room for a reply to a client
+// with EDNS's common 1,232-octet size; a larger one (TCP) is built in a buffer of its own.
+const replyBufSize = 1232 + wire.OPTLen
+
 // missJob is one client's miss as handed to a worker.
 type missJob struct {
 	pkt  []byte
@@ -80,8 +84,12 @@ const maxIdleWorkersPerProc = 16
 // so a worker that waited through a GC grows once again on its next miss.
 func (s *Server) missWorker(job missJob) {
 	defer s.workers.Done()
+	// The worker's reply buffer, reused by every miss it resolves: send writes the reply out
+	// before it returns, or copies it (replyOrder), so no reply outlives its miss. A fresh 1 KiB
+	// buffer per miss was the largest of its allocations (issue 12 item 5).
+	buf := make([]byte, 0, replyBufSize)
 	for {
-		s.miss(job.pkt, job.cl, job.send)
+		s.miss(job.pkt, job.cl, job.send, buf)
 		job = missJob{} // hold no client's packet or reply path while idle
 		if s.missIdle.Add(1) > int32(s.maxIdle) {
 			s.missIdle.Add(-1)
@@ -116,7 +124,7 @@ func (s *Server) overloaded(pkt []byte, proto int) ([]byte, querylog.Source) {
 
 // miss resolves one client's cache miss on a miss worker. A panic is contained here: the client gets
 // SERVFAIL unless its reply already left.
-func (s *Server) miss(pkt []byte, cl client, send func([]byte)) {
+func (s *Server) miss(pkt []byte, cl client, send func([]byte), buf []byte) {
 	replied := false // send runs on this goroutine: resolve calls it, never hands it on
 	defer func() {
 		if v := recover(); v != nil {
@@ -130,7 +138,7 @@ func (s *Server) miss(pkt []byte, cl client, send func([]byte)) {
 	}()
 	s.hook("miss")
 	var resp []byte
-	how := s.resolve(pkt, cl.proto, func(b []byte) {
+	how := s.resolve(pkt, cl.proto, buf, func(b []byte) {
 		replied = true
 		send(b)
 		resp = b
@@ -142,97 +150,54 @@ func (s *Server) miss(pkt []byte, cl client, send func([]byte)) {
 // clients do not hammer a failing upstream, short enough to pick up the real answer soon.
 const staleTTL = 30
 
-// prepare builds the upstream query for a client's packet: the client's question (its letter
-// case too, which pack gives back to the client), EDNS whatever the client did (over TCP the
-// whole answer comes back and is cached once, and each client is then served what fits its own
-// size), the client's DO and CD bits, RD always (the stub's upstream is the recursive resolver),
-// and AD always: RFC 6840 §5.7 lets a query ask for the AD bit with AD=1, and an upstream may set
-// it only when asked, so asking every time makes the reply (and the cache entry) the same
-// whoever asked first; pack and the cache then show AD only to clients that asked for it. The
-// forwarder only reads q (server.Forwarder), so q keeps the client's question.
-func prepare(pkt []byte, r *wire.Request) (*dns.Msg, error) {
+// prepare parses a client's packet into r and builds the upstream query for it, packed: the
+// client's ID and header flags, its question exactly as written (its letter case too, which the
+// reply gives back to the client), and the stub's own OPT record whatever the client sent (UDP
+// size wire.DefaultUDPSize, the client's DO bit, no options: over TCP the whole answer comes back
+// and is cached once, and each client is then served what fits its own size). RD is always set
+// (the stub's upstream is the recursive resolver), and so is AD: RFC 6840 §5.7 lets a query ask
+// for the AD bit with AD=1, and an upstream may set it only when asked, so asking every time
+// makes the reply (and the cache entry) the same whoever asked first; the cache and pack then
+// show AD only to clients that asked for it. The client's CD bit stays as it was.
+//
+// The query is built from the bytes Parse checked, without a dns.Msg: unpacking every miss's
+// query and packing it again cost allocations and a share of the CPU the peer benchmark's
+// misses spent in miekg/dns (issue 12 item 5). An EDNS option the client sent (a cookie, a
+// client subnet) is not forwarded, as before: the stub's query is its own.
+func prepare(pkt []byte, r *wire.Request) ([]byte, error) {
 	if err := r.Parse(pkt); err != nil {
 		return nil, err
 	}
-	q, err := plainQuery(pkt, r)
-	if err != nil {
-		return nil, err
-	}
-	if q == nil {
-		q = new(dns.Msg)
-		if err := q.Unpack(pkt); err != nil {
-			return nil, err // wire accepted what miekg/dns refuses (e.g. an EDNS option it cannot read)
-		}
-		q.Extra = nil
-		q.SetEdns0(wire.DefaultUDPSize, r.DO)
-	}
-	q.CheckingDisabled = r.CD
-	q.RecursionDesired = true
-	q.AuthenticatedData = true
-	return q, nil
+	return appendQuery(make([]byte, 0, queryLen(r)), pkt, r), nil
 }
 
-// preparedQuery is a query prepare builds, with what its slices point to: one allocation.
-type preparedQuery struct {
-	msg      dns.Msg
-	question [1]dns.Question
-	extra    [1]dns.RR
-	opt      dns.OPT
-}
+// queryLen is the length of the query prepare builds for r.
+func queryLen(r *wire.Request) int { return wire.HeaderLen + len(r.QName) + 4 + wire.OPTLen }
 
-// plainQuery builds the upstream query for the common query, the question alone or followed by
-// an OPT record without options, as Unpack and SetEdns0 would: the same header fields, the name
-// read by the same function (dns.UnpackDomainName), the stub's own OPT. It returns nil (and no
-// error) for anything else, which prepare unpacks as a whole. Unpacking every query cost five
-// allocations of the miss path's ~70 and a share of the ~7 % the peer benchmark's misses spent
-// in miekg/dns (issue 12 item 5).
-func plainQuery(pkt []byte, r *wire.Request) (*dns.Msg, error) {
-	end := wire.HeaderLen + len(r.QName) + 4
-	if r.HasEDNS {
-		end += 11 // root owner, type, class, TTL, RDLENGTH 0
-	}
-	if len(r.QName) == 0 || len(pkt) != end {
-		return nil, nil
-	}
-	name, _, err := dns.UnpackDomainName(pkt, wire.HeaderLen)
-	if err != nil {
-		return nil, err
-	}
-	p := new(preparedQuery)
-	flags := binary.BigEndian.Uint16(pkt[2:])
-	p.msg.MsgHdr = dns.MsgHdr{
-		Id:                 r.ID,
-		Opcode:             r.Opcode,
-		Authoritative:      flags&(1<<10) != 0,
-		Truncated:          flags&(1<<9) != 0,
-		RecursionDesired:   r.RD,
-		RecursionAvailable: flags&(1<<7) != 0,
-		Zero:               flags&(1<<6) != 0,
-		AuthenticatedData:  r.AD,
-		CheckingDisabled:   r.CD,
-		Rcode:              int(flags & 0xF),
-	}
-	p.question[0] = dns.Question{Name: name, Qtype: r.QType, Qclass: r.QClass}
-	p.msg.Question = p.question[:]
-	p.opt.Hdr = dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}
-	p.opt.SetUDPSize(wire.DefaultUDPSize)
-	if r.DO {
-		p.opt.SetDo()
-	}
-	p.extra[0] = &p.opt
-	p.msg.Extra = p.extra[:]
-	return &p.msg, nil
+// appendQuery appends the upstream query for r, a request parsed from pkt, to dst, which must be
+// empty: the query is a message of its own (see prepare).
+func appendQuery(dst, pkt []byte, r *wire.Request) []byte {
+	dst = append(dst[:0], pkt[:wire.HeaderLen]...)
+	wire.SetRD(dst, true)
+	wire.SetAD(dst, true)
+	binary.BigEndian.PutUint16(dst[4:], 1)  // QDCOUNT
+	binary.BigEndian.PutUint16(dst[6:], 0)  // ANCOUNT
+	binary.BigEndian.PutUint16(dst[8:], 0)  // NSCOUNT
+	binary.BigEndian.PutUint16(dst[10:], 0) // ARCOUNT: AppendOPT counts its record
+	dst = append(dst, pkt[wire.HeaderLen:wire.HeaderLen+len(r.QName)+4]...)
+	return wire.AppendOPT(dst, wire.DefaultUDPSize, r.DO)
 }
 
 // usable reports whether an upstream reply is an answer, rather than the upstream saying it
 // could not produce one (then a stale answer, if there is one, is better).
-func usable(m *dns.Msg) bool {
-	return m.Rcode != dns.RcodeServerFailure && m.Rcode != dns.RcodeRefused
+func usable(reply []byte) bool {
+	rc := wire.ExtendedRcode(reply)
+	return rc != wire.RcodeServFail && rc != wire.RcodeRefused
 }
 
 // result is what fetch delivers: the upstream's reply, or why there is none.
 type result struct {
-	msg       *dns.Msg
+	reply     []byte // the upstream's reply, packed; shared with the flight's other waiters: read only
 	err       error
 	up        upstreamInfo // the upstream query's answering server and attempts
 	coalesced bool         // the reply is an identical query's, already in flight
@@ -254,10 +219,12 @@ type outcome struct {
 // another, and paying StaleTimeout for each would add up to the client's own timeout. Every
 // upstream believed down means the stale answer at once, and no upstream query.
 //
-// resolve calls send exactly once, before it returns, and returns where the answer came from.
-func (s *Server) resolve(pkt []byte, proto int, send func([]byte)) (how outcome) {
+// resolve builds the reply in buf (appending past its capacity when it must), calls send exactly
+// once, before it returns, and returns where the answer came from. send must not keep the reply:
+// buf is the caller's, reused for the next miss.
+func (s *Server) resolve(pkt []byte, proto int, buf []byte, send func([]byte)) (how outcome) {
 	var r wire.Request
-	buf := make([]byte, 0, 1024)
+	buf = buf[:0]
 	q, err := prepare(pkt, &r)
 	if err != nil {
 		send(wire.AppendError(buf, &r, wire.RcodeFormErr))
@@ -314,7 +281,7 @@ func (s *Server) resolve(pkt []byte, proto int, send func([]byte)) (how outcome)
 			}
 		}
 		how.up = res.up
-		if res.err == nil && (stale == nil || usable(res.msg)) {
+		if res.err == nil && (stale == nil || usable(res.reply)) {
 			src := querylog.Miss
 			if res.coalesced {
 				src = querylog.Coalesced
@@ -327,14 +294,18 @@ func (s *Server) resolve(pkt []byte, proto int, send func([]byte)) (how outcome)
 					return outcome{src: src, up: res.up}
 				}
 			}
-			out, err := pack(res.msg, q.Question, &r, buf)
+			out, ok := packWire(res.reply, &r, proto, buf)
+			var err error
+			if !ok {
+				out, err = pack(res.reply, &r, buf)
+			}
 			if err == nil {
 				send(finish(out, &r, proto))
 				return outcome{src: src, up: res.up}
 			}
-			s.log.Warn().Err(err).Str("qname", q.Question[0].Name).Msg("cannot pack the upstream's reply")
+			s.log.Warn().Err(err).Str("qname", qname(&r)).Msg("cannot pack the upstream's reply")
 		} else if res.err != nil {
-			s.log.Debug().Err(res.err).Str("qname", q.Question[0].Name).Msg("no upstream answered")
+			s.log.Debug().Err(res.err).Str("qname", qname(&r)).Msg("no upstream answered")
 		}
 		if stale != nil {
 			s.staleFast.Store(time.Now().Add(s.cfg.StaleFastWindow).UnixNano())
@@ -360,7 +331,7 @@ func (s *Server) resolve(pkt []byte, proto int, send func([]byte)) (how outcome)
 // (where is panics.Miss) whose answer says the search walk goes on, the search-path prefetch
 // starts its queries before the result is delivered — a few microseconds of the client's time —
 // so that the client's next step, sent once it has this answer, finds them in flight.
-func (s *Server) fetch(r *wire.Request, q *dns.Msg, where panics.Where, skipFresh bool) <-chan result {
+func (s *Server) fetch(r *wire.Request, q []byte, where panics.Where, skipFresh bool) <-chan result {
 	out := make(chan result, 1)
 	s.misses.Add(1)
 	go func() {
@@ -372,7 +343,7 @@ func (s *Server) fetch(r *wire.Request, q *dns.Msg, where panics.Where, skipFres
 
 // fetchNow is fetch on the caller's goroutine, for a caller that waits for the reply whatever
 // it takes (up to the forwarder's MaxExchangeTime).
-func (s *Server) fetchNow(r *wire.Request, q *dns.Msg, where panics.Where, skipFresh bool) (res result) {
+func (s *Server) fetchNow(r *wire.Request, q []byte, where panics.Where, skipFresh bool) (res result) {
 	walk := false
 	defer func() {
 		if v := recover(); v != nil {
@@ -386,31 +357,99 @@ func (s *Server) fetchNow(r *wire.Request, q *dns.Msg, where panics.Where, skipF
 	ctx := s.missCtx.get(s.cfg.Forwarder.MaxExchangeTime())
 	s.hook("fetch")
 	var up upstreamInfo
-	msg, leader, err := s.coalesce(ctx, flightKey(q.Question[0], r), q, r, skipFresh, &up)
+	reply, leader, err := s.coalesce(ctx, flightKey(r), q, r, skipFresh, &up)
 	// Only the query that went upstream speculates: its followers asked the same question,
 	// and one prefetch per answer is enough.
-	walk = err == nil && leader && where == panics.Miss && walkContinues(q, msg)
-	return result{msg: msg, err: err, up: up, coalesced: !leader}
+	walk = err == nil && leader && where == panics.Miss && walkContinues(r.QType, reply)
+	return result{reply: reply, err: err, up: up, coalesced: !leader}
 }
 
-// pack renders the upstream's reply for the client: its ID, its question with its own letter
+// pack renders the upstream's reply for the client when the cache keeps no entry for it
+// (REFUSED, a truncated reply, a TTL of 0, no cache): its ID, its question with its own letter
 // case, its RD and CD bits, the upstream's AD bit only if the client asked for it with AD or DO
 // (RFC 6840 §5.7–5.8; prepare always asks), and no OPT record (finish adds the client's own).
-func pack(resp *dns.Msg, question []dns.Question, r *wire.Request, buf []byte) ([]byte, error) {
-	m := *resp // shallow copy: other waiters and the cache share resp, which is not modified
+// It unpacks and packs with miekg/dns: a rare path, and one that must accept whatever the
+// upstream's reply holds. reply is only read.
+func pack(reply []byte, r *wire.Request, buf []byte) ([]byte, error) {
+	var m dns.Msg
+	if err := m.Unpack(reply); err != nil {
+		return nil, err
+	}
+	name, _, err := dns.UnpackDomainName(r.Packet, wire.HeaderLen)
+	if err != nil {
+		return nil, err
+	}
 	m.Id = r.ID
 	m.Response = true
 	m.RecursionDesired = r.RD
 	m.CheckingDisabled = r.CD
-	m.AuthenticatedData = resp.AuthenticatedData && (r.AD || r.DO)
-	m.Question = question
-	m.Extra = make([]dns.RR, 0, len(resp.Extra))
-	for _, rr := range resp.Extra {
+	m.AuthenticatedData = m.AuthenticatedData && (r.AD || r.DO)
+	m.Question = []dns.Question{{Name: name, Qtype: r.QType, Qclass: r.QClass}}
+	extra := m.Extra[:0]
+	for _, rr := range m.Extra {
 		if rr.Header().Rrtype != dns.TypeOPT {
-			m.Extra = append(m.Extra, rr)
+			extra = append(extra, rr)
 		}
 	}
+	m.Extra = extra
 	m.Rcode = wire.HeaderRcode(m.Rcode) // an extended rcode only means something with the upstream's OPT
 	m.Compress = true
 	return m.PackBuffer(buf)
+}
+
+// packWire is pack in place of miekg/dns for the common reply it does not cache (a TTL of 0, as
+// CoreDNS's erratic and some external zones give; REFUSED; NOERROR without records): the
+// upstream's octets copied into buf, with the client's ID, question letter case, RD and CD bits,
+// AD only as pack sets it, and the OPT record at the end of the additional section cut off
+// (ARCOUNT lowered; its extended rcode bits go with it, as pack's header-only rcode does). ok is
+// false where only pack can do it: an OPT that is not the last record, records that do not walk to
+// the message's end, a question other than r's, or a UDP reply larger than the client's size
+// (pack compresses names; the upstream's octets may not be, and must not lose records to
+// truncation that CoreDNS's compressed UDP reply would keep).
+func packWire(reply []byte, r *wire.Request, proto int, buf []byte) (out []byte, ok bool) {
+	n := len(r.QName)
+	if len(reply) < wire.HeaderLen+n+4 || wire.Count(reply, wire.Question) != 1 ||
+		!wire.EqualFoldName(reply[wire.HeaderLen:wire.HeaderLen+n], r.QName) {
+		return nil, false
+	}
+	end, ar := len(reply), wire.Count(reply, wire.Additional)
+	it := wire.Records(reply)
+	for it.Next() {
+		if rr := it.RR(); rr.Type == wire.TypeOPT {
+			if rr.Section != wire.Additional || rr.End != len(reply) {
+				return nil, false
+			}
+			end = rr.Off
+			ar--
+		}
+	}
+	if it.Err() != nil || it.Offset() != len(reply) {
+		return nil, false
+	}
+	if proto == protoUDP {
+		room := r.UDPSize
+		if r.HasEDNS {
+			room -= wire.OPTLen
+		}
+		if end > room {
+			return nil, false
+		}
+	}
+	out = append(buf[:0], reply[:end]...)
+	wire.SetID(out, r.ID)
+	binary.BigEndian.PutUint16(out[10:], uint16(ar))
+	wire.SetRD(out, r.RD)
+	wire.SetCD(out, r.CD)
+	wire.SetAD(out, wire.IsAuthentic(reply) && (r.AD || r.DO))
+	copy(out[wire.HeaderLen:], r.QName)
+	return out, true
+}
+
+// qname is r's question name in presentation form, for log lines.
+func qname(r *wire.Request) string {
+	name, _, err := dns.UnpackDomainName(r.Packet, wire.HeaderLen)
+	if err != nil {
+		return "?"
+	}
+	return name
 }

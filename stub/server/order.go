@@ -70,11 +70,18 @@ func (o *replyOrder) sendNow(client netip.AddrPort, id uint16, resp []byte, send
 
 // complete fills a reserved slot and sends every reply at the head of its line that is ready.
 // Sends happen under the lock so that two completions for one key cannot reorder each other.
+// A reply that has to wait is copied: the caller may reuse resp once complete returns.
 func (o *replyOrder) complete(sl *orderSlot, resp []byte, send func([]byte)) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	sl.resp, sl.ready = resp, true
+	sl.ready = true
 	q := o.queues[sl.key]
+	if len(q) > 0 && q[0] != sl {
+		// It waits behind an earlier reply: keep a copy, the caller reuses resp's buffer.
+		sl.resp = append([]byte(nil), resp...)
+		return
+	}
+	sl.resp = resp
 	for len(q) > 0 && q[0].ready {
 		send(q[0].resp)
 		q[0] = nil

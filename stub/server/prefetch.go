@@ -44,7 +44,7 @@ func (s *Server) refresh(pkt []byte, why prefetchReason) {
 	}()
 }
 
-// walkContinues reports whether msg, the upstream's answer to q, is one after which every client
+// walkContinues reports whether reply, the upstream's packed answer to a question of type qtype, is one after which every client
 // that walks the search list asks the next candidate: only then does the search-path prefetch
 // speculate (issue 12 item 4), so that a name found at the first step costs exactly the queries
 // its client sends.
@@ -59,17 +59,17 @@ func (s *Server) refresh(pkt []byte, why prefetchReason) {
 //   - NODATA for any other type (SRV, TXT, MX, …): only glibc's res_search and Go walk the
 //     search list for those (musl's res_search is res_query: no search list), and both go on
 //     after NODATA (glibc counts it in got_nodata and keeps trying; Go tries the next name).
-func walkContinues(q *dns.Msg, msg *dns.Msg) bool {
-	switch {
-	case msg == nil:
-		return false
-	case msg.Rcode == dns.RcodeNameError:
-		return true
-	case msg.Rcode != dns.RcodeSuccess || len(msg.Answer) != 0 || msg.Truncated:
+func walkContinues(qtype uint16, reply []byte) bool {
+	if len(reply) < wire.HeaderLen {
 		return false
 	}
-	t := q.Question[0].Qtype
-	return t != dns.TypeA && t != dns.TypeAAAA
+	switch rc := wire.ExtendedRcode(reply); {
+	case rc == dns.RcodeNameError:
+		return true
+	case rc != dns.RcodeSuccess || wire.Count(reply, wire.Answer) != 0 || wire.IsTruncated(reply):
+		return false
+	}
+	return qtype != dns.TypeA && qtype != dns.TypeAAAA
 }
 
 // searchPrefetch is the ndots:5 fix. A pod's resolver tries a short or external name X with each
@@ -85,7 +85,7 @@ func walkContinues(q *dns.Msg, msg *dns.Msg) bool {
 // finds its stored answer (coalesce stores before it ends a flight, and checks for a fresh entry
 // before it starts one). A panic in it is the prefetch's: it is recovered here, and the client
 // still gets its answer.
-func (s *Server) searchPrefetch(q *dns.Msg, r *wire.Request) {
+func (s *Server) searchPrefetch(query []byte, r *wire.Request) {
 	if len(s.cfg.Search) == 0 || s.cfg.Cache == nil {
 		return
 	}
@@ -95,6 +95,11 @@ func (s *Server) searchPrefetch(q *dns.Msg, r *wire.Request) {
 		}
 	}()
 	s.hook("search")
+	// Unpacked here, once per walk that goes on, rather than on every miss.
+	q := new(dns.Msg)
+	if q.Unpack(query) != nil || len(q.Question) != 1 {
+		return
+	}
 	name := strings.ToLower(q.Question[0].Name)
 	suffix := "." + s.cfg.Search[0] + "."
 	if !strings.HasSuffix(name, suffix) {

@@ -333,13 +333,13 @@ func TestWalkContinues(t *testing.T) {
 	}
 	for _, tt := range tests {
 		q, m := reply(tt.qtype, tt.rcode, tt.answer...)
-		if got := walkContinues(q, m); got != tt.want {
+		if got := walkContinues(q.Question[0].Qtype, packed(t, m)); got != tt.want {
 			t.Errorf("%s: walkContinues = %v, want %v", tt.name, got, tt.want)
 		}
 	}
 	q, m := reply(dns.TypeSRV, dns.RcodeSuccess)
 	m.Truncated = true
-	if walkContinues(q, m) {
+	if walkContinues(q.Question[0].Qtype, packed(t, m)) {
 		t.Error("a truncated empty reply is no NODATA")
 	}
 }
@@ -383,4 +383,14 @@ func TestSearchPrefetchOnNoData(t *testing.T) {
 			t.Errorf("%s asked upstream %d times, want once", q, got[q])
 		}
 	}
+}
+
+// packed packs m for the functions that read replies in wire form.
+func packed(t *testing.T, m *dns.Msg) []byte {
+	t.Helper()
+	b, err := m.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

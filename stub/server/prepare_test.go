@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"reflect"
 	"testing"
 
@@ -9,58 +10,77 @@ import (
 	"github.com/podns/podns/stub/wire"
 )
 
-// prepare builds the common query without unpacking it (plainQuery); the result must be the
-// message the whole Unpack and SetEdns0 gave: the header bits, the name as miekg/dns presents it
-// (escapes, case), the stub's own OPT.
-func TestPlainQueryIsWhatUnpackGives(t *testing.T) {
+// prepare builds the upstream query in wire form, without a dns.Msg; it must be the message that
+// unpacking the client's query, replacing its OPT with the stub's (SetEdns0) and setting RD and
+// AD gave before: the header bits, the question byte for byte (escapes, case), the stub's own
+// OPT with the client's DO, and no client EDNS option.
+func TestPrepareIsTheClientsQueryWithTheStubsOPT(t *testing.T) {
+	cookie := []dns.EDNS0{&dns.EDNS0_COOKIE{Code: dns.EDNS0COOKIE, Cookie: "0102030405060708"}}
 	for _, tc := range []struct {
 		name             string
 		edns, do, cd, ad bool
+		rd               bool
+		opts             []dns.EDNS0
 	}{
-		{"Ex.Com.", false, false, false, false},
-		{`a\.b\032c.example.`, true, true, true, true},
-		{"x.", true, false, false, true},
-		{".", false, false, true, false},
+		{name: "Ex.Com."},
+		{name: `a\.b\032c.example.`, edns: true, do: true, cd: true, ad: true, rd: true},
+		{name: "x.", edns: true, ad: true},
+		{name: ".", cd: true},
+		{name: "opt.example.", edns: true, opts: cookie},
 	} {
 		m := new(dns.Msg)
 		m.SetQuestion(tc.name, dns.TypeAAAA)
+		m.Id = 0xbeef
+		m.RecursionDesired = tc.rd
 		m.CheckingDisabled, m.AuthenticatedData, m.Zero = tc.cd, tc.ad, true
 		if tc.edns {
 			m.SetEdns0(1400, tc.do)
+			m.IsEdns0().Option = tc.opts
 		}
 		pkt, err := m.Pack()
 		if err != nil {
 			t.Fatal(err)
 		}
 		var r wire.Request
-		if err := r.Parse(pkt); err != nil {
-			t.Fatal(err)
+		q, err := prepare(pkt, &r)
+		if err != nil {
+			t.Fatalf("%s: prepare: %v", tc.name, err)
 		}
-		got, err := plainQuery(pkt, &r)
-		if err != nil || got == nil {
-			t.Fatalf("%s: plainQuery = %v, %v", tc.name, got, err)
+		if len(q) != queryLen(&r) || cap(q) != len(q) {
+			t.Errorf("%s: query of %d octets (cap %d), want %d", tc.name, len(q), cap(q), queryLen(&r))
+		}
+		qlen := len(r.QName) + 4
+		if !bytes.Equal(q[wire.HeaderLen:wire.HeaderLen+qlen], pkt[wire.HeaderLen:wire.HeaderLen+qlen]) {
+			t.Errorf("%s: question %x, want the client's %x", tc.name, q[wire.HeaderLen:wire.HeaderLen+qlen], pkt[wire.HeaderLen:wire.HeaderLen+qlen])
+		}
+		got := new(dns.Msg)
+		if err := got.Unpack(q); err != nil {
+			t.Fatalf("%s: the query does not unpack: %v", tc.name, err)
 		}
 		want := new(dns.Msg)
 		if err := want.Unpack(pkt); err != nil {
 			t.Fatal(err)
 		}
 		want.Extra = nil
-		want.SetEdns0(wire.DefaultUDPSize, r.DO)
+		want.SetEdns0(wire.DefaultUDPSize, tc.do)
+		want.RecursionDesired, want.AuthenticatedData = true, true
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("%s:\n got %v\nwant %v", tc.name, got, want)
 		}
 	}
-	// A query with an EDNS option takes the whole Unpack.
+}
+
+// A packet that does not parse is prepare's error, for the FORMERR the client gets.
+func TestPrepareRefusesWhatParseRefuses(t *testing.T) {
 	m := new(dns.Msg)
-	m.SetQuestion("opt.example.", dns.TypeA)
-	m.SetEdns0(1232, false)
-	m.IsEdns0().Option = []dns.EDNS0{&dns.EDNS0_COOKIE{Code: dns.EDNS0COOKIE, Cookie: "0102030405060708"}}
-	pkt, _ := m.Pack()
-	var r wire.Request
-	if err := r.Parse(pkt); err != nil {
+	m.SetQuestion("two.example.", dns.TypeA)
+	m.Question = append(m.Question, m.Question[0])
+	pkt, err := m.Pack()
+	if err != nil {
 		t.Fatal(err)
 	}
-	if got, err := plainQuery(pkt, &r); got != nil || err != nil {
-		t.Errorf("query with a cookie: plainQuery = %v, %v; want nil, nil", got, err)
+	var r wire.Request
+	if q, err := prepare(pkt, &r); err == nil || q != nil {
+		t.Errorf("two questions: prepare = %x, %v; want an error", q, err)
 	}
 }

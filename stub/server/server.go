@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/miekg/dns"
 	"github.com/rs/zerolog"
 
 	"github.com/podns/podns/stub/cache"
@@ -24,9 +23,11 @@ import (
 // Forwarder is what the server needs of the upstreams; *upstream.Forwarder implements it (stub's
 // main checks that at compile time).
 type Forwarder interface {
-	// Exchange sends q upstream and returns the reply, with q's ID. It must only read q: the
-	// server goes on reading q (the search-path prefetch copies it) while Exchange runs.
-	Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error)
+	// ExchangeWire sends query, a packed query of one question, upstream and returns the
+	// reply, packed, with the query's ID; the caller owns the reply. It must only read query:
+	// the server goes on reading it (the search-path prefetch copies it) while ExchangeWire
+	// runs. The miss path stays in wire form end to end (issue 12 item 5).
+	ExchangeWire(ctx context.Context, query []byte) ([]byte, error)
 	// Healthy reports whether any upstream is believed up. While none is, a miss that has a
 	// stale answer gets it at once and sends nothing upstream.
 	Healthy() bool
