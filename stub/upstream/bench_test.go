@@ -17,7 +17,9 @@ import (
 // expansions) from a pod's application.
 const parallelism = 8
 
-func benchExchange(b *testing.B, proto string) {
+// benchExchange runs exchange, Exchange or ExchangeWire on one forwarder, from parallelism
+// goroutines per GOMAXPROCS.
+func benchExchange(b *testing.B, proto string, exchange func(*Forwarder, *dns.Msg) func() error) {
 	addr := startDNSBoth(b, false)
 	f, err := New(Config{Servers: servers(b, addr), Protocol: proto})
 	if err != nil {
@@ -27,9 +29,9 @@ func benchExchange(b *testing.B, proto string) {
 	b.ReportAllocs()
 	b.SetParallelism(parallelism)
 	b.RunParallel(func(pb *testing.PB) {
-		q := query(qname(1))
+		do := exchange(f, query(qname(1)))
 		for pb.Next() {
-			if _, err := f.Exchange(context.Background(), q); err != nil {
+			if err := do(); err != nil {
 				b.Error(err)
 				return
 			}
@@ -37,8 +39,18 @@ func benchExchange(b *testing.B, proto string) {
 	})
 }
 
-func BenchmarkExchangeTCP(b *testing.B) { benchExchange(b, "tcp") }
-func BenchmarkExchangeUDP(b *testing.B) { benchExchange(b, "udp") }
+// viaMsg and viaWire are the two APIs for benchExchange.
+func viaMsg(f *Forwarder, q *dns.Msg) func() error {
+	return func() error { _, err := f.Exchange(context.Background(), q); return err }
+}
+
+func viaWire(f *Forwarder, q *dns.Msg) func() error {
+	w := packed(q)
+	return func() error { _, err := f.ExchangeWire(context.Background(), w); return err }
+}
+
+func BenchmarkExchangeTCP(b *testing.B) { benchExchange(b, "tcp", viaMsg) }
+func BenchmarkExchangeUDP(b *testing.B) { benchExchange(b, "udp", viaMsg) }
 
 func BenchmarkFreshTCPConnPerQuery(b *testing.B) {
 	addr := startDNSBoth(b, false)
@@ -194,28 +206,8 @@ func TestExchangeWireAllocs(t *testing.T) {
 	}
 }
 
-func benchExchangeWire(b *testing.B, proto string) {
-	addr := startDNSBoth(b, false)
-	f, err := New(Config{Servers: servers(b, addr), Protocol: proto})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	b.ReportAllocs()
-	b.SetParallelism(parallelism)
-	b.RunParallel(func(pb *testing.PB) {
-		q := packed(query(qname(1)))
-		for pb.Next() {
-			if _, err := f.ExchangeWire(context.Background(), q); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
-}
-
-func BenchmarkExchangeWireTCP(b *testing.B) { benchExchangeWire(b, "tcp") }
-func BenchmarkExchangeWireUDP(b *testing.B) { benchExchangeWire(b, "udp") }
+func BenchmarkExchangeWireTCP(b *testing.B) { benchExchange(b, "tcp", viaWire) }
+func BenchmarkExchangeWireUDP(b *testing.B) { benchExchange(b, "udp", viaWire) }
 
 // The stub's side of a miss alone: a server that allocates nothing, so allocs/op are the stub's.
 func BenchmarkExchangeWireFixedServer(b *testing.B) {

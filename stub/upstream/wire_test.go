@@ -139,14 +139,7 @@ func TestExchangeWireReplyRules(t *testing.T) {
 		f := newForwarder(t, Config{Servers: servers(t, addr), Protocol: proto})
 		f.probeWait = noProbes
 		before := metric(f.peers[0].m.errBadReply)
-		r, err := f.ExchangeWire(context.Background(), q)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m := new(dns.Msg)
-		if err := m.Unpack(r); err != nil {
-			t.Fatal(err)
-		}
+		m := exchangeWire(t, f, q)
 		checkAnswer(t, m, 5)
 		if d := metric(f.peers[0].m.errBadReply) - before; d != float64(len(names)) {
 			t.Errorf("errors{bad_reply} +%v, want +%d, one for each of %v", d, len(names), names)
@@ -243,14 +236,7 @@ func TestExchangeWireEDNSIntolerant(t *testing.T) {
 		f.probeWait = noProbes
 		q := packed(ednsQuery("legacy.example.com."))
 		orig := slices.Clone(q)
-		r, err := f.ExchangeWire(context.Background(), q)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m := new(dns.Msg)
-		if err := m.Unpack(r); err != nil {
-			t.Fatal(err)
-		}
+		m := exchangeWire(t, f, q)
 		wantA(t, m, "192.0.2.21")
 		if got := srv.seen(); !slices.Equal(got, []bool{true, false}) {
 			t.Errorf("queries carried OPT %v, want [true false]", got)
@@ -442,4 +428,18 @@ func TestExchangeWireTruncatedHeaderOnly(t *testing.T) {
 	if !m.Truncated || m.Id != clientID || len(m.Question) != 1 || m.Question[0].Name != "big.example." {
 		t.Errorf("Exchange: %v, want TC with the question and the client's ID", m)
 	}
+}
+
+// exchangeWire is ExchangeWire of q, unpacked; any error fails the test.
+func exchangeWire(t *testing.T, f *Forwarder, q []byte) *dns.Msg {
+	t.Helper()
+	r, err := f.ExchangeWire(context.Background(), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := new(dns.Msg)
+	if err := m.Unpack(r); err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
