@@ -127,10 +127,7 @@ func (s *Server) offer(cl client, pkt, resp []byte, src querylog.Source, up upst
 	e := querylog.Entry{Query: pkt, Remote: cl.remote, Proto: logProto[cl.proto], Size: len(resp),
 		Duration: d, Source: src, Upstream: up.Server, Attempts: up.Attempts}
 	if len(resp) >= wire.HeaderLen {
-		e.Rcode = wire.Rcode(resp)
-		if e.Rcode == wire.RcodeSuccess && src == querylog.Error {
-			e.Rcode = extendedRcode(resp) // BADVERS: its upper bits are in the OPT record
-		}
+		e.Rcode = wire.ExtendedRcode(resp) // BADVERS, or an upstream's: the upper bits are in the OPT record
 	}
 	s.cfg.QueryLog.Record(&e)
 }
@@ -149,17 +146,4 @@ func (s *Server) prefetched(pkt []byte, res result, d time.Duration) {
 		e.Rcode = wire.RcodeServFail // no reply: what a client asking would have got
 	}
 	s.cfg.QueryLog.Record(&e)
-}
-
-// extendedRcode returns msg's whole rcode: the header's 4 bits and the OPT record's upper 8
-// (RFC 6891 §6.1.3).
-func extendedRcode(msg []byte) int {
-	rc := wire.Rcode(msg)
-	it := wire.Records(msg)
-	for it.Next() {
-		if rr := it.RR(); rr.Type == wire.TypeOPT {
-			return rc | int(rr.TTL>>24)<<4
-		}
-	}
-	return rc
 }

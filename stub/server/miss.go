@@ -151,7 +151,7 @@ func (s *Server) miss(pkt []byte, cl client, send func([]byte), buf []byte) {
 const staleTTL = 30
 
 // prepare parses a client's packet into r and builds the upstream query for it, packed: the
-// client's ID and header flags, its question exactly as written (its letter case too, which the
+// client's ID, opcode and CD bit, its question exactly as written (its letter case too, which the
 // reply gives back to the client), and the stub's own OPT record whatever the client sent (UDP
 // size wire.DefaultUDPSize, the client's DO bit, no options: over TCP the whole answer comes back
 // and is cached once, and each client is then served what fits its own size). RD is always set
@@ -178,6 +178,11 @@ func queryLen(r *wire.Request) int { return wire.HeaderLen + len(r.QName) + 4 + 
 // empty: the query is a message of its own (see prepare).
 func appendQuery(dst, pkt []byte, r *wire.Request) []byte {
 	dst = append(dst[:0], pkt[:wire.HeaderLen]...)
+	// The client's ID, opcode and CD bit; RD and AD set; the bits a query has no use for cleared
+	// (AA, TC, RA, and Z, which RFC 1035 §4.1.1 says must be zero): a client's stray bit must not
+	// make an upstream refuse the stub's query (a strict one answers FORMERR to Z=1).
+	dst[2] &^= 0x06 // AA, TC
+	dst[3] &^= 0xC0 // RA, Z
 	wire.SetRD(dst, true)
 	wire.SetAD(dst, true)
 	binary.BigEndian.PutUint16(dst[4:], 1)  // QDCOUNT
@@ -300,7 +305,7 @@ func (s *Server) resolve(pkt []byte, proto int, buf []byte, send func([]byte)) (
 				out, err = pack(res.reply, &r, buf)
 			}
 			if err == nil {
-				send(finish(out, &r, proto))
+				send(withExtendedRcode(finish(out, &r, proto), &r, res.reply))
 				return outcome{src: src, up: res.up}
 			}
 			s.log.Warn().Err(err).Str("qname", qname(&r)).Msg("cannot pack the upstream's reply")
@@ -443,6 +448,21 @@ func packWire(reply []byte, r *wire.Request, proto int, buf []byte) (out []byte,
 	wire.SetAD(out, wire.IsAuthentic(reply) && (r.AD || r.DO))
 	copy(out[wire.HeaderLen:], r.QName)
 	return out, true
+}
+
+// withExtendedRcode gives resp, the reply to r built from the upstream's reply, the upper rcode
+// bits the upstream's OPT record carried (RFC 6891 §6.1.3: BADVERS 16, BADCOOKIE 23, ...), in
+// the OPT that finish appended for a client with EDNS; pack and packWire keep only the header's
+// 4 bits, and without this a BADCOOKIE reached the client as YXRRSET. A client without EDNS
+// gets the header's bits alone, as from CoreDNS, which strips the OPT for such a client.
+func withExtendedRcode(resp []byte, r *wire.Request, reply []byte) []byte {
+	if !r.HasEDNS || len(resp) < wire.HeaderLen+wire.OPTLen {
+		return resp
+	}
+	if ext := wire.ExtendedRcode(reply) >> 4; ext != 0 {
+		resp[len(resp)-wire.OPTLen+5] = byte(ext) // the OPT's TTL field: extended rcode, version, flags
+	}
+	return resp
 }
 
 // qname is r's question name in presentation form, for log lines.

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -162,4 +163,42 @@ func normal(t *testing.T, b []byte) string {
 	q := m.Question[0].Name
 	m.Question = nil
 	return q + " " + strings.ToLower(m.String())
+}
+
+// An upstream's extended rcode (RFC 6891 §6.1.3: its upper 8 bits are in the OPT record) reaches
+// a client with EDNS whole, on both rendering paths (packWire, and pack for a UDP reply too big
+// to patch); a client without EDNS gets the header's 4 bits, as CoreDNS gives it. Found by the
+// fresh-user trial: BADCOOKIE (23) reached the client as YXRRSET (7), 19 as NXDOMAIN.
+func TestUpstreamExtendedRcodeReachesTheClient(t *testing.T) {
+	for _, rcode := range []int{dns.RcodeBadVers, dns.RcodeBadCookie, 19} {
+		for _, big := range []bool{false, true} {
+			fwd := &fakeForwarder{answer: func(q *dns.Msg) (*dns.Msg, error) {
+				m := new(dns.Msg).SetReply(q)
+				if big { // 60 records: over 512 octets, so a plain UDP reply goes through pack
+					full, _ := records(60)(q)
+					m.Answer = full.Answer
+				}
+				m.SetEdns0(1232, false)
+				m.Rcode = rcode
+				return m, nil
+			}}
+			_, addr := startServer(t, fwd, nil)
+			for _, tc := range []struct {
+				proto string
+				edns  int
+				want  int
+			}{
+				{"udp", 1232, rcode},
+				{"tcp", 1232, rcode},
+				{"udp", 0, rcode & 0xF},
+				{"tcp", 0, rcode & 0xF},
+			} {
+				name := fmt.Sprintf("x%d.example.", rcode)
+				if r := query(t, tc.proto, addr, name, dns.TypeA, tc.edns); r.Rcode != tc.want {
+					t.Errorf("upstream rcode %d (big %v), %s client with EDNS %d: rcode %d, want %d",
+						rcode, big, tc.proto, tc.edns, r.Rcode, tc.want)
+				}
+			}
+		}
+	}
 }

@@ -11,9 +11,10 @@ import (
 )
 
 // prepare builds the upstream query in wire form, without a dns.Msg; it must be the message that
-// unpacking the client's query, replacing its OPT with the stub's (SetEdns0) and setting RD and
-// AD gave before: the header bits, the question byte for byte (escapes, case), the stub's own
-// OPT with the client's DO, and no client EDNS option.
+// unpacking the client's query, replacing its OPT with the stub's (SetEdns0), setting RD and AD
+// and clearing the bits a query has no use for (AA, TC, RA, Z) gives: the ID, opcode and CD bit,
+// the question byte for byte (escapes, case), the stub's own OPT with the client's DO, and no
+// client EDNS option.
 func TestPrepareIsTheClientsQueryWithTheStubsOPT(t *testing.T) {
 	cookie := []dns.EDNS0{&dns.EDNS0_COOKIE{Code: dns.EDNS0COOKIE, Cookie: "0102030405060708"}}
 	for _, tc := range []struct {
@@ -32,7 +33,8 @@ func TestPrepareIsTheClientsQueryWithTheStubsOPT(t *testing.T) {
 		m.SetQuestion(tc.name, dns.TypeAAAA)
 		m.Id = 0xbeef
 		m.RecursionDesired = tc.rd
-		m.CheckingDisabled, m.AuthenticatedData, m.Zero = tc.cd, tc.ad, true
+		m.CheckingDisabled, m.AuthenticatedData = tc.cd, tc.ad
+		m.Zero, m.Authoritative, m.Truncated, m.RecursionAvailable = true, true, true, true // stray bits
 		if tc.edns {
 			m.SetEdns0(1400, tc.do)
 			m.IsEdns0().Option = tc.opts
@@ -64,6 +66,7 @@ func TestPrepareIsTheClientsQueryWithTheStubsOPT(t *testing.T) {
 		want.Extra = nil
 		want.SetEdns0(wire.DefaultUDPSize, tc.do)
 		want.RecursionDesired, want.AuthenticatedData = true, true
+		want.Zero, want.Authoritative, want.Truncated, want.RecursionAvailable = false, false, false, false
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("%s:\n got %v\nwant %v", tc.name, got, want)
 		}

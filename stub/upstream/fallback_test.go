@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strconv"
 	"strings"
@@ -36,6 +37,12 @@ func udpAt(t *testing.T, addr string, respond func(q *dns.Msg) *dns.Msg) *atomic
 	if err != nil {
 		t.Fatal(err)
 	}
+	return udpOn(t, pc, respond)
+}
+
+// udpOn serves respond over UDP on pc and counts the queries.
+func udpOn(t *testing.T, pc net.PacketConn, respond func(q *dns.Msg) *dns.Msg) *atomic.Int32 {
+	t.Helper()
 	var n atomic.Int32
 	startDNS(t, &dns.Server{PacketConn: pc, Handler: dnstest.Reply(func(q *dns.Msg) *dns.Msg {
 		n.Add(1)
@@ -62,7 +69,27 @@ func tcpAt(t *testing.T, addr string, respond func(q *dns.Msg) *dns.Msg) *atomic
 // droppingTCP returns a loopback address whose TCP listener never accepts and whose accept
 // queue is full, so that Linux drops every further SYN: a connection to it times out, as
 // one through a policy that drops TCP does. Nothing is sent off the host.
-func droppingTCP(t *testing.T) string {
+//
+// The UDP port of the same number is bound too (pc), so that the caller can serve UDP there: the
+// kernel picks the TCP port, and another process may hold the UDP one (the trial of 2026-12-01
+// saw "address already in use"); then another TCP port is tried, up to 20 times.
+func droppingTCP(t *testing.T) (addr string, pc net.PacketConn) {
+	t.Helper()
+	for range 20 {
+		addr = droppingTCPOnce(t)
+		pc, err := net.ListenPacket("udp", addr)
+		if err == nil {
+			return addr, pc
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) {
+			t.Fatal(err)
+		}
+	}
+	t.Fatal("no loopback port free for both TCP and UDP in 20 tries")
+	return "", nil
+}
+
+func droppingTCPOnce(t *testing.T) string {
 	t.Helper()
 	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -100,6 +127,28 @@ func udpOnlyServer(t *testing.T) (string, *atomic.Int32) {
 	t.Helper()
 	addr := dnstest.FreeAddr(t) // nothing listens on TCP: refused
 	return addr, udpAt(t, addr, goodReply)
+}
+
+// tcpFailing is the two ways TCP to a server fails while UDP answers (a NetworkPolicy that allows
+// UDP only): refused, nothing listening on TCP, and dropped (droppingTCP). serve starts respond
+// over UDP and returns the address and the UDP query count.
+func tcpFailing(respond func(q *dns.Msg) *dns.Msg) []struct {
+	name  string
+	serve func(t *testing.T) (string, *atomic.Int32)
+} {
+	return []struct {
+		name  string
+		serve func(t *testing.T) (string, *atomic.Int32)
+	}{
+		{"refused", func(t *testing.T) (string, *atomic.Int32) {
+			addr := dnstest.FreeAddr(t) // nothing listens on TCP: refused
+			return addr, udpAt(t, addr, respond)
+		}},
+		{"dropped", func(t *testing.T) (string, *atomic.Int32) {
+			addr, pc := droppingTCP(t)
+			return addr, udpOn(t, pc, respond)
+		}},
+	}
 }
 
 // checkFellBack checks the fallback's metrics, its one warn line and the protocol gauge.
@@ -167,16 +216,9 @@ func TestFallbackRefusedTCP(t *testing.T) {
 // TCP timing out (SYN dropped), UDP answering: the startup probe finds it, reports the server
 // up over UDP within its bound, and the first miss already goes over UDP.
 func TestFallbackStartupProbe(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		addr func(t *testing.T) string
-	}{
-		{"refused", func(t *testing.T) string { return dnstest.FreeAddr(t) }},
-		{"dropped", droppingTCP},
-	} {
+	for _, tc := range tcpFailing(goodReply) {
 		t.Run(tc.name, func(t *testing.T) {
-			addr := tc.addr(t)
-			udpQueries := udpAt(t, addr, goodReply)
+			addr, udpQueries := tc.serve(t)
 			var logs logBuf
 			const bound = 500 * time.Millisecond
 			f := newForwarder(t, Config{Servers: servers(t, addr), Logger: logs.logger()})
@@ -221,8 +263,8 @@ func TestFallbackStartupProbe(t *testing.T) {
 // TCP timing out mid-run, no startup probe: the attempt fails (a timeout is all the stub
 // sees), the server goes down, and its prober finds that UDP answers: up again over UDP.
 func TestFallbackAfterTimeout(t *testing.T) {
-	addr := droppingTCP(t)
-	udpAt(t, addr, goodReply)
+	addr, pc := droppingTCP(t)
+	udpOn(t, pc, goodReply)
 	var logs logBuf
 	f := newForwarder(t, Config{Servers: servers(t, addr), Logger: logs.logger(), Timeout: 300 * time.Millisecond})
 	d := driveProbes(f)
@@ -287,16 +329,9 @@ func TestFallbackTruncatedAnswer(t *testing.T) {
 		r.Truncated = true
 		return r
 	}
-	for _, tc := range []struct {
-		name string
-		addr func(t *testing.T) string
-	}{
-		{"refused", func(t *testing.T) string { return dnstest.FreeAddr(t) }},
-		{"dropped", droppingTCP},
-	} {
+	for _, tc := range tcpFailing(truncated) {
 		t.Run(tc.name, func(t *testing.T) {
-			addr := tc.addr(t)
-			udpAt(t, addr, truncated)
+			addr, _ := tc.serve(t)
 			const timeout = 2 * time.Second
 			f := newForwarder(t, Config{Servers: servers(t, addr), Timeout: timeout})
 			f.probeWait = noProbes
