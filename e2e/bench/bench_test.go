@@ -8,6 +8,7 @@ import (
 	"maps"
 	"math"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -699,6 +700,21 @@ func TestRelayTarget(t *testing.T) {
 			t.Errorf("-targets relay -phases %s: stderr %q, notice wanted: %v", tc.phases, stderr.String(), tc.notice)
 		}
 	}
+	// relay-udp is the relay forwarding over UDP: the same program, its own column after relay's.
+	o, err = parseOptions([]string{"-targets", "relay-udp,dnsmasq,relay,podns"}, io.Discard)
+	if err != nil || !slices.Equal(o.targets, []string{"podns", "dnsmasq", "relay", "relay-udp"}) {
+		t.Errorf("-targets relay-udp,dnsmasq,relay,podns: %v, %v", o, err)
+	}
+	for target, proto := range map[string]string{relayTarget: "tcp", relayUDPTarget: "udp"} {
+		l, err := specs[target].config("bin", t.TempDir(), netip.MustParseAddrPort("127.0.0.15:53"), netip.MustParseAddrPort("127.0.0.10:53"), 0)
+		if err != nil || !slices.Contains(l.args, "-upstream-proto") || l.args[len(l.args)-1] != proto {
+			t.Errorf("%s: launch %+v, %v; want -upstream-proto %s", target, l, err, proto)
+		}
+		if !specs[target].reference || !strings.HasSuffix(specs[target].source, proto) {
+			t.Errorf("%s: spec %+v, want a reference built with -upstream-proto %s", target, specs[target], proto)
+		}
+	}
+
 	var stderr strings.Builder
 	o, err = parseOptions([]string{"-targets", "podns,relay", "-phases", "hit"}, &stderr)
 	if err != nil || !slices.Equal(o.targets, []string{"podns"}) || strings.Count(stderr.String(), "\n") != 1 {
@@ -779,13 +795,14 @@ func TestTargetSpecRules(t *testing.T) {
 		if !s.reports(mMissConcQPerCPU) {
 			t.Errorf("%s: a miss CPU figure is reported by every target", n)
 		}
-		if v := version(n, filepath.Join(t.TempDir(), "absent")); (v == "built from e2e/bench/"+n) != s.reference {
+		if v := version(n, filepath.Join(t.TempDir(), "absent")); strings.HasPrefix(v, "built from ") != s.reference {
 			t.Errorf("%s (reference %v): version %q", n, s.reference, v)
 		}
 		if s.reference && n != "floor2" {
 			// The version line says which tree it was built from: that tree must exist.
-			if _, err := os.Stat(filepath.Join(n, "main.go")); err != nil {
-				t.Errorf("%s: a reference is built from e2e/bench/%s: %v", n, n, err)
+			pkg, _, _ := strings.Cut(s.source, " ")
+			if _, err := os.Stat(filepath.Join(strings.TrimPrefix(pkg, "e2e/bench/"), "main.go")); err != nil {
+				t.Errorf("%s: a reference is built from %s: %v", n, s.source, err)
 			}
 		}
 	}

@@ -131,7 +131,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	targets := fs.String("targets", strings.Join(allTargets, ","), "comma-separated targets to run: podns, coredns, dnsmasq, unbound; also relay, the Go floor of a miss (miss phases only)")
+	targets := fs.String("targets", strings.Join(allTargets, ","), "comma-separated targets to run: podns, coredns, dnsmasq, unbound; also relay, the Go floor of a miss, and relay-udp, the same over UDP (miss phases only)")
 	quick := fs.Bool("quick", false, "one round, 2 s runs, 20,000 miss names: for iterating on one target")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds; each round runs every target once, in a rotated order (1..20)")
 	fs.IntVar(&o.hitNames, "hit-names", 1000, "names in the upstream zone, asked in the hit runs (1..50000)")
@@ -177,7 +177,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	for _, t := range strings.Split(*targets, ",") {
 		t = strings.TrimSpace(strings.ToLower(t))
 		if _, ok := specs[t]; !ok {
-			return nil, fmt.Errorf("-targets: unknown target %q (want podns, coredns, dnsmasq, unbound, relay)", t)
+			return nil, fmt.Errorf("-targets: unknown target %q (want podns, coredns, dnsmasq, unbound, relay, relay-udp)", t)
 		}
 		if !seen[t] {
 			seen[t] = true
@@ -476,7 +476,7 @@ func binarySizes(targets []string, bins map[string]string) map[string]float64 {
 // from this tree.
 func version(target, bin string) string {
 	if specs[target].reference {
-		return "built from e2e/bench/" + target
+		return "built from " + specs[target].source
 	}
 	arg := map[string]string{"podns": "-version", "coredns": "-version", "dnsmasq": "--version", "unbound": "-V"}[target]
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -19,11 +19,12 @@ import (
 var (
 	upstreamAddr = netip.MustParseAddr("127.0.0.10")
 	targetAddrs  = map[string]netip.Addr{
-		"podns":   netip.MustParseAddr("127.0.0.11"),
-		"coredns": netip.MustParseAddr("127.0.0.12"),
-		"dnsmasq": netip.MustParseAddr("127.0.0.13"),
-		"unbound": netip.MustParseAddr("127.0.0.14"),
-		"relay":   netip.MustParseAddr("127.0.0.15"),
+		"podns":     netip.MustParseAddr("127.0.0.11"),
+		"coredns":   netip.MustParseAddr("127.0.0.12"),
+		"dnsmasq":   netip.MustParseAddr("127.0.0.13"),
+		"unbound":   netip.MustParseAddr("127.0.0.14"),
+		"relay":     netip.MustParseAddr("127.0.0.15"),
+		"relay-udp": netip.MustParseAddr("127.0.0.16"),
 	}
 )
 
@@ -31,11 +32,16 @@ var (
 var allTargets = []string{"podns", "coredns", "dnsmasq", "unbound"}
 
 // relayTarget is the Go floor (e2e/bench/relay): run only when -targets names it; its spec
-// makes it a reference that runs in the miss latency phases only.
-const relayTarget = "relay"
+// makes it a reference that runs in the miss latency phases only. relayUDPTarget is the same
+// program forwarding over UDP, as dnsmasq does: beside relayTarget it shows what the TCP
+// upstream costs per miss by itself.
+const (
+	relayTarget    = "relay"
+	relayUDPTarget = "relay-udp"
+)
 
 // targetOrder is the order of the table's columns for any -targets.
-var targetOrder = append(slices.Clone(allTargets), relayTarget)
+var targetOrder = append(slices.Clone(allTargets), relayTarget, relayUDPTarget)
 
 // Zones the upstream serves: hitZone from a generated zone file (the cache-hit names),
 // missZone from the template plugin, which answers any name (unique names for the miss run and
@@ -138,11 +144,12 @@ type targetSpec struct {
 	// phases are the only phases (of allPhases) the target runs, whatever -phases adds; nil
 	// means every phase. A target none of whose phases -phases selects is not started.
 	phases []string
-	// reference marks a yardstick built by the benchmark from e2e/bench/<name>, not a peer: it
-	// is a column with its podns/<name> ratio but never a "best peer", and it reports no
+	// reference marks a yardstick built by the benchmark from this tree (source), not a peer:
+	// it is a column with its podns/<name> ratio but never a "best peer", and it reports no
 	// footprint metric (RSS, bytes per entry, binary size), since those would only say how
-	// small a server without a cache is. Its version is the tree it was built from.
+	// small a server without a cache is. Its version is the source it was built from.
 	reference bool
+	source    string // a reference's: the package and flags it runs, for the report's versions
 }
 
 // runs reports whether the target runs phase ph when -phases selects it.
@@ -279,32 +286,8 @@ var specs = map[string]targetSpec{
 			}}, nil
 		},
 	},
-	relayTarget: {
-		name: relayTarget,
-		// It has no cache: the hit runs and the memory runs would measure nothing it is the
-		// floor of; the miss latency and CPU runs are what it is the floor of.
-		phases:    []string{phMissRate, phMissConc},
-		reference: true,
-		find: func(o *options) (string, error) {
-			// Built next to the stub binary, from this module: no other tool is needed.
-			out, err := filepath.Abs(filepath.Join(filepath.Dir(o.stub), "bench-relay"))
-			if err != nil {
-				return "", err
-			}
-			if st, err := os.Stat(filepath.Dir(out)); err != nil || !st.IsDir() {
-				return "", fmt.Errorf("the relay is built next to -stub, in %s: not a directory", filepath.Dir(out))
-			}
-			cmd := exec.Command("go", "build", "-o", out, "./e2e/bench/relay")
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-			if b, err := cmd.CombinedOutput(); err != nil {
-				return "", fmt.Errorf("building the relay: %v\n%s", err, b)
-			}
-			return out, nil
-		},
-		config: func(bin, dir string, listen, up netip.AddrPort, cacheSize int) (launch, error) {
-			return launch{path: bin, env: cleanEnv(), args: []string{"-listen", listen.String(), "-upstream", up.String()}}, nil
-		},
-	},
+	relayTarget:    relaySpec(relayTarget, "tcp"),
+	relayUDPTarget: relaySpec(relayUDPTarget, "udp"),
 	"unbound": {
 		name: "unbound",
 		find: func(*options) (string, error) {
@@ -353,4 +336,36 @@ forward-zone:
 			return launch{path: bin, args: []string{"-d", "-c", path}, env: cleanEnv()}, nil
 		},
 	},
+}
+
+// relaySpec is the spec of the relay forwarding over proto (tcp or udp), run as target name.
+func relaySpec(name, proto string) targetSpec {
+	return targetSpec{
+		name: name,
+		// It has no cache: the hit runs and the memory runs would measure nothing it is the
+		// floor of; the miss latency and CPU runs are what it is the floor of.
+		phases:    []string{phMissRate, phMissConc},
+		reference: true,
+		source:    "e2e/bench/relay -upstream-proto " + proto,
+		find: func(o *options) (string, error) {
+			// Built next to the stub binary, from this module: no other tool is needed. One
+			// binary per target, so that building one never touches the other's while it runs.
+			out, err := filepath.Abs(filepath.Join(filepath.Dir(o.stub), "bench-"+name))
+			if err != nil {
+				return "", err
+			}
+			if st, err := os.Stat(filepath.Dir(out)); err != nil || !st.IsDir() {
+				return "", fmt.Errorf("the relay is built next to -stub, in %s: not a directory", filepath.Dir(out))
+			}
+			cmd := exec.Command("go", "build", "-o", out, "./e2e/bench/relay")
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+			if b, err := cmd.CombinedOutput(); err != nil {
+				return "", fmt.Errorf("building the relay: %v\n%s", err, b)
+			}
+			return out, nil
+		},
+		config: func(bin, dir string, listen, up netip.AddrPort, cacheSize int) (launch, error) {
+			return launch{path: bin, env: cleanEnv(), args: []string{"-listen", listen.String(), "-upstream", up.String(), "-upstream-proto", proto}}, nil
+		},
+	}
 }

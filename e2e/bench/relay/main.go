@@ -10,6 +10,9 @@
 // The benchmark runs it as the target "relay" in the miss phases only (e2e/bench/README.md):
 // its CPU per miss is what any Go forwarder with a TCP upstream pays at least (the runtime's
 // network poller, scheduler and system calls), against which podns's own cost per miss is read.
+// As the target "relay-udp" (-upstream-proto udp) it forwards over UDP instead, one connected
+// socket per query in flight, as dnsmasq forwards: the two side by side show what the TCP
+// upstream itself costs per miss, apart from Go and from podns.
 package main
 
 import (
@@ -21,11 +24,14 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 )
 
 // upConn is one upstream TCP connection with at most one query in flight: CoreDNS, like every
 // miekg/dns server, answers the queries of one connection one after another, so a second query
-// would wait for the first one's upstream delay. An idle connection is reused.
+// would wait for the first one's upstream delay. An idle connection is reused. Over UDP it is
+// one connected socket, with one query in flight too: the reply comes back to the socket that
+// asked, so it needs no table of queries.
 type upConn struct {
 	c      net.Conn
 	rd, wr *rawSock    // reads (its reader) and writes (serve): each has its own state
@@ -40,6 +46,7 @@ type relay struct {
 	in, out  *rawSock // the UDP socket's reads (serve) and writes (the connections' readers)
 	outMu    sync.Mutex
 	upstream string
+	udp      bool         // forward over UDP (-upstream-proto udp), not TCP
 	idle     chan *upConn // connections with no query in flight
 }
 
@@ -48,7 +55,8 @@ const maxIdle = 256
 
 func main() {
 	listen := flag.String("listen", "", "UDP address to serve, ip:port")
-	upstream := flag.String("upstream", "", "DNS server to forward to over TCP, ip:port")
+	upstream := flag.String("upstream", "", "DNS server to forward to, ip:port")
+	proto := flag.String("upstream-proto", "tcp", "how to forward: tcp, or udp")
 	flag.Parse()
 	ap, err := netip.ParseAddrPort(*listen)
 	if err == nil {
@@ -58,12 +66,16 @@ func main() {
 		fmt.Fprintln(os.Stderr, "relay: -listen and -upstream need ip:port:", err)
 		os.Exit(2)
 	}
+	if *proto != "tcp" && *proto != "udp" {
+		fmt.Fprintf(os.Stderr, "relay: -upstream-proto %q: want tcp or udp\n", *proto)
+		os.Exit(2)
+	}
 	pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "relay:", err)
 		os.Exit(1)
 	}
-	r, err := newRelay(pc, *upstream)
+	r, err := newRelay(pc, *upstream, *proto == "udp")
 	if err == nil {
 		err = r.serve()
 	}
@@ -71,9 +83,10 @@ func main() {
 	os.Exit(1)
 }
 
-// newRelay returns a relay serving pc and forwarding to upstream (ip:port).
-func newRelay(pc *net.UDPConn, upstream string) (*relay, error) {
-	r := &relay{pc: pc, upstream: upstream, idle: make(chan *upConn, maxIdle)}
+// newRelay returns a relay serving pc and forwarding to upstream (ip:port), over UDP when udp
+// is set, else over TCP.
+func newRelay(pc *net.UDPConn, upstream string, udp bool) (*relay, error) {
+	r := &relay{pc: pc, upstream: upstream, udp: udp, idle: make(chan *upConn, maxIdle)}
 	var err error
 	if r.in, err = newRawSock(pc); err == nil {
 		r.out, err = newRawSock(pc)
@@ -81,8 +94,8 @@ func newRelay(pc *net.UDPConn, upstream string) (*relay, error) {
 	return r, err
 }
 
-// serve reads queries and writes each to an idle upstream connection, or a new one. It returns
-// when the UDP socket fails (is closed).
+// serve reads queries and writes each to an idle upstream connection, or a new one (over UDP: a
+// connected socket). It returns when the UDP socket fails (is closed).
 func (r *relay) serve() error {
 	buf := make([]byte, 2+65535)
 	for {
@@ -103,14 +116,18 @@ func (r *relay) serve() error {
 		default:
 		}
 		if uc == nil {
-			c, err := net.Dial("tcp", r.upstream)
+			network := "tcp"
+			if r.udp {
+				network = "udp"
+			}
+			c, err := net.Dial(network, r.upstream)
 			if err != nil {
 				fmt.Fprintln(os.Stderr, "relay:", err)
 				continue // the client retries, as it would after a lost datagram
 			}
 			uc = &upConn{c: c}
-			if uc.rd, err = newRawSock(c.(*net.TCPConn)); err == nil {
-				uc.wr, err = newRawSock(c.(*net.TCPConn))
+			if uc.rd, err = newRawSock(c.(syscall.Conn)); err == nil {
+				uc.wr, err = newRawSock(c.(syscall.Conn))
 			}
 			if err != nil {
 				fmt.Fprintln(os.Stderr, "relay:", err)
@@ -122,14 +139,19 @@ func (r *relay) serve() error {
 		uc.mu.Lock()
 		uc.client, uc.id = client, binary.BigEndian.Uint16(buf[2:])
 		uc.mu.Unlock()
+		msg := buf[:2+n] // TCP: the length prefix, then the message (RFC 1035 section 4.2.2)
+		if r.udp {
+			msg = buf[2 : 2+n]
+		}
 		binary.BigEndian.PutUint16(buf, uint16(n))
-		if w, err := uc.wr.do(opWrite, buf[:2+n]); err != nil || w != 2+n { // a short write: give the connection up
+		if w, err := uc.wr.do(opWrite, msg); err != nil || w != len(msg) { // a short write: give the connection up
 			uc.c.Close() // its reader ends
 		}
 	}
 }
 
 // readReplies sends each reply on uc back to the client that asked, then makes uc idle again.
+// Over UDP a reply is one datagram, and one with another ID (a stray) is skipped as over TCP.
 func (r *relay) readReplies(uc *upConn) {
 	defer uc.c.Close()
 	defer uc.dead.Store(true)
@@ -137,6 +159,13 @@ func (r *relay) readReplies(uc *upConn) {
 	buf := frame[2:]
 	for {
 		have, n := 0, -1 // n: the message's length once its prefix is in
+		if r.udp {
+			m, err := uc.rd.do(opRead, buf)
+			if err != nil {
+				return
+			}
+			have, n = 2+m, m
+		}
 		for n < 0 || have < 2+n {
 			m, err := uc.rd.do(opRead, frame[have:])
 			if err != nil || m == 0 {

@@ -15,12 +15,19 @@ import (
 // The relay must forward faithfully, or the floor it gives the benchmark is a floor of nothing:
 // each client gets the upstream's reply under its own ID, and a query whose upstream answer is
 // slow does not hold up the next one (it goes on a connection of its own, as the stub's would).
+// The same holds over UDP (relay-udp), each query from a socket of its own.
 func TestRelayForwards(t *testing.T) {
+	for _, proto := range []string{"tcp", "udp"} {
+		t.Run(proto, func(t *testing.T) { testRelayForwards(t, proto) })
+	}
+}
+
+func testRelayForwards(t *testing.T, proto string) {
 	release := make(chan struct{})
 	mux := dns.NewServeMux()
 	mux.HandleFunc(".", func(w dns.ResponseWriter, q *dns.Msg) {
-		if w.RemoteAddr().Network() != "tcp" {
-			t.Errorf("upstream query over %s, want tcp", w.RemoteAddr().Network())
+		if w.RemoteAddr().Network() != proto {
+			t.Errorf("upstream query over %s, want %s", w.RemoteAddr().Network(), proto)
 		}
 		if strings.HasPrefix(q.Question[0].Name, "slow.") {
 			<-release
@@ -31,11 +38,21 @@ func TestRelayForwards(t *testing.T) {
 		m.Answer = append(m.Answer, rr)
 		w.WriteMsg(m)
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	srv := &dns.Server{Handler: mux}
+	var upAddr string
+	if proto == "tcp" {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.Listener, upAddr = ln, ln.Addr().String()
+	} else {
+		upc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.PacketConn, upAddr = upc, upc.LocalAddr().String()
 	}
-	srv := &dns.Server{Listener: ln, Handler: mux}
 	go srv.ActivateAndServe()
 	defer srv.Shutdown()
 
@@ -43,7 +60,7 @@ func TestRelayForwards(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := newRelay(pc, ln.Addr().String())
+	r, err := newRelay(pc, upAddr, proto == "udp")
 	if err != nil {
 		t.Fatal(err)
 	}
