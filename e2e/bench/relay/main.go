@@ -4,8 +4,9 @@
 // program can do to forward a client's UDP query over one pooled TCP connection and send the
 // reply back. It has no cache, parses nothing but the ID, allocates nothing per query, and makes
 // its system calls raw, as the stub's miss path does (raw.go).
-// It is not a DNS server anyone should run: a reply that never comes keeps its connection busy
-// for good, and a lost connection loses its query.
+// It is not a DNS server anyone should run: over TCP a reply that never comes keeps its
+// connection busy for good, and a lost connection loses its query; over UDP, where a lost
+// datagram is routine, a socket whose reply does not come within udpWait is closed.
 //
 // The benchmark runs it as the target "relay" in the miss phases only (e2e/bench/README.md):
 // its CPU per miss is what any Go forwarder with a TCP upstream pays at least (the runtime's
@@ -25,6 +26,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // upConn is one upstream TCP connection with at most one query in flight: CoreDNS, like every
@@ -39,6 +41,7 @@ type upConn struct {
 	mu     sync.Mutex
 	client netip.AddrPort // who asked the query in flight
 	id     uint16         // the client's own ID
+	busy   bool           // a query is in flight: only its reply, once, makes uc idle again
 }
 
 type relay struct {
@@ -46,9 +49,16 @@ type relay struct {
 	in, out  *rawSock // the UDP socket's reads (serve) and writes (the connections' readers)
 	outMu    sync.Mutex
 	upstream string
-	udp      bool         // forward over UDP (-upstream-proto udp), not TCP
-	idle     chan *upConn // connections with no query in flight
+	udp      bool          // forward over UDP (-upstream-proto udp), not TCP
+	udpWait  time.Duration // how long a UDP socket waits for its reply before it is closed
+	idle     chan *upConn  // connections with no query in flight
+	// readerDone, when set (tests), is called when a connection's reader ends.
+	readerDone func()
 }
+
+// udpWait is how long a UDP query waits for its reply: the load generators count a query
+// unanswered after a second, so by then the client has given it up too.
+const udpWait = time.Second
 
 // maxIdle bounds the idle connections kept; the ones past it are closed.
 const maxIdle = 256
@@ -58,12 +68,17 @@ func main() {
 	upstream := flag.String("upstream", "", "DNS server to forward to, ip:port")
 	proto := flag.String("upstream-proto", "tcp", "how to forward: tcp, or udp")
 	flag.Parse()
-	ap, err := netip.ParseAddrPort(*listen)
-	if err == nil {
-		_, err = netip.ParseAddrPort(*upstream)
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "relay: unexpected arguments %q: it takes flags only\n", flag.Args())
+		os.Exit(2)
 	}
+	ap, err := netip.ParseAddrPort(*listen)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "relay: -listen and -upstream need ip:port:", err)
+		fmt.Fprintf(os.Stderr, "relay: -listen %q: want ip:port: %v\n", *listen, err)
+		os.Exit(2)
+	}
+	if _, err := netip.ParseAddrPort(*upstream); err != nil {
+		fmt.Fprintf(os.Stderr, "relay: -upstream %q: want ip:port: %v\n", *upstream, err)
 		os.Exit(2)
 	}
 	if *proto != "tcp" && *proto != "udp" {
@@ -86,7 +101,7 @@ func main() {
 // newRelay returns a relay serving pc and forwarding to upstream (ip:port), over UDP when udp
 // is set, else over TCP.
 func newRelay(pc *net.UDPConn, upstream string, udp bool) (*relay, error) {
-	r := &relay{pc: pc, upstream: upstream, udp: udp, idle: make(chan *upConn, maxIdle)}
+	r := &relay{pc: pc, upstream: upstream, udp: udp, udpWait: udpWait, idle: make(chan *upConn, maxIdle)}
 	var err error
 	if r.in, err = newRawSock(pc); err == nil {
 		r.out, err = newRawSock(pc)
@@ -137,11 +152,14 @@ func (r *relay) serve() error {
 			go r.readReplies(uc)
 		}
 		uc.mu.Lock()
-		uc.client, uc.id = client, binary.BigEndian.Uint16(buf[2:])
+		uc.client, uc.id, uc.busy = client, binary.BigEndian.Uint16(buf[2:]), true
 		uc.mu.Unlock()
 		msg := buf[:2+n] // TCP: the length prefix, then the message (RFC 1035 section 4.2.2)
 		if r.udp {
 			msg = buf[2 : 2+n]
+			// The reader blocks in the runtime's poller, which honours the deadline: a lost
+			// datagram ends the socket, not a goroutine and a descriptor kept for the whole run.
+			uc.c.SetReadDeadline(time.Now().Add(r.udpWait))
 		}
 		binary.BigEndian.PutUint16(buf, uint16(n))
 		if w, err := uc.wr.do(opWrite, msg); err != nil || w != len(msg) { // a short write: give the connection up
@@ -151,8 +169,14 @@ func (r *relay) serve() error {
 }
 
 // readReplies sends each reply on uc back to the client that asked, then makes uc idle again.
-// Over UDP a reply is one datagram, and one with another ID (a stray) is skipped as over TCP.
+// A reply with another ID, or a second one to the same query (a duplicated datagram), is
+// skipped: only the reply to the query in flight makes uc idle, once. Over UDP a reply is one
+// datagram, and one too short for a header is skipped too (over TCP it means the stream lost
+// its framing, and the connection ends).
 func (r *relay) readReplies(uc *upConn) {
+	if r.readerDone != nil {
+		defer r.readerDone()
+	}
 	defer uc.c.Close()
 	defer uc.dead.Store(true)
 	frame := make([]byte, 2+65535)
@@ -162,7 +186,10 @@ func (r *relay) readReplies(uc *upConn) {
 		if r.udp {
 			m, err := uc.rd.do(opRead, buf)
 			if err != nil {
-				return
+				return // closed, or no reply within udpWait
+			}
+			if m < 12 {
+				continue
 			}
 			have, n = 2+m, m
 		}
@@ -180,9 +207,12 @@ func (r *relay) readReplies(uc *upConn) {
 			return // one query in flight: nothing may follow its reply
 		}
 		uc.mu.Lock()
-		client, id := uc.client, uc.id
+		client, answers := uc.client, uc.busy && binary.BigEndian.Uint16(buf) == uc.id
+		if answers {
+			uc.busy = false
+		}
 		uc.mu.Unlock()
-		if binary.BigEndian.Uint16(buf) != id {
+		if !answers {
 			continue
 		}
 		r.outMu.Lock()

@@ -147,3 +147,163 @@ func testRelayForwards(t *testing.T, proto string) {
 		t.Fatal("serve did not return after its socket closed")
 	}
 }
+
+// udpUpstream is a UDP upstream on loopback that answers each query as answer says: the
+// datagrams to send back, in order (none: the query is dropped).
+func udpUpstream(t *testing.T, answer func(q *dns.Msg) [][]byte) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			q := new(dns.Msg)
+			if q.Unpack(buf[:n]) != nil {
+				continue
+			}
+			for _, d := range answer(q) {
+				pc.WriteTo(d, from)
+			}
+		}
+	}()
+	return pc.LocalAddr().String()
+}
+
+// reply is the upstream's packed answer to q.
+func reply(t *testing.T, q *dns.Msg) []byte {
+	m := new(dns.Msg)
+	m.SetReply(q)
+	rr, _ := dns.NewRR(q.Question[0].Name + " 60 IN A 192.0.2.7")
+	m.Answer = append(m.Answer, rr)
+	b, err := m.Pack()
+	if err != nil {
+		t.Error(err)
+	}
+	return b
+}
+
+// startRelay serves a relay over UDP to upstream on loopback and returns it and a client
+// socket; wait, when not zero, replaces udpWait.
+func startRelay(t *testing.T, upstream string, wait time.Duration) (*relay, *net.UDPConn) {
+	t.Helper()
+	pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := newRelay(pc, upstream, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wait != 0 {
+		r.udpWait = wait
+	}
+	return r, clientOf(t, r, pc)
+}
+
+// clientOf starts r serving pc (closed at the test's end) and returns a client socket for it.
+func clientOf(t *testing.T, r *relay, pc *net.UDPConn) *net.UDPConn {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { r.serve(); close(done) }()
+	t.Cleanup(func() { pc.Close(); <-done })
+	c, err := net.DialUDP("udp", nil, pc.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// ask sends name with id from c and returns the reply, or nil when none came within wait.
+func ask(t *testing.T, c *net.UDPConn, name string, id uint16, wait time.Duration) *dns.Msg {
+	t.Helper()
+	q := new(dns.Msg)
+	q.SetQuestion(name, dns.TypeA)
+	q.Id = id
+	b, _ := q.Pack()
+	if _, err := c.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 512)
+	c.SetReadDeadline(time.Now().Add(wait))
+	n, err := c.Read(buf)
+	if err != nil {
+		return nil
+	}
+	m := new(dns.Msg)
+	if err := m.Unpack(buf[:n]); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// Over UDP a datagram stands alone: a stray one too short for a header is skipped, and the real
+// reply after it still reaches the client (over TCP such a frame means the stream lost its
+// framing).
+func TestRelayUDPSkipsShortDatagram(t *testing.T) {
+	up := udpUpstream(t, func(q *dns.Msg) [][]byte { return [][]byte{{1, 2, 3}, reply(t, q)} })
+	_, c := startRelay(t, up, 0)
+	if m := ask(t, c, "short.example.", 0x5151, 5*time.Second); m == nil || m.Id != 0x5151 || len(m.Answer) != 1 {
+		t.Fatalf("reply %v, want the answer after the stray datagram", m)
+	}
+}
+
+// A duplicated reply (UDP duplicates datagrams; TCP does not) answers nothing: the socket goes
+// back to the idle pool once, so two later queries never share it (the second would take the
+// first's reply slot, and the first would lose its answer).
+func TestRelayUDPDuplicateReplyIdlesOnce(t *testing.T) {
+	up := udpUpstream(t, func(q *dns.Msg) [][]byte { b := reply(t, q); return [][]byte{b, b} })
+	r, c := startRelay(t, up, 0)
+	if m := ask(t, c, "twice.example.", 0x6161, 5*time.Second); m == nil || m.Id != 0x6161 {
+		t.Fatalf("reply %v, want ID 0x6161", m)
+	}
+	// The duplicate comes right behind the reply: a second query on that socket (the only
+	// one) is answered only if the reader skipped it and went back to waiting.
+	if m := ask(t, c, "next.example.", 0x6262, 5*time.Second); m == nil || m.Id != 0x6262 || m.Question[0].Name != "next.example." {
+		t.Fatalf("second reply %v, want next.example. with ID 0x6262", m)
+	}
+	if n := len(r.idle); n != 1 {
+		t.Errorf("%d idle sockets after two queries on one, want 1: a duplicate reply made it idle twice", n)
+	}
+}
+
+// A query the upstream drops does not keep its socket and reader for the rest of the run: after
+// udpWait the socket is closed, and the next query is answered on another one.
+func TestRelayUDPDropsSilentSocket(t *testing.T) {
+	up := udpUpstream(t, func(q *dns.Msg) [][]byte {
+		if strings.HasPrefix(q.Question[0].Name, "drop.") {
+			return nil
+		}
+		return [][]byte{reply(t, q)}
+	})
+	pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := newRelay(pc, up, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.udpWait = 50 * time.Millisecond
+	ended := make(chan struct{}, 1)
+	r.readerDone = func() { ended <- struct{}{} }
+	c := clientOf(t, r, pc)
+	if m := ask(t, c, "drop.example.", 0x7171, 20*time.Millisecond); m != nil {
+		t.Fatalf("reply %v to a dropped query", m)
+	}
+	select {
+	case <-ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the silent socket's reader did not end")
+	}
+	if m := ask(t, c, "after.example.", 0x7272, 5*time.Second); m == nil || m.Id != 0x7272 {
+		t.Fatalf("reply %v, want the next query answered", m)
+	}
+}
