@@ -480,6 +480,20 @@ func TestParseOptionsLowRatesAndIdle(t *testing.T) {
 	if o.lowRateDur != 3*time.Second || o.idleCPUDur != 10*time.Second {
 		t.Errorf("-quick: low-rate runs %v, idle %v; want 3s and 10s", o.lowRateDur, o.idleCPUDur)
 	}
+	// -quick shortens only what the command line leaves at its default, whichever comes first.
+	for _, args := range [][]string{
+		{"-quick", "-rounds", "5", "-miss-rate-duration", "10s"},
+		{"-rounds", "5", "-miss-rate-duration", "10s", "-quick"},
+	} {
+		o, err = parseOptions(args, io.Discard)
+		if err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		if o.rounds != 5 || o.missRateDur != 10*time.Second || o.missConcDur != 2*time.Second || o.hitDur != 2*time.Second || o.missNames != 20000 {
+			t.Errorf("%v: rounds %d, miss runs %v and %v, hit %v, %d names; want 5 rounds, 10s, and -quick's 2s, 2s, 20000",
+				args, o.rounds, o.missRateDur, o.missConcDur, o.hitDur, o.missNames)
+		}
+	}
 	o, err = parseOptions([]string{"-idle-cpu-duration", "5s", "-low-rate-duration", "20s"}, io.Discard)
 	if err != nil || o.idleCPUDur != 5*time.Second || o.lowRateDur != 20*time.Second {
 		t.Errorf("explicit durations: %v, %+v", err, o)

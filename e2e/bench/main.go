@@ -132,7 +132,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	targets := fs.String("targets", strings.Join(allTargets, ","), "comma-separated targets to run: podns, coredns, dnsmasq, unbound; also relay, the Go floor of a miss, and relay-udp, the same over UDP (miss phases only)")
-	quick := fs.Bool("quick", false, "one round, 2 s runs, 20,000 miss names: for iterating on one target")
+	quick := fs.Bool("quick", false, "one round, 2 s runs, 20,000 miss names: for iterating on one target (flags given as well keep their values)")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds; each round runs every target once, in a rotated order (1..20)")
 	fs.IntVar(&o.hitNames, "hit-names", 1000, "names in the upstream zone, asked in the hit runs (1..50000)")
 	fs.IntVar(&o.missNames, "miss-names", 100000, "unique names in the miss run, which also fills the cache for bytes per entry (1000..1000000)")
@@ -161,9 +161,21 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	if *quick {
-		o.rounds, o.hitDur, o.rateDur, o.missNames = 1, 2*time.Second, 2*time.Second, 20000
-		o.missRateDur, o.missConcDur = 2*time.Second, 2*time.Second
-		o.lowRateDur, o.idleCPUDur = 3*time.Second, 10*time.Second
+		// -quick shortens what the command line leaves at its default: -quick -rounds 5 is five
+		// short rounds, not one.
+		given := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+		for name, v := range map[string]string{
+			"rounds": "1", "hit-duration": "2s", "rate-duration": "2s", "miss-names": "20000",
+			"miss-rate-duration": "2s", "miss-clients-duration": "2s", "low-rate-duration": "3s",
+			"idle-cpu-duration": "10s",
+		} {
+			if !given[name] {
+				if err := fs.Set(name, v); err != nil {
+					return nil, err
+				}
+			}
+		}
 	}
 	o.phases = map[string]bool{}
 	for _, ph := range strings.Split(*phases, ",") {
