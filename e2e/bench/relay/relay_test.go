@@ -64,11 +64,7 @@ func testRelayForwards(t *testing.T, proto string) {
 	}
 	defer c.Close()
 	send := func(name string, id uint16) {
-		q := new(dns.Msg)
-		q.SetQuestion(name, dns.TypeA)
-		q.Id = id
-		b, _ := q.Pack()
-		if _, err := c.Write(b); err != nil {
+		if _, err := c.Write(dnstest.Query(name, dns.TypeA, dnstest.ID(id))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -198,11 +194,7 @@ func clientOf(t *testing.T, r *relay, pc *net.UDPConn) *net.UDPConn {
 // ask sends name with id from c and returns the reply, or nil when none came within wait.
 func ask(t *testing.T, c *net.UDPConn, name string, id uint16, wait time.Duration) *dns.Msg {
 	t.Helper()
-	q := new(dns.Msg)
-	q.SetQuestion(name, dns.TypeA)
-	q.Id = id
-	b, _ := q.Pack()
-	if _, err := c.Write(b); err != nil {
+	if _, err := c.Write(dnstest.Query(name, dns.TypeA, dnstest.ID(id))); err != nil {
 		t.Fatal(err)
 	}
 	buf := make([]byte, 512)
