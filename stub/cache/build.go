@@ -116,10 +116,7 @@ func packForCache(msg *dns.Msg) []byte {
 	m.Compress = true
 	m.Extra = nil
 	for _, x := range msg.Extra {
-		switch x.Header().Rrtype {
-		case dns.TypeOPT, dns.TypeTSIG, dns.TypeSIG:
-			// Hop-by-hop records: the server adds its own OPT per client.
-		default:
+		if !hopByHop(x.Header().Rrtype) { // the server adds its own OPT per client
 			m.Extra = append(m.Extra, x)
 		}
 	}

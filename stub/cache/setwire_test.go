@@ -414,7 +414,7 @@ func fuzzRequest(pkt []byte, variant uint8) (*wire.Request, bool) {
 	var id, flags uint16
 	if len(pkt) >= wire.HeaderLen {
 		id, flags = wire.ID(pkt), binary.BigEndian.Uint16(pkt[2:])
-		if end := plainNameEnd(pkt, wire.HeaderLen); end > 0 && end+4 <= len(pkt) {
+		if end, ok := wire.PlainNameEnd(pkt, wire.HeaderLen); ok && end+4 <= len(pkt) {
 			qname = pkt[wire.HeaderLen:end]
 			qtype, qclass = binary.BigEndian.Uint16(pkt[end:]), binary.BigEndian.Uint16(pkt[end+2:])
 		}
@@ -443,21 +443,6 @@ func fuzzRequest(pkt []byte, variant uint8) (*wire.Request, bool) {
 		return nil, false
 	}
 	return r, true
-}
-
-// plainNameEnd returns the end of the uncompressed name at msg[off], or -1.
-func plainNameEnd(msg []byte, off int) int {
-	for start := off; off < len(msg) && off-start < maxName; {
-		c := int(msg[off])
-		if c == 0 {
-			return off + 1
-		}
-		if c > 63 {
-			return -1
-		}
-		off += 1 + c
-	}
-	return -1
 }
 
 // addCorpus adds the inputs go test stored for another fuzz target of the same arguments

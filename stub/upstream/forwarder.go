@@ -415,7 +415,7 @@ func parseQuery(query []byte) (qEnd, optOff int, err error) {
 	if wire.Count(query, wire.Question) != 1 {
 		return 0, 0, errors.New("upstream: query must have exactly one question")
 	}
-	end, ok := plainNameEnd(query, wire.HeaderLen)
+	end, ok := wire.PlainNameEnd(query, wire.HeaderLen)
 	if !ok || end+4 > len(query) {
 		return 0, 0, errors.New("upstream: query has a malformed or compressed question")
 	}
@@ -433,27 +433,6 @@ func parseQuery(query []byte) (qEnd, optOff int, err error) {
 		return 0, 0, errors.New("upstream: query is malformed")
 	}
 	return end + 4, optOff, nil
-}
-
-// plainNameEnd returns the offset just past the uncompressed name at msg[off]: false when it
-// has a compression pointer or reserved label type (RFC 1035 section 4.1.4, RFC 6891 section 5),
-// runs past msg, or is longer than 255 octets (RFC 1035 section 3.1).
-func plainNameEnd(msg []byte, off int) (int, bool) {
-	start := off
-	for off < len(msg) {
-		c := int(msg[off])
-		if c&0xC0 != 0 {
-			return 0, false
-		}
-		off += 1 + c
-		if off-start > 255 {
-			return 0, false
-		}
-		if c == 0 {
-			return off, true
-		}
-	}
-	return 0, false
 }
 
 // exchange is ExchangeWire's tries, server after server, with qs prepared.

@@ -171,22 +171,8 @@ func (p *peer) markEDNSIntolerant() {
 // Without an OPT the header's RCODE is the whole RCODE.
 func rejectsEDNS(r []byte) bool {
 	rc := wire.Rcode(r)
-	return (rc == dns.RcodeFormatError || rc == dns.RcodeNotImplemented) && !hasOPT(r)
-}
-
-// hasOPT reports whether the additional section of msg has an OPT record, among the records
-// that parse.
-func hasOPT(msg []byte) bool {
-	if wire.Count(msg, wire.Additional) == 0 {
-		return false
-	}
-	it := wire.Records(msg)
-	for it.Next() {
-		if rr := it.RR(); rr.Section == wire.Additional && rr.Type == wire.TypeOPT {
-			return true
-		}
-	}
-	return false
+	_, hasOPT := wire.FindOPT(r)
+	return (rc == dns.RcodeFormatError || rc == dns.RcodeNotImplemented) && !hasOPT
 }
 
 func newPeer(f *Forwarder, ap netip.AddrPort) *peer {

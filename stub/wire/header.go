@@ -36,16 +36,26 @@ func Rcode(pkt []byte) int { return int(flags(pkt) & rcodeMask) }
 // not parse up to the OPT gives the header's rcode.
 func ExtendedRcode(msg []byte) int {
 	rcode := Rcode(msg)
+	if opt, ok := FindOPT(msg); ok {
+		return rcode | int(msg[opt.TTLOff])<<4
+	}
+	return rcode
+}
+
+// FindOPT returns the first OPT record of msg's additional section, among the
+// records that parse up to it (RFC 6891 §6.1.1). It walks the records only
+// when the header counts additional ones, and allocates nothing.
+func FindOPT(msg []byte) (opt RR, ok bool) {
 	if Count(msg, Additional) == 0 {
-		return rcode
+		return RR{}, false
 	}
 	it := Records(msg)
 	for it.Next() {
 		if rr := it.RR(); rr.Section == Additional && rr.Type == TypeOPT {
-			return rcode | int(msg[rr.TTLOff])<<4
+			return rr, true
 		}
 	}
-	return rcode
+	return RR{}, false
 }
 
 // HeaderRcode returns the part of an extended rcode (0-4095) that the header

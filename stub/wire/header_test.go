@@ -146,3 +146,44 @@ func TestHeaderShortPanics(t *testing.T) {
 		}()
 	}
 }
+
+// ExtendedRcode is the header's 4 bits with the first OPT record's upper 8 (RFC 6891 §6.1.3),
+// and FindOPT finds that OPT: none without one, none past records that do not parse.
+func TestExtendedRcodeAndFindOPT(t *testing.T) {
+	msg := func(rcode int, opt bool) []byte {
+		m := new(dns.Msg)
+		m.SetQuestion("example.com.", dns.TypeA)
+		m.Response = true
+		m.Extra = append(m.Extra, &dns.A{Hdr: dns.RR_Header{Name: "ns.example.com.", Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: []byte{192, 0, 2, 1}})
+		if opt {
+			m.SetEdns0(1232, false)
+		}
+		m.Rcode = rcode // miekg/dns packs the upper bits into the OPT
+		b, err := m.Pack()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	badvers := msg(dns.RcodeBadVers, true)
+	cut := badvers[:len(badvers)-3] // the OPT record cut short: ARCOUNT still counts it
+	for _, tc := range []struct {
+		name  string
+		msg   []byte
+		rcode int
+		opt   bool
+	}{
+		{"no OPT", msg(dns.RcodeRefused, false), dns.RcodeRefused, false},
+		{"OPT, header rcode only", msg(dns.RcodeNameError, true), dns.RcodeNameError, true},
+		{"BADVERS in the OPT", badvers, dns.RcodeBadVers, true},
+		{"OPT cut short", cut, dns.RcodeSuccess, false}, // BADVERS's header bits are 0
+	} {
+		if got := ExtendedRcode(tc.msg); got != tc.rcode {
+			t.Errorf("%s: ExtendedRcode %d, want %d", tc.name, got, tc.rcode)
+		}
+		opt, ok := FindOPT(tc.msg)
+		if ok != tc.opt || ok && (opt.Type != TypeOPT || opt.Section != Additional || opt.End != len(tc.msg)) {
+			t.Errorf("%s: FindOPT %+v, %v; want found %v, the message's last record", tc.name, opt, ok, tc.opt)
+		}
+	}
+}

@@ -164,7 +164,7 @@ func (r *Request) Parse(pkt []byte) error {
 // parseQuestion reads the question at offset 12 and returns the offset after
 // it. It sets QName, QType and QClass only when the whole question is valid.
 func (r *Request) parseQuestion(pkt []byte) (int, bool) {
-	end, ok := nameEnd(pkt, HeaderLen)
+	end, ok := PlainNameEnd(pkt, HeaderLen)
 	if !ok || end+4 > len(pkt) {
 		return 0, false
 	}
@@ -174,9 +174,12 @@ func (r *Request) parseQuestion(pkt []byte) (int, bool) {
 	return end + 4, true
 }
 
-// nameEnd checks an uncompressed name starting at off and returns the offset
-// just past its root label.
-func nameEnd(pkt []byte, off int) (int, bool) {
+// PlainNameEnd checks the uncompressed name that starts at pkt[off] and returns
+// the offset just past its root label. ok is false when the name has a
+// compression pointer or a reserved label type (RFC 1035 §4.1.4, RFC 6891 §5),
+// runs past pkt, or is longer than 255 octets (RFC 1035 §3.1): a question as
+// a query's sender writes it, which the stub checks before it forwards one.
+func PlainNameEnd(pkt []byte, off int) (end int, ok bool) {
 	start := off
 	for {
 		if off >= len(pkt) {
@@ -289,7 +292,7 @@ func validOptions(b []byte) bool {
 				return false
 			}
 		case optReporting:
-			if end, ok := nameEnd(v, 0); !ok || end != n {
+			if end, ok := PlainNameEnd(v, 0); !ok || end != n {
 				return false
 			}
 		}
